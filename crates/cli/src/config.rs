@@ -1,0 +1,100 @@
+//! The configuration file: TOML, with a default embedded in the binary.
+//!
+//! Unknown keys are errors that name the key and the file, so a typo never silently falls back to a
+//! default. Units are in the key names (`target_file_size_mb`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+use shopstream_ingest::MappingConfig;
+
+/// The embedded default configuration.
+pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where and how the lake is written.
+    pub lake: LakeConfig,
+    /// Sources.
+    #[serde(default)]
+    pub ingest: IngestConfig,
+}
+
+/// `[lake]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LakeConfig {
+    /// Lake URL; empty for `<data-dir>/lake`.
+    #[serde(default)]
+    pub url: String,
+    /// Parquet files roll at this size, in MiB.
+    #[serde(default = "default_file_size_mb")]
+    pub target_file_size_mb: u64,
+    /// zstd level.
+    #[serde(default = "default_zstd_level")]
+    pub zstd_level: i32,
+}
+
+fn default_file_size_mb() -> u64 {
+    128
+}
+fn default_zstd_level() -> i32 {
+    3
+}
+
+/// `[ingest]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Schema mappings for non-Online-Retail layouts.
+    #[serde(default)]
+    pub mappings: Vec<MappingConfig>,
+}
+
+impl Config {
+    /// Loads `path`, or the embedded default when `None`.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let (text, name) = match path {
+            Some(p) => (
+                std::fs::read_to_string(p).with_context(|| format!("reading config {}", p.display()))?,
+                p.display().to_string(),
+            ),
+            None => (DEFAULT_TOML.to_string(), "<embedded default.toml>".to_string()),
+        };
+        let config: Config = toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {name}: {e}"))?;
+        for m in &config.ingest.mappings {
+            m.validate().with_context(|| format!("config {name}"))?;
+        }
+        Ok(config)
+    }
+
+    /// The lake location for a data dir.
+    pub fn lake_dir(&self, data_dir: &Path) -> PathBuf {
+        data_dir.join("lake")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_and_example_configs_load() {
+        Config::load(None).unwrap();
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/examples/mappings.toml");
+        let c = Config::load(Some(&example)).unwrap();
+        assert_eq!(c.ingest.mappings[0].name, "webshop-export");
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.toml");
+        std::fs::write(&p, "[lake]\nurl = \"\"\nzstd_levl = 3\n").unwrap();
+        let err = format!("{:#}", Config::load(Some(&p)).unwrap_err());
+        assert!(err.contains("zstd_levl") && err.contains("bad.toml"), "{err}");
+    }
+}

@@ -1,0 +1,451 @@
+//! The `shopstream` binary: argument parsing, progress bars, exit codes. The work is in the
+//! ingest and engine crates; this file wires them to the command line.
+//!
+//! Exit codes: 0 success, 1 failure (the error chain is printed once), 2 usage error.
+
+mod config;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use shopstream_engine::load::{LoadEvent, LoadSummary, WriteOptions, load_files};
+use shopstream_engine::output::{OutputFormat, write, write_parquet};
+use shopstream_engine::{Catalog, Lake, reports};
+use shopstream_ingest::generate::{GenFormat, Generator};
+use shopstream_ingest::{ReadOptions, expand_paths};
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(name = "shopstream", version, about = "One program for an e-commerce data stack: files in, Delta lake, SQL, reports")]
+struct Cli {
+    /// Folder for the lake and everything shopstream keeps.
+    #[arg(long, global = true, default_value = "./shopstream-data", env = "SHOPSTREAM_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Configuration file (TOML); the embedded default when absent.
+    #[arg(long, global = true, env = "SHOPSTREAM_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Csv,
+    Json,
+    Parquet,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GenFormatArg {
+    Csv,
+    Xlsx,
+    Jsonl,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load files or folders (CSV/TSV/delimited, aligned text, Excel, JSON Lines, Parquet) into the lake.
+    Ingest {
+        /// Files or folders (folders are read recursively).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Only this Excel sheet.
+        #[arg(long)]
+        sheet: Option<String>,
+        /// No progress bar.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// List the lake's tables with rows, files, bytes and Delta version.
+    Tables,
+    /// Run SQL; without a query, an interactive shell.
+    Sql {
+        /// The query.
+        query: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        /// Output file (required for parquet).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Built-in reports: `report list`, or `report NAME`.
+    Report {
+        /// `list` or a report name.
+        name: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        /// Report parameter, `name=value` (repeatable).
+        #[arg(long = "param", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// Output file (required for parquet).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Generate realistic orders in the Online Retail layout.
+    Generate {
+        #[arg(long)]
+        rows: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, value_enum, default_value = "csv")]
+        format: GenFormatArg,
+        #[arg(long)]
+        out: PathBuf,
+        /// Fraction of rows to corrupt (0 to 1).
+        #[arg(long, default_value_t = 0.0)]
+        dirty: f64,
+    },
+    /// Set up a data dir, load data (generated, or --from DIR), print reports and what to try next.
+    Demo {
+        /// Load these files or folders instead of generated data.
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// Rows to generate when --from is not given.
+        #[arg(long, default_value_t = 200_000)]
+        rows: u64,
+    },
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("`{s}` is not name=value"))
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => {}
+        Err(e) if is_broken_pipe(&e) => {}
+        Err(e) => {
+            eprintln!("error: {}", error_chain(&e));
+            std::process::exit(1);
+        }
+    }
+}
+
+/// The error chain once: libraries that both print and return their source would repeat it.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.to_string().contains("Broken pipe")
+    })
+}
+
+fn init_logging() {
+    // delta-rs and its kernel log every file at INFO: keep them to warnings unless RUST_LOG asks.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,deltalake=warn,delta_kernel=off,buoyant_kernel=off"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+struct Ctx {
+    data_dir: PathBuf,
+    config: Config,
+}
+
+impl Ctx {
+    fn lake(&self) -> anyhow::Result<Lake> {
+        Ok(if self.config.lake.url.is_empty() {
+            Lake::local(&self.config.lake_dir(&self.data_dir))?
+        } else {
+            Lake::at_url(&self.config.lake.url)?
+        })
+    }
+
+    fn write_options(&self) -> WriteOptions {
+        WriteOptions {
+            target_file_size: self.config.lake.target_file_size_mb * 1024 * 1024,
+            zstd_level: self.config.lake.zstd_level,
+            ..Default::default()
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    let ctx = Ctx { data_dir: cli.data_dir, config };
+    match cli.command {
+        Command::Ingest { paths, sheet, no_progress } => {
+            let summary = ingest(&ctx, &paths, sheet, !no_progress).await?;
+            if summary.totals.rejected > 0 {
+                eprintln!(
+                    "{} rejected rows are in the dead_letters table: shopstream sql \"SELECT * FROM dead_letters WHERE load_id = '{}'\"",
+                    summary.totals.rejected, summary.load_id
+                );
+            }
+            Ok(())
+        }
+        Command::Tables => tables(&ctx).await,
+        Command::Sql { query, format, out } => match query {
+            Some(q) => run_query(&ctx, &q, format, out.as_deref()).await,
+            None => shell(&ctx).await,
+        },
+        Command::Report { name, format, params, out } => {
+            if name == "list" {
+                for r in reports::all() {
+                    let ps: Vec<String> = r.params.iter().map(|p| format!("{}={}", p.name, p.default)).collect();
+                    let ps = if ps.is_empty() { String::new() } else { format!("  [--param {}]", ps.join(" --param ")) };
+                    println!("{:<28} {}{ps}", r.name, r.title());
+                }
+                return Ok(());
+            }
+            let report = reports::find(&name)?;
+            let values: BTreeMap<String, String> = params.into_iter().collect();
+            let sql = report.render(&values)?;
+            run_query(&ctx, &sql, format, out.as_deref()).await.with_context(|| format!("report {name}"))
+        }
+        Command::Generate { rows, seed, format, out, dirty } => {
+            generate(rows, seed, format, &out, dirty)?;
+            Ok(())
+        }
+        Command::Demo { from, rows } => demo(&ctx, from, rows).await,
+    }
+}
+
+fn gen_format(f: GenFormatArg) -> GenFormat {
+    match f {
+        GenFormatArg::Csv => GenFormat::Csv,
+        GenFormatArg::Xlsx => GenFormat::Xlsx,
+        GenFormatArg::Jsonl => GenFormat::Jsonl,
+    }
+}
+
+fn generate(rows: u64, seed: u64, format: GenFormatArg, out: &Path, dirty: f64) -> anyhow::Result<()> {
+    if !(0.0..=1.0).contains(&dirty) {
+        bail!("--dirty must be between 0 and 1 (got {dirty})");
+    }
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let bar = progress_bar(rows, "{spinner} generating [{bar:30}] {human_pos}/{human_len} rows ({eta})");
+    let written = shopstream_ingest::generate::write(out, gen_format(format), Generator::new(rows, seed, dirty), &mut |n| {
+        bar.set_position(n)
+    })?;
+    bar.finish_and_clear();
+    eprintln!("wrote {written} rows to {}", out.display());
+    Ok(())
+}
+
+fn progress_bar(len: u64, template: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
+    bar
+}
+
+async fn ingest(ctx: &Ctx, paths: &[PathBuf], sheet: Option<String>, progress: bool) -> anyhow::Result<LoadSummary> {
+    let lake = ctx.lake()?;
+    let files = expand_paths(paths)?;
+    if files.is_empty() {
+        bail!("no readable files in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    }
+    let read = ReadOptions { sheet, mappings: ctx.config.ingest.mappings.clone() };
+    let cancel = Arc::new(AtomicBool::new(false));
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\ninterrupted: stopping without committing (Ctrl-C again to quit at once)");
+            c.store(true, Ordering::SeqCst);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    let bar = if progress {
+        progress_bar(0, "{spinner} loading [{bar:30}] {bytes}/{total_bytes} {msg} ({eta})")
+    } else {
+        ProgressBar::hidden()
+    };
+    let started = Instant::now();
+    let bar2 = bar.clone();
+    let on_event = move |e: LoadEvent| match e {
+        LoadEvent::Started { total_bytes, .. } => bar2.set_length(total_bytes),
+        LoadEvent::Progress { bytes_done, rows_read } => {
+            // Show the bar only for loads longer than a moment.
+            if started.elapsed() > Duration::from_millis(300) {
+                bar2.set_position(bytes_done);
+                bar2.set_message(format!("{rows_read} rows"));
+            }
+        }
+        LoadEvent::File(f) => {
+            if f.already_loaded {
+                bar2.println(format!("{}: already loaded (same content), skipped", f.path.display()));
+            } else if f.counts.rejected > 0 {
+                bar2.println(format!(
+                    "{}: read {}, loaded {}, rejected {}",
+                    f.path.display(),
+                    f.counts.read,
+                    f.counts.loaded,
+                    f.counts.rejected
+                ));
+            }
+        }
+        LoadEvent::Committing => bar2.set_message("committing"),
+    };
+    let result = load_files(&lake, &files, &read, &ctx.write_options(), cancel, &on_event).await;
+    bar.finish_and_clear();
+    let summary = result?;
+    let skipped = summary.files.iter().filter(|f| f.already_loaded).count();
+    let t = summary.totals;
+    println!(
+        "load {}: {} files ({} already loaded), read {}, loaded {}, rejected {} in {:.1}s",
+        summary.load_id,
+        summary.files.len(),
+        skipped,
+        t.read,
+        t.loaded,
+        t.rejected,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(summary)
+}
+
+async fn tables(ctx: &Ctx) -> anyhow::Result<()> {
+    let lake = ctx.lake()?;
+    let infos = lake.tables().await?;
+    if infos.is_empty() {
+        println!("no tables yet: load some data with `shopstream ingest PATH`");
+        return Ok(());
+    }
+    println!("{:<14} {:>12} {:>7} {:>12} {:>8}", "table", "rows", "files", "bytes", "version");
+    for t in infos {
+        println!("{:<14} {:>12} {:>7} {:>12} {:>8}", t.name, t.rows, t.files, t.bytes, t.version);
+    }
+    Ok(())
+}
+
+fn output_format(f: Format) -> OutputFormat {
+    match f {
+        Format::Table => OutputFormat::Table,
+        Format::Csv => OutputFormat::Csv,
+        Format::Json => OutputFormat::Json,
+        Format::Parquet => OutputFormat::Parquet,
+    }
+}
+
+async fn run_query(ctx: &Ctx, sql: &str, format: Format, out: Option<&Path>) -> anyhow::Result<()> {
+    let catalog = Catalog::open(&ctx.lake()?).await?;
+    let result = catalog.query(sql).await?;
+    match (format, out) {
+        (Format::Parquet, Some(path)) => write_parquet(&result, path)?,
+        (Format::Parquet, None) => bail!("--format parquet needs --out FILE"),
+        (f, Some(path)) => {
+            let mut file = std::io::BufWriter::new(
+                std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+            );
+            write(&result, output_format(f), &mut file)?;
+            file.flush()?;
+        }
+        (f, None) => {
+            let stdout = std::io::stdout();
+            let mut lock = stdout.lock();
+            write(&result, output_format(f), &mut lock)?;
+            lock.flush()?;
+        }
+    }
+    Ok(())
+}
+
+async fn shell(ctx: &Ctx) -> anyhow::Result<()> {
+    let catalog = Catalog::open(&ctx.lake()?).await?;
+    let interactive = std::io::stdin().is_terminal();
+    if interactive {
+        eprintln!("shopstream SQL shell: end statements with `;`, `\\d` lists tables, `\\q` quits.");
+    }
+    let mut buffer = String::new();
+    let stdin = std::io::stdin();
+    loop {
+        if interactive {
+            eprint!("{}", if buffer.is_empty() { "shopstream> " } else { "        ... " });
+            std::io::stderr().flush()?;
+        }
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            break;
+        }
+        let trimmed = line.trim();
+        if buffer.is_empty() && (trimmed == "\\q" || trimmed == "exit" || trimmed == "quit") {
+            break;
+        }
+        if buffer.is_empty() && trimmed == "\\d" {
+            buffer = "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1;".into();
+        } else {
+            buffer.push_str(&line);
+        }
+        if !buffer.trim_end().ends_with(';') {
+            continue;
+        }
+        let sql = std::mem::take(&mut buffer);
+        match catalog.query(sql.trim().trim_end_matches(';')).await {
+            Ok(result) => write(&result, OutputFormat::Table, &mut std::io::stdout().lock())?,
+            Err(e) => eprintln!("error: {e}"),
+        }
+    }
+    Ok(())
+}
+
+async fn demo(ctx: &Ctx, from: Option<PathBuf>, rows: u64) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&ctx.data_dir).with_context(|| format!("creating {}", ctx.data_dir.display()))?;
+    println!("shopstream demo: data dir {}", ctx.data_dir.display());
+    let source = match from {
+        Some(dir) => dir,
+        None => {
+            let file = ctx.data_dir.join("generated").join(format!("online-retail-{rows}-seed42.csv"));
+            if !file.exists() {
+                println!("generating {rows} orders like the Online Retail data into {}", file.display());
+                generate(rows, 42, GenFormatArg::Csv, &file, 0.001)?;
+            }
+            file
+        }
+    };
+    ingest(ctx, std::slice::from_ref(&source), None, true).await?;
+    println!();
+    tables(ctx).await?;
+    for (name, title) in [
+        ("monthly_revenue", "Monthly revenue"),
+        ("top_countries_by_quantity", "Top 5 countries by quantity"),
+        ("top_products_by_revenue", "Top 10 products by revenue"),
+    ] {
+        println!("\n== {title} (shopstream report {name})");
+        let sql = reports::find(name)?.render(&BTreeMap::new())?;
+        run_query(ctx, &sql, Format::Table, None).await?;
+    }
+    let dd = ctx.data_dir.display();
+    println!(
+        "\nTry next:\n  shopstream --data-dir {dd} report list\n  shopstream --data-dir {dd} report rfm --format csv\n  \
+         shopstream --data-dir {dd} sql \"SELECT country, SUM(line_revenue) FROM orders GROUP BY 1 ORDER BY 2 DESC LIMIT 5\"\n  \
+         shopstream --data-dir {dd} sql            (interactive shell)\n  \
+         shopstream --data-dir {dd} ingest ../shared/data/online-retail/by-day   (the real data)"
+    );
+    Ok(())
+}

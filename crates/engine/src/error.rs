@@ -1,0 +1,49 @@
+//! Errors of the engine: lake, load and SQL failures, each saying what failed and on which input.
+
+/// A failure of a lake, load or query operation.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A source file could not be read (the load stops before committing anything).
+    #[error(transparent)]
+    Ingest(#[from] shopstream_ingest::IngestError),
+    /// A Delta Lake operation failed.
+    #[error("lake table `{table}`: {source}")]
+    Delta {
+        /// The table.
+        table: String,
+        /// delta-rs' error.
+        source: deltalake::DeltaTableError,
+    },
+    /// A SQL statement failed to plan or run.
+    #[error(transparent)]
+    Sql(#[from] datafusion::error::DataFusionError),
+    /// The lake location is not usable.
+    #[error("lake location `{location}`: {reason}")]
+    Location {
+        /// The configured location.
+        location: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Another shopstream process is writing to this lake.
+    #[error("the lake at {0} is being written by another shopstream process; wait for it to finish")]
+    Busy(String),
+    /// The load was interrupted (Ctrl-C) before its commit; nothing of it is visible.
+    #[error("interrupted: nothing of this load was committed; rerun the same command to load it")]
+    Interrupted,
+    /// A report name or parameter is wrong.
+    #[error("{0}")]
+    Report(String),
+    /// Writing query output failed.
+    #[error("writing output: {0}")]
+    Output(String),
+}
+
+impl EngineError {
+    pub(crate) fn delta(table: &str) -> impl FnOnce(deltalake::DeltaTableError) -> EngineError + '_ {
+        move |source| EngineError::Delta { table: table.to_string(), source }
+    }
+}
+
+/// Result of engine operations.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

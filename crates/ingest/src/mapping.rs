@@ -1,0 +1,479 @@
+//! Schema mapping: how a source's columns and text become the canonical orders fields.
+//!
+//! A [`MappingConfig`] comes from the `[[mappings]]` tables of the config file. Without one, a file
+//! whose header names the Online Retail columns (`InvoiceNo`, `StockCode`, … in any case or
+//! spacing, or the canonical snake_case names) loads as is. Resolution happens once per file
+//! ([`ResolvedMapping::resolve`]); the per-value parsers below are on the hot path and allocate nothing.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::{NaiveDate, NaiveDateTime};
+use serde::Deserialize;
+
+use crate::error::IngestError;
+use crate::schema::OrderField;
+
+/// How the text of one field is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    /// The field's own default: text for names, integer for quantity and customer id, decimal for prices,
+    /// timestamp (with `date_formats`) for the invoice date.
+    #[default]
+    Auto,
+    /// Free text.
+    Text,
+    /// A whole number; `17850.0` is accepted as 17850.
+    Integer,
+    /// A number with a decimal point: `2.55`.
+    Decimal,
+    /// A number with a decimal comma and optional `.` thousands separators: `1.234,55`.
+    DecimalComma,
+    /// An integer count of cents: `255` is 2.55.
+    Cents,
+    /// An Excel date serial (days since 1899-12-30, fraction is the time of day).
+    ExcelSerial,
+    /// Seconds since the Unix epoch.
+    UnixSeconds,
+}
+
+/// A mapping of one family of source files onto the orders schema (a `[[mappings]]` table).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MappingConfig {
+    /// Name of the mapping, shown in load summaries and errors.
+    pub name: String,
+    /// File-name patterns (`*` and `?`) this mapping applies to, e.g. `"shop-export-*.csv"`.
+    pub files: Vec<String>,
+    /// Canonical field -> source column name, e.g. `invoice_no = "Order ID"`.
+    #[serde(default)]
+    pub columns: BTreeMap<String, String>,
+    /// Canonical field -> how its text is read.
+    #[serde(default)]
+    pub types: BTreeMap<String, FieldType>,
+    /// chrono formats tried in order for `invoice_date`, e.g. `["%m/%d/%Y %H:%M", "%Y%m%d"]`;
+    /// `"excel_serial"` and `"unix_seconds"` are accepted as formats too.
+    #[serde(default)]
+    pub date_formats: Vec<String>,
+    /// Canonical field -> a value used for every row, e.g. `country = "Germany"`.
+    #[serde(default)]
+    pub constants: BTreeMap<String, String>,
+    /// Canonical field -> a value used when the source value is empty or the column absent.
+    #[serde(default)]
+    pub defaults: BTreeMap<String, String>,
+    /// Field delimiter for delimited text, when detection should not guess.
+    pub delimiter: Option<char>,
+    /// Whether delimited text has a header row, when detection should not guess.
+    pub has_header: Option<bool>,
+}
+
+impl MappingConfig {
+    /// Whether this mapping applies to `path` (its file name matches one of `files`).
+    pub fn applies_to(&self, path: &Path) -> bool {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        self.files.iter().any(|pattern| glob_match(pattern.as_bytes(), name.as_bytes()))
+    }
+
+    /// Checks that every key names a canonical field and every date format is usable.
+    pub fn validate(&self) -> Result<(), IngestError> {
+        let bad = |reason: String| IngestError::BadMapping { mapping: self.name.clone(), reason };
+        for (section, keys) in [
+            ("columns", self.columns.keys().collect::<Vec<_>>()),
+            ("types", self.types.keys().collect()),
+            ("constants", self.constants.keys().collect()),
+            ("defaults", self.defaults.keys().collect()),
+        ] {
+            for key in keys {
+                if OrderField::from_name(key).is_none() {
+                    return Err(bad(format!(
+                        "unknown field `{key}` in `{section}` (fields are: {})",
+                        crate::schema::ORDER_FIELDS.join(", ")
+                    )));
+                }
+            }
+        }
+        for format in &self.date_formats {
+            DateFormat::parse(format).map_err(bad)?;
+        }
+        if self.files.is_empty() {
+            return Err(bad("`files` is empty: give at least one file-name pattern".into()));
+        }
+        Ok(())
+    }
+}
+
+/// `*` and `?` glob matching on bytes (file names only, so no `/` handling).
+fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+    match (pattern.first(), name.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            glob_match(&pattern[1..], name) || (!name.is_empty() && glob_match(pattern, &name[1..]))
+        }
+        (Some(b'?'), Some(_)) => glob_match(&pattern[1..], &name[1..]),
+        (Some(p), Some(n)) if p.eq_ignore_ascii_case(n) => glob_match(&pattern[1..], &name[1..]),
+        _ => false,
+    }
+}
+
+/// One way of reading an invoice date.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DateFormat {
+    /// A chrono format with date and time.
+    DateTime(String),
+    /// A chrono format with a date only (midnight).
+    Date(String),
+    /// Excel date serial.
+    ExcelSerial,
+    /// Seconds since the Unix epoch.
+    UnixSeconds,
+}
+
+impl DateFormat {
+    fn parse(spec: &str) -> Result<DateFormat, String> {
+        match spec {
+            "excel_serial" => return Ok(DateFormat::ExcelSerial),
+            "unix_seconds" => return Ok(DateFormat::UnixSeconds),
+            _ => {}
+        }
+        let has_time = ["%H", "%I", "%M", "%S", "%T", "%R", "%s"].iter().any(|t| spec.contains(t));
+        // chrono reports bad specifiers at parse time only; try one to catch them now.
+        let probe = NaiveDateTime::parse_from_str("", spec);
+        if let Err(e) = probe
+            && e.kind() == chrono::format::ParseErrorKind::BadFormat
+        {
+            return Err(format!("bad date format `{spec}`"));
+        }
+        Ok(if has_time { DateFormat::DateTime(spec.into()) } else { DateFormat::Date(spec.into()) })
+    }
+
+    fn apply(&self, text: &str) -> Option<NaiveDateTime> {
+        match self {
+            DateFormat::DateTime(f) => NaiveDateTime::parse_from_str(text, f).ok(),
+            DateFormat::Date(f) => NaiveDate::parse_from_str(text, f).ok().and_then(|d| d.and_hms_opt(0, 0, 0)),
+            DateFormat::ExcelSerial => text.parse::<f64>().ok().and_then(excel_serial_to_datetime),
+            DateFormat::UnixSeconds => {
+                text.parse::<i64>().ok().and_then(|s| chrono::DateTime::from_timestamp(s, 0)).map(|d| d.naive_utc())
+            }
+        }
+    }
+}
+
+/// The formats tried when a mapping gives none, after the fast ISO path.
+const DEFAULT_DATE_FORMATS: [&str; 6] =
+    ["%m/%d/%Y %H:%M", "%m/%d/%Y %H:%M:%S", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d", "%m/%d/%Y"];
+
+/// Converts an Excel date serial (1900 date system) to a timestamp, to the nearest second.
+pub fn excel_serial_to_datetime(serial: f64) -> Option<NaiveDateTime> {
+    if !serial.is_finite() || !(1.0..2_958_466.0).contains(&serial) {
+        return None;
+    }
+    let epoch = NaiveDate::from_ymd_opt(1899, 12, 30)?.and_hms_opt(0, 0, 0)?;
+    let seconds = (serial * 86_400.0).round() as i64;
+    epoch.checked_add_signed(chrono::Duration::seconds(seconds))
+}
+
+/// Where a canonical field's value comes from in one file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldSource {
+    /// Column number in the source's rows.
+    Column(usize),
+    /// The same value for every row.
+    Constant(String),
+    /// Nowhere: the default (if any) or null.
+    Absent,
+}
+
+/// A mapping resolved against one file's columns: ready to apply to each row.
+#[derive(Debug, Clone)]
+pub struct ResolvedMapping {
+    /// Name of the mapping used (`online-retail` when none was configured).
+    pub name: String,
+    /// Source per canonical field, in [`OrderField::ALL`] order.
+    pub sources: [FieldSource; 8],
+    /// Default per canonical field.
+    pub defaults: [Option<String>; 8],
+    /// Type per canonical field.
+    pub types: [FieldType; 8],
+    /// Explicit date formats (empty: the built-in list).
+    pub date_formats: Vec<DateFormat>,
+}
+
+/// Normalises a column name for matching: lowercase ASCII letters and digits only.
+fn normalise(name: &str) -> String {
+    name.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).collect()
+}
+
+/// Column names recognised without a mapping (normalised), per canonical field.
+fn builtin_aliases(field: OrderField) -> &'static [&'static str] {
+    match field {
+        OrderField::InvoiceNo => &["invoiceno", "invoice", "invoicenumber", "orderid", "orderno"],
+        OrderField::StockCode => &["stockcode", "sku", "productid", "productcode"],
+        OrderField::Description => &["description", "productname", "product"],
+        OrderField::Quantity => &["quantity", "qty"],
+        OrderField::InvoiceDate => &["invoicedate", "orderdate", "date"],
+        OrderField::UnitPrice => &["unitprice", "price"],
+        OrderField::CustomerId => &["customerid", "customer"],
+        OrderField::Country => &["country"],
+    }
+}
+
+const REQUIRED: [OrderField; 5] =
+    [OrderField::InvoiceNo, OrderField::StockCode, OrderField::Quantity, OrderField::InvoiceDate, OrderField::UnitPrice];
+
+impl ResolvedMapping {
+    /// Resolves `mapping` (or the built-in Online Retail names) against a file's column names.
+    pub fn resolve(
+        path: &Path,
+        columns: &[String],
+        mapping: Option<&MappingConfig>,
+    ) -> Result<ResolvedMapping, IngestError> {
+        let normalised: Vec<String> = columns.iter().map(|c| normalise(c)).collect();
+        let mut resolved = ResolvedMapping {
+            name: mapping.map_or_else(|| "online-retail".to_string(), |m| m.name.clone()),
+            sources: std::array::from_fn(|_| FieldSource::Absent),
+            defaults: std::array::from_fn(|_| None),
+            types: [FieldType::Auto; 8],
+            date_formats: Vec::new(),
+        };
+        for field in OrderField::ALL {
+            let i = field as usize;
+            let configured = mapping.and_then(|m| m.columns.get(field.name()));
+            resolved.sources[i] = if let Some(constant) = mapping.and_then(|m| m.constants.get(field.name())) {
+                FieldSource::Constant(constant.clone())
+            } else if let Some(name) = configured {
+                match columns.iter().position(|c| c == name).or_else(|| {
+                    let n = normalise(name);
+                    normalised.iter().position(|c| *c == n)
+                }) {
+                    Some(idx) => FieldSource::Column(idx),
+                    None => {
+                        return Err(IngestError::BadMapping {
+                            mapping: resolved.name.clone(),
+                            reason: format!(
+                                "{}: column `{name}` (for `{}`) not found; columns are: {}",
+                                path.display(),
+                                field.name(),
+                                columns.join(", ")
+                            ),
+                        });
+                    }
+                }
+            } else {
+                builtin_aliases(field)
+                    .iter()
+                    .find_map(|alias| normalised.iter().position(|c| c == alias))
+                    .map_or(FieldSource::Absent, FieldSource::Column)
+            };
+            if let Some(m) = mapping {
+                resolved.defaults[i] = m.defaults.get(field.name()).cloned();
+                resolved.types[i] = m.types.get(field.name()).copied().unwrap_or_default();
+            }
+        }
+        if let Some(m) = mapping {
+            resolved.date_formats = m
+                .date_formats
+                .iter()
+                .map(|f| DateFormat::parse(f))
+                .collect::<Result<_, _>>()
+                .map_err(|reason| IngestError::BadMapping { mapping: m.name.clone(), reason })?;
+        }
+        for field in REQUIRED {
+            let i = field as usize;
+            if resolved.sources[i] == FieldSource::Absent && resolved.defaults[i].is_none() {
+                return Err(IngestError::MissingColumn {
+                    path: path.to_path_buf(),
+                    field: field.name(),
+                    columns: columns.join(", "),
+                });
+            }
+        }
+        Ok(resolved)
+    }
+
+    /// The text of `field` for one row: the constant, the column's text, or the default when empty.
+    #[inline]
+    pub fn text<'a>(&'a self, field: OrderField, row: &[&'a str]) -> Option<&'a str> {
+        let i = field as usize;
+        let value = match &self.sources[i] {
+            FieldSource::Column(c) => row.get(*c).copied().filter(|v| !v.trim().is_empty()),
+            FieldSource::Constant(v) => Some(v.as_str()),
+            FieldSource::Absent => None,
+        };
+        value.or(self.defaults[i].as_deref())
+    }
+
+    /// The raw text of `field` for one row, as it arrived (no default applied).
+    #[inline]
+    pub fn raw<'a>(&'a self, field: OrderField, row: &[&'a str]) -> Option<&'a str> {
+        match &self.sources[field as usize] {
+            FieldSource::Column(c) => row.get(*c).copied(),
+            FieldSource::Constant(v) => Some(v.as_str()),
+            FieldSource::Absent => None,
+        }
+    }
+
+    /// Parses an integer field (`quantity`, `customer_id`).
+    pub fn parse_integer(&self, field: OrderField, text: &str) -> Result<i64, String> {
+        let t = text.trim();
+        if let Ok(v) = t.parse::<i64>() {
+            return Ok(v);
+        }
+        let number = self.parse_decimal(field, t)?;
+        if number.fract() == 0.0 && number.abs() < 9.0e15 {
+            Ok(number as i64)
+        } else {
+            Err(format!("`{t}` is not a whole number"))
+        }
+    }
+
+    /// Parses a decimal field (`unit_price`).
+    pub fn parse_decimal(&self, field: OrderField, text: &str) -> Result<f64, String> {
+        let t = text.trim();
+        let value = match self.types[field as usize] {
+            FieldType::DecimalComma => t.replace('.', "").replace(',', ".").parse::<f64>().ok(),
+            FieldType::Cents => t.parse::<i64>().ok().map(|c| c as f64 / 100.0),
+            _ => t.parse::<f64>().ok(),
+        };
+        match value {
+            Some(v) if v.is_finite() => Ok(v),
+            _ => Err(format!("`{t}` is not a number")),
+        }
+    }
+
+    /// Parses the invoice date; `last_format` remembers which format worked last, to try it first.
+    pub fn parse_date(&self, text: &str, last_format: &mut usize) -> Result<NaiveDateTime, String> {
+        let t = text.trim();
+        match self.types[OrderField::InvoiceDate as usize] {
+            FieldType::ExcelSerial => {
+                return DateFormat::ExcelSerial.apply(t).ok_or_else(|| format!("`{t}` is not an Excel date serial"));
+            }
+            FieldType::UnixSeconds => {
+                return DateFormat::UnixSeconds.apply(t).ok_or_else(|| format!("`{t}` is not a Unix time"));
+            }
+            _ => {}
+        }
+        if self.date_formats.is_empty() {
+            if let Some(v) = parse_iso_fast(t) {
+                return Ok(v);
+            }
+            if let Some(v) = try_formats(&DEFAULT_FORMATS, t, last_format) {
+                return Ok(v);
+            }
+        } else if let Some(v) = try_formats(&self.date_formats, t, last_format) {
+            return Ok(v);
+        }
+        Err(format!("`{t}` is not a date in a known format"))
+    }
+}
+
+static DEFAULT_FORMATS: std::sync::LazyLock<Vec<DateFormat>> = std::sync::LazyLock::new(|| {
+    DEFAULT_DATE_FORMATS.iter().map(|f| DateFormat::parse(f).expect("built-in date formats are valid")).collect()
+});
+
+fn try_formats(formats: &[DateFormat], text: &str, last: &mut usize) -> Option<NaiveDateTime> {
+    if let Some(v) = formats.get(*last).and_then(|f| f.apply(text)) {
+        return Some(v);
+    }
+    for (i, f) in formats.iter().enumerate() {
+        if let Some(v) = f.apply(text) {
+            *last = i;
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// `YYYY-MM-DD HH:MM[:SS]` (or with `T`), the common case, without chrono's format interpreter.
+fn parse_iso_fast(t: &str) -> Option<NaiveDateTime> {
+    let b = t.as_bytes();
+    if !(b.len() == 16 || b.len() == 19) || b[4] != b'-' || b[7] != b'-' || !(b[10] == b' ' || b[10] == b'T') || b[13] != b':' {
+        return None;
+    }
+    let num = |s: &[u8]| -> Option<u32> {
+        s.iter().try_fold(0u32, |acc, c| c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0')))
+    };
+    let seconds = if b.len() == 19 {
+        if b[16] != b':' {
+            return None;
+        }
+        num(&b[17..19])?
+    } else {
+        0
+    };
+    NaiveDate::from_ymd_opt(num(&b[0..4])? as i32, num(&b[5..7])?, num(&b[8..10])?)?
+        .and_hms_opt(num(&b[11..13])?, num(&b[14..16])?, seconds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cols(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn online_retail_header_resolves_without_mapping() {
+        let c = cols(&["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country"]);
+        let m = ResolvedMapping::resolve(Path::new("x.csv"), &c, None).unwrap();
+        assert_eq!(m.sources[6], FieldSource::Column(6));
+    }
+
+    #[test]
+    fn missing_required_column_names_field_and_columns() {
+        let err = ResolvedMapping::resolve(Path::new("x.csv"), &cols(&["InvoiceNo", "Foo"]), None).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("stock_code") && text.contains("Foo"), "{text}");
+    }
+
+    #[test]
+    fn customer_ids_like_17850_0_are_integers() {
+        let m = ResolvedMapping::resolve(
+            Path::new("x.csv"),
+            &cols(&["InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice"]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(m.parse_integer(OrderField::CustomerId, "17850.0"), Ok(17850));
+        assert!(m.parse_integer(OrderField::CustomerId, "17850.5").is_err());
+        assert!(m.parse_integer(OrderField::Quantity, "six").is_err());
+    }
+
+    #[test]
+    fn dates_in_builtin_and_configured_formats() {
+        let c = cols(&["InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice"]);
+        let m = ResolvedMapping::resolve(Path::new("x.csv"), &c, None).unwrap();
+        let mut last = 0;
+        let expected = NaiveDate::from_ymd_opt(2010, 12, 1).unwrap().and_hms_opt(8, 26, 0).unwrap();
+        assert_eq!(m.parse_date("2010-12-01 08:26:00", &mut last), Ok(expected));
+        assert_eq!(m.parse_date("12/1/2010 8:26", &mut last), Ok(expected));
+        assert!(m.parse_date("2010-13-01 08:26:00", &mut last).is_err());
+
+        let mapping = MappingConfig {
+            name: "compact".into(),
+            files: vec!["*.csv".into()],
+            date_formats: vec!["%Y%m%d".into(), "excel_serial".into()],
+            ..Default::default()
+        };
+        mapping.validate().unwrap();
+        let m = ResolvedMapping::resolve(Path::new("x.csv"), &c, Some(&mapping)).unwrap();
+        assert_eq!(m.parse_date("20101201", &mut last).unwrap().date(), expected.date());
+        assert_eq!(m.parse_date("40513.35139", &mut last).unwrap(), expected);
+    }
+
+    #[test]
+    fn unknown_field_in_mapping_is_named() {
+        let mut columns = BTreeMap::new();
+        columns.insert("invoice".to_string(), "Order".to_string());
+        let m = MappingConfig { name: "m".into(), files: vec!["*".into()], columns, ..Default::default() };
+        assert!(m.validate().unwrap_err().to_string().contains("unknown field `invoice`"));
+    }
+
+    #[test]
+    fn glob_patterns() {
+        assert!(glob_match(b"shop-*.csv", b"shop-2024-01.csv"));
+        assert!(glob_match(b"*.CSV", b"a.csv"));
+        assert!(!glob_match(b"shop-?.csv", b"shop-10.csv"));
+    }
+}

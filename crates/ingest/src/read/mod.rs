@@ -1,0 +1,230 @@
+//! File readers: detect a file's format, read its rows as text, and feed them to an [`OrderBatcher`].
+//!
+//! Every reader streams: it holds one batch of rows (plus, for Excel, one sheet, which the format
+//! caps at about a million rows) however large the file. A [`FileReader`] is an iterator of
+//! [`Chunk`]s; it ends with the file, or with an [`IngestError`] that names the file and where in it
+//! reading failed. Records that can be read but not typed are not errors: they are dead letters.
+
+mod delimited;
+mod excel;
+mod jsonl;
+mod parquet_file;
+
+use std::path::{Path, PathBuf};
+
+use crate::batch::{Chunk, Counts, OrderBatcher, Provenance};
+use crate::error::IngestError;
+use crate::mapping::{MappingConfig, ResolvedMapping};
+
+/// The file formats shopstream reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// CSV, TSV and other delimited text (delimiter, header and quoting detected).
+    Delimited,
+    /// Whitespace-aligned columns of text.
+    Aligned,
+    /// Excel `.xlsx` / `.xlsm` / `.xls` workbooks.
+    Excel,
+    /// JSON Lines (one object per line).
+    JsonLines,
+    /// Apache Parquet.
+    Parquet,
+}
+
+impl Format {
+    /// Name used in summaries and the loads table.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Delimited => "delimited",
+            Format::Aligned => "aligned",
+            Format::Excel => "excel",
+            Format::JsonLines => "jsonl",
+            Format::Parquet => "parquet",
+        }
+    }
+
+    /// Detects the format from the extension, sniffing the content of plain text files.
+    pub fn detect(path: &Path) -> Result<Format, IngestError> {
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
+        Ok(match ext.as_str() {
+            "csv" | "tsv" | "psv" | "tab" => Format::Delimited,
+            "xlsx" | "xlsm" | "xls" | "xlsb" | "ods" => Format::Excel,
+            "jsonl" | "ndjson" | "json" => Format::JsonLines,
+            "parquet" | "pq" => Format::Parquet,
+            "txt" | "dat" | "prn" | "text" => {
+                if delimited::sniff_file(path)?.is_some() {
+                    Format::Delimited
+                } else {
+                    Format::Aligned
+                }
+            }
+            _ => return Err(IngestError::UnsupportedFormat { path: path.to_path_buf() }),
+        })
+    }
+
+    /// Whether a file name looks like something `ingest` can read (used when walking folders).
+    pub fn is_supported(path: &Path) -> bool {
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
+        matches!(
+            ext.as_str(),
+            "csv" | "tsv" | "psv" | "tab" | "xlsx" | "xlsm" | "xls" | "xlsb" | "ods" | "jsonl" | "ndjson" | "json"
+                | "parquet" | "pq" | "txt" | "dat" | "prn" | "text"
+        )
+    }
+}
+
+/// Options that apply to every file of a load.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOptions {
+    /// Only this Excel sheet (all sheets when `None`).
+    pub sheet: Option<String>,
+    /// Configured mappings; the first whose `files` pattern matches a file is used for it.
+    pub mappings: Vec<MappingConfig>,
+}
+
+impl ReadOptions {
+    fn mapping_for(&self, path: &Path) -> Option<&MappingConfig> {
+        self.mappings.iter().find(|m| m.applies_to(path))
+    }
+}
+
+/// A format-specific row source.
+trait Fill: Send {
+    /// Pushes rows into `batcher` until it is full or the source ends; returns false at the end.
+    fn fill(&mut self, batcher: &mut OrderBatcher) -> Result<bool, IngestError>;
+    /// Bytes of the file consumed so far (approximate, for progress).
+    fn bytes_read(&self) -> u64;
+    /// The sheet being read, for workbooks.
+    fn sheet(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// Reads one file as a stream of [`Chunk`]s.
+pub struct FileReader {
+    path: PathBuf,
+    format: Format,
+    fill: Box<dyn Fill>,
+    batcher: OrderBatcher,
+    done: bool,
+    mapping_name: String,
+}
+
+impl FileReader {
+    /// Opens `path`, detects its format, reads its header and resolves its mapping.
+    pub fn open(path: &Path, options: &ReadOptions, provenance: Provenance) -> Result<FileReader, IngestError> {
+        let format = Format::detect(path)?;
+        let mapping = options.mapping_for(path);
+        let (fill, columns): (Box<dyn Fill>, Vec<String>) = match format {
+            Format::Delimited => {
+                let (f, c) = delimited::DelimitedFill::open(path, mapping)?;
+                (Box::new(f), c)
+            }
+            Format::Aligned => {
+                let (f, c) = delimited::AlignedFill::open(path)?;
+                (Box::new(f), c)
+            }
+            Format::Excel => {
+                let (f, c) = excel::ExcelFill::open(path, options.sheet.as_deref(), mapping.cloned())?;
+                (Box::new(f), c)
+            }
+            Format::JsonLines => {
+                let (f, c) = jsonl::JsonLinesFill::open(path)?;
+                (Box::new(f), c)
+            }
+            Format::Parquet => {
+                let (f, c) = parquet_file::ParquetFill::open(path)?;
+                (Box::new(f), c)
+            }
+        };
+        let resolved = ResolvedMapping::resolve(path, &columns, mapping)?;
+        let mapping_name = resolved.name.clone();
+        let mut provenance = provenance;
+        provenance.sheet = fill.sheet().map(Into::into);
+        Ok(FileReader {
+            path: path.to_path_buf(),
+            format,
+            fill,
+            batcher: OrderBatcher::new(resolved, provenance),
+            done: false,
+            mapping_name,
+        })
+    }
+
+    /// The detected format.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The mapping applied (`online-retail` when none was configured).
+    pub fn mapping_name(&self) -> &str {
+        &self.mapping_name
+    }
+
+    /// Counts of rows read, loaded and rejected so far.
+    pub fn counts(&self) -> Counts {
+        self.batcher.counts()
+    }
+
+    /// Bytes consumed so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.fill.bytes_read()
+    }
+
+    /// The file being read.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Iterator for FileReader {
+    type Item = Result<Chunk, IngestError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.fill.fill(&mut self.batcher) {
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+            Ok(more) => {
+                self.done = !more;
+                if self.batcher.buffered() == 0 {
+                    return None;
+                }
+                Some(Ok(self.batcher.take()))
+            }
+        }
+    }
+}
+
+/// Content fingerprint of a file (BLAKE3, hex): equal fingerprints mean the same bytes.
+pub fn fingerprint(path: &Path) -> Result<String, IngestError> {
+    let mut hasher = blake3::Hasher::new();
+    let file = std::fs::File::open(path).map_err(|e| IngestError::io(path, e))?;
+    hasher.update_reader(file).map_err(|e| IngestError::io(path, e))?;
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+/// Expands files and folders (recursively, sorted, supported extensions only) into a list of files.
+pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, IngestError> {
+    let mut out = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).map_err(|e| IngestError::io(p, e))?;
+        if meta.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| IngestError::io(p, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
+            entries.sort();
+            let (dirs, files): (Vec<_>, Vec<_>) = entries.into_iter().partition(|e| e.is_dir());
+            out.extend(files.into_iter().filter(|f| Format::is_supported(f)));
+            out.extend(expand_paths(&dirs)?);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,129 @@
+//! The canonical tables every source is mapped onto.
+//!
+//! Three Arrow schemas are the contract between the sources and the lake: `raw` keeps every accepted
+//! record as text exactly as it arrived (plus where it came from), `orders` is the typed, cleaned
+//! table analysts query, and `dead_letters` holds every record that did not fit, with the reason.
+//! Column names here are the names users see in SQL; change them only with a migration.
+
+use std::sync::{Arc, LazyLock};
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+/// The canonical order-line fields, in table order. Sources are mapped onto these names.
+pub const ORDER_FIELDS: [&str; 8] = [
+    "invoice_no",
+    "stock_code",
+    "description",
+    "quantity",
+    "invoice_date",
+    "unit_price",
+    "customer_id",
+    "country",
+];
+
+/// Index of each canonical field in [`ORDER_FIELDS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OrderField {
+    InvoiceNo = 0,
+    StockCode = 1,
+    Description = 2,
+    Quantity = 3,
+    InvoiceDate = 4,
+    UnitPrice = 5,
+    CustomerId = 6,
+    Country = 7,
+}
+
+impl OrderField {
+    /// All fields in table order.
+    pub const ALL: [OrderField; 8] = [
+        OrderField::InvoiceNo,
+        OrderField::StockCode,
+        OrderField::Description,
+        OrderField::Quantity,
+        OrderField::InvoiceDate,
+        OrderField::UnitPrice,
+        OrderField::CustomerId,
+        OrderField::Country,
+    ];
+
+    /// The column name in the lake.
+    pub fn name(self) -> &'static str {
+        ORDER_FIELDS[self as usize]
+    }
+
+    /// Parses a canonical column name.
+    pub fn from_name(name: &str) -> Option<OrderField> {
+        ORDER_FIELDS.iter().position(|f| *f == name).map(|i| OrderField::ALL[i])
+    }
+}
+
+fn timestamp() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, None)
+}
+
+fn provenance_fields() -> Vec<Field> {
+    vec![
+        Field::new("source_file", DataType::Utf8, false),
+        Field::new("source_line", DataType::Int64, false),
+        Field::new("source_sheet", DataType::Utf8, true),
+        Field::new("load_id", DataType::Utf8, false),
+    ]
+}
+
+/// The clean orders table: typed, cancellations flagged, revenue per line, partitioned by `invoice_month`.
+pub static ORDERS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut fields = vec![
+        Field::new("invoice_no", DataType::Utf8, false),
+        Field::new("stock_code", DataType::Utf8, false),
+        Field::new("description", DataType::Utf8, true),
+        Field::new("quantity", DataType::Int64, false),
+        Field::new("invoice_date", timestamp(), false),
+        Field::new("unit_price", DataType::Float64, false),
+        Field::new("customer_id", DataType::Int64, true),
+        Field::new("country", DataType::Utf8, true),
+        Field::new("is_cancellation", DataType::Boolean, false),
+        Field::new("line_revenue", DataType::Float64, false),
+    ];
+    fields.extend(provenance_fields());
+    fields.push(Field::new("invoice_month", DataType::Utf8, false));
+    Arc::new(Schema::new(fields))
+});
+
+/// The partition column of the orders table.
+pub const ORDERS_PARTITION: &str = "invoice_month";
+
+/// The raw table: every accepted record's fields as the text that arrived, plus provenance.
+pub static RAW_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut fields: Vec<Field> =
+        ORDER_FIELDS.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect();
+    fields.extend(provenance_fields());
+    fields.push(Field::new("load_time", timestamp(), false));
+    Arc::new(Schema::new(fields))
+});
+
+/// The dead-letter table: one row per rejected record.
+pub static DEAD_LETTERS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut fields = provenance_fields();
+    fields.extend([
+        Field::new("field", DataType::Utf8, true),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("record", DataType::Utf8, false),
+        Field::new("load_time", timestamp(), false),
+    ]);
+    Arc::new(Schema::new(fields))
+});
+
+/// The loads table: one row per source file loaded, with its counts.
+pub static LOADS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("load_id", DataType::Utf8, false),
+        Field::new("source_file", DataType::Utf8, false),
+        Field::new("fingerprint", DataType::Utf8, false),
+        Field::new("format", DataType::Utf8, false),
+        Field::new("rows_read", DataType::Int64, false),
+        Field::new("rows_loaded", DataType::Int64, false),
+        Field::new("rows_rejected", DataType::Int64, false),
+        Field::new("load_time", timestamp(), false),
+    ]))
+});
