@@ -59,12 +59,17 @@ impl Config {
     pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         let (text, name) = match path {
             Some(p) => (
-                std::fs::read_to_string(p).with_context(|| format!("reading config {}", p.display()))?,
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config {}", p.display()))?,
                 p.display().to_string(),
             ),
-            None => (DEFAULT_TOML.to_string(), "<embedded default.toml>".to_string()),
+            None => (
+                DEFAULT_TOML.to_string(),
+                "<embedded default.toml>".to_string(),
+            ),
         };
-        let config: Config = toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {name}: {e}"))?;
+        let config: Config =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {name}: {e}"))?;
         for m in &config.ingest.mappings {
             m.validate().with_context(|| format!("config {name}"))?;
         }
@@ -84,7 +89,8 @@ mod tests {
     #[test]
     fn default_and_example_configs_load() {
         Config::load(None).unwrap();
-        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/examples/mappings.toml");
+        let example =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/examples/mappings.toml");
         let c = Config::load(Some(&example)).unwrap();
         assert_eq!(c.ingest.mappings[0].name, "webshop-export");
     }
@@ -95,6 +101,9 @@ mod tests {
         let p = dir.path().join("bad.toml");
         std::fs::write(&p, "[lake]\nurl = \"\"\nzstd_levl = 3\n").unwrap();
         let err = format!("{:#}", Config::load(Some(&p)).unwrap_err());
-        assert!(err.contains("zstd_levl") && err.contains("bad.toml"), "{err}");
+        assert!(
+            err.contains("zstd_levl") && err.contains("bad.toml"),
+            "{err}"
+        );
     }
 }

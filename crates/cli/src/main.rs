@@ -24,10 +24,19 @@ use shopstream_ingest::{ReadOptions, expand_paths};
 use crate::config::Config;
 
 #[derive(Parser)]
-#[command(name = "shopstream", version, about = "One program for an e-commerce data stack: files in, Delta lake, SQL, reports")]
+#[command(
+    name = "shopstream",
+    version,
+    about = "One program for an e-commerce data stack: files in, Delta lake, SQL, reports"
+)]
 struct Cli {
     /// Folder for the lake and everything shopstream keeps.
-    #[arg(long, global = true, default_value = "./shopstream-data", env = "SHOPSTREAM_DATA_DIR")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "./shopstream-data",
+        env = "SHOPSTREAM_DATA_DIR"
+    )]
     data_dir: PathBuf,
     /// Configuration file (TOML); the embedded default when absent.
     #[arg(long, global = true, env = "SHOPSTREAM_CONFIG")]
@@ -116,7 +125,9 @@ enum Command {
 }
 
 fn parse_param(s: &str) -> Result<(String, String), String> {
-    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("`{s}` is not name=value"))
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{s}` is not name=value"))
 }
 
 fn main() {
@@ -129,7 +140,10 @@ fn main() {
         }
     };
     init_logging();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(()) => {}
         Err(e) if is_broken_pipe(&e) => {}
@@ -154,16 +168,23 @@ fn error_chain(e: &anyhow::Error) -> String {
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
             || c.to_string().contains("Broken pipe")
     })
 }
 
 fn init_logging() {
     // delta-rs and its kernel log every file at INFO: keep them to warnings unless RUST_LOG asks.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,deltalake=warn,delta_kernel=off,buoyant_kernel=off"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "warn,deltalake=warn,delta_kernel=off,buoyant_kernel=off",
+        )
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 struct Ctx {
@@ -191,9 +212,16 @@ impl Ctx {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
-    let ctx = Ctx { data_dir: cli.data_dir, config };
+    let ctx = Ctx {
+        data_dir: cli.data_dir,
+        config,
+    };
     match cli.command {
-        Command::Ingest { paths, sheet, no_progress } => {
+        Command::Ingest {
+            paths,
+            sheet,
+            no_progress,
+        } => {
             let summary = ingest(&ctx, &paths, sheet, !no_progress).await?;
             if summary.totals.rejected > 0 {
                 eprintln!(
@@ -208,11 +236,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Some(q) => run_query(&ctx, &q, format, out.as_deref()).await,
             None => shell(&ctx).await,
         },
-        Command::Report { name, format, params, out } => {
+        Command::Report {
+            name,
+            format,
+            params,
+            out,
+        } => {
             if name == "list" {
                 for r in reports::all() {
-                    let ps: Vec<String> = r.params.iter().map(|p| format!("{}={}", p.name, p.default)).collect();
-                    let ps = if ps.is_empty() { String::new() } else { format!("  [--param {}]", ps.join(" --param ")) };
+                    let ps: Vec<String> = r
+                        .params
+                        .iter()
+                        .map(|p| format!("{}={}", p.name, p.default))
+                        .collect();
+                    let ps = if ps.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  [--param {}]", ps.join(" --param "))
+                    };
                     println!("{:<28} {}{ps}", r.name, r.title());
                 }
                 return Ok(());
@@ -220,9 +261,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let report = reports::find(&name)?;
             let values: BTreeMap<String, String> = params.into_iter().collect();
             let sql = report.render(&values)?;
-            run_query(&ctx, &sql, format, out.as_deref()).await.with_context(|| format!("report {name}"))
+            run_query(&ctx, &sql, format, out.as_deref())
+                .await
+                .with_context(|| format!("report {name}"))
         }
-        Command::Generate { rows, seed, format, out, dirty } => {
+        Command::Generate {
+            rows,
+            seed,
+            format,
+            out,
+            dirty,
+        } => {
             generate(rows, seed, format, &out, dirty)?;
             Ok(())
         }
@@ -238,17 +287,30 @@ fn gen_format(f: GenFormatArg) -> GenFormat {
     }
 }
 
-fn generate(rows: u64, seed: u64, format: GenFormatArg, out: &Path, dirty: f64) -> anyhow::Result<()> {
+fn generate(
+    rows: u64,
+    seed: u64,
+    format: GenFormatArg,
+    out: &Path,
+    dirty: f64,
+) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&dirty) {
         bail!("--dirty must be between 0 and 1 (got {dirty})");
     }
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
-    let bar = progress_bar(rows, "{spinner} generating [{bar:30}] {human_pos}/{human_len} rows ({eta})");
-    let written = shopstream_ingest::generate::write(out, gen_format(format), Generator::new(rows, seed, dirty), &mut |n| {
-        bar.set_position(n)
-    })?;
+    let bar = progress_bar(
+        rows,
+        "{spinner} generating [{bar:30}] {human_pos}/{human_len} rows ({eta})",
+    );
+    let written = shopstream_ingest::generate::write(
+        out,
+        gen_format(format),
+        Generator::new(rows, seed, dirty),
+        &mut |n| bar.set_position(n),
+    )?;
     bar.finish_and_clear();
     eprintln!("wrote {written} rows to {}", out.display());
     Ok(())
@@ -259,17 +321,36 @@ fn progress_bar(len: u64, template: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(len);
-    bar.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
+    bar.set_style(
+        ProgressStyle::with_template(template)
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
     bar
 }
 
-async fn ingest(ctx: &Ctx, paths: &[PathBuf], sheet: Option<String>, progress: bool) -> anyhow::Result<LoadSummary> {
+async fn ingest(
+    ctx: &Ctx,
+    paths: &[PathBuf],
+    sheet: Option<String>,
+    progress: bool,
+) -> anyhow::Result<LoadSummary> {
     let lake = ctx.lake()?;
     let files = expand_paths(paths)?;
     if files.is_empty() {
-        bail!("no readable files in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        bail!(
+            "no readable files in {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
-    let read = ReadOptions { sheet, mappings: ctx.config.ingest.mappings.clone() };
+    let read = ReadOptions {
+        sheet,
+        mappings: ctx.config.ingest.mappings.clone(),
+    };
     let cancel = Arc::new(AtomicBool::new(false));
     let c = cancel.clone();
     tokio::spawn(async move {
@@ -282,7 +363,10 @@ async fn ingest(ctx: &Ctx, paths: &[PathBuf], sheet: Option<String>, progress: b
         }
     });
     let bar = if progress {
-        progress_bar(0, "{spinner} loading [{bar:30}] {bytes}/{total_bytes} {msg} ({eta})")
+        progress_bar(
+            0,
+            "{spinner} loading [{bar:30}] {bytes}/{total_bytes} {msg} ({eta})",
+        )
     } else {
         ProgressBar::hidden()
     };
@@ -290,7 +374,10 @@ async fn ingest(ctx: &Ctx, paths: &[PathBuf], sheet: Option<String>, progress: b
     let bar2 = bar.clone();
     let on_event = move |e: LoadEvent| match e {
         LoadEvent::Started { total_bytes, .. } => bar2.set_length(total_bytes),
-        LoadEvent::Progress { bytes_done, rows_read } => {
+        LoadEvent::Progress {
+            bytes_done,
+            rows_read,
+        } => {
             // Show the bar only for loads longer than a moment.
             if started.elapsed() > Duration::from_millis(300) {
                 bar2.set_position(bytes_done);
@@ -299,7 +386,10 @@ async fn ingest(ctx: &Ctx, paths: &[PathBuf], sheet: Option<String>, progress: b
         }
         LoadEvent::File(f) => {
             if f.already_loaded {
-                bar2.println(format!("{}: already loaded (same content), skipped", f.path.display()));
+                bar2.println(format!(
+                    "{}: already loaded (same content), skipped",
+                    f.path.display()
+                ));
             } else if f.counts.rejected > 0 {
                 bar2.println(format!(
                     "{}: read {}, loaded {}, rejected {}",
@@ -312,7 +402,15 @@ async fn ingest(ctx: &Ctx, paths: &[PathBuf], sheet: Option<String>, progress: b
         }
         LoadEvent::Committing => bar2.set_message("committing"),
     };
-    let result = load_files(&lake, &files, &read, &ctx.write_options(), cancel, &on_event).await;
+    let result = load_files(
+        &lake,
+        &files,
+        &read,
+        &ctx.write_options(),
+        cancel,
+        &on_event,
+    )
+    .await;
     bar.finish_and_clear();
     let summary = result?;
     let skipped = summary.files.iter().filter(|f| f.already_loaded).count();
@@ -337,9 +435,15 @@ async fn tables(ctx: &Ctx) -> anyhow::Result<()> {
         println!("no tables yet: load some data with `shopstream ingest PATH`");
         return Ok(());
     }
-    println!("{:<14} {:>12} {:>7} {:>12} {:>8}", "table", "rows", "files", "bytes", "version");
+    println!(
+        "{:<14} {:>12} {:>7} {:>12} {:>8}",
+        "table", "rows", "files", "bytes", "version"
+    );
     for t in infos {
-        println!("{:<14} {:>12} {:>7} {:>12} {:>8}", t.name, t.rows, t.files, t.bytes, t.version);
+        println!(
+            "{:<14} {:>12} {:>7} {:>12} {:>8}",
+            t.name, t.rows, t.files, t.bytes, t.version
+        );
     }
     Ok(())
 }
@@ -361,7 +465,8 @@ async fn run_query(ctx: &Ctx, sql: &str, format: Format, out: Option<&Path>) -> 
         (Format::Parquet, None) => bail!("--format parquet needs --out FILE"),
         (f, Some(path)) => {
             let mut file = std::io::BufWriter::new(
-                std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+                std::fs::File::create(path)
+                    .with_context(|| format!("creating {}", path.display()))?,
             );
             write(&result, output_format(f), &mut file)?;
             file.flush()?;
@@ -380,13 +485,22 @@ async fn shell(ctx: &Ctx) -> anyhow::Result<()> {
     let catalog = Catalog::open(&ctx.lake()?).await?;
     let interactive = std::io::stdin().is_terminal();
     if interactive {
-        eprintln!("shopstream SQL shell: end statements with `;`, `\\d` lists tables, `\\q` quits.");
+        eprintln!(
+            "shopstream SQL shell: end statements with `;`, `\\d` lists tables, `\\q` quits."
+        );
     }
     let mut buffer = String::new();
     let stdin = std::io::stdin();
     loop {
         if interactive {
-            eprint!("{}", if buffer.is_empty() { "shopstream> " } else { "        ... " });
+            eprint!(
+                "{}",
+                if buffer.is_empty() {
+                    "shopstream> "
+                } else {
+                    "        ... "
+                }
+            );
             std::io::stderr().flush()?;
         }
         let mut line = String::new();
@@ -415,14 +529,21 @@ async fn shell(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 async fn demo(ctx: &Ctx, from: Option<PathBuf>, rows: u64) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&ctx.data_dir).with_context(|| format!("creating {}", ctx.data_dir.display()))?;
+    std::fs::create_dir_all(&ctx.data_dir)
+        .with_context(|| format!("creating {}", ctx.data_dir.display()))?;
     println!("shopstream demo: data dir {}", ctx.data_dir.display());
     let source = match from {
         Some(dir) => dir,
         None => {
-            let file = ctx.data_dir.join("generated").join(format!("online-retail-{rows}-seed42.csv"));
+            let file = ctx
+                .data_dir
+                .join("generated")
+                .join(format!("online-retail-{rows}-seed42.csv"));
             if !file.exists() {
-                println!("generating {rows} orders like the Online Retail data into {}", file.display());
+                println!(
+                    "generating {rows} orders like the Online Retail data into {}",
+                    file.display()
+                );
                 generate(rows, 42, GenFormatArg::Csv, &file, 0.001)?;
             }
             file

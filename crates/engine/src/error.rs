@@ -26,7 +26,9 @@ pub enum EngineError {
         reason: String,
     },
     /// Another shopstream process is writing to this lake.
-    #[error("the lake at {0} is being written by another shopstream process; wait for it to finish")]
+    #[error(
+        "the lake at {0} is being written by another shopstream process; wait for it to finish"
+    )]
     Busy(String),
     /// The load was interrupted (Ctrl-C) before its commit; nothing of it is visible.
     #[error("interrupted: nothing of this load was committed; rerun the same command to load it")]
@@ -40,8 +42,13 @@ pub enum EngineError {
 }
 
 impl EngineError {
-    pub(crate) fn delta(table: &str) -> impl FnOnce(deltalake::DeltaTableError) -> EngineError + '_ {
-        move |source| EngineError::Delta { table: table.to_string(), source }
+    pub(crate) fn delta(
+        table: &str,
+    ) -> impl FnOnce(deltalake::DeltaTableError) -> EngineError + '_ {
+        move |source| EngineError::Delta {
+            table: table.to_string(),
+            source,
+        }
     }
 }
 

@@ -13,7 +13,9 @@ use arrow::datatypes::SchemaRef;
 use deltalake::kernel::StructField;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::{DeltaTable, DeltaTableError};
-use shopstream_ingest::schema::{DEAD_LETTERS_SCHEMA, LOADS_SCHEMA, ORDERS_PARTITION, ORDERS_SCHEMA, RAW_SCHEMA};
+use shopstream_ingest::schema::{
+    DEAD_LETTERS_SCHEMA, LOADS_SCHEMA, ORDERS_PARTITION, ORDERS_SCHEMA, RAW_SCHEMA,
+};
 use url::Url;
 
 use crate::error::{EngineError, Result};
@@ -33,7 +35,12 @@ pub enum TableKind {
 
 impl TableKind {
     /// All tables, in the order a load commits them (`loads` last: it is the load's record).
-    pub const ALL: [TableKind; 4] = [TableKind::Raw, TableKind::DeadLetters, TableKind::Orders, TableKind::Loads];
+    pub const ALL: [TableKind; 4] = [
+        TableKind::Raw,
+        TableKind::DeadLetters,
+        TableKind::Orders,
+        TableKind::Loads,
+    ];
 
     /// The table's name in SQL and on disk.
     pub fn name(self) -> &'static str {
@@ -92,16 +99,23 @@ impl Lake {
             location: dir.display().to_string(),
             reason: e.to_string(),
         })?;
-        let abs = std::fs::canonicalize(dir)
-            .map_err(|e| EngineError::Location { location: dir.display().to_string(), reason: e.to_string() })?;
-        let root = Url::from_directory_path(&abs)
-            .map_err(|_| EngineError::Location { location: abs.display().to_string(), reason: "not an absolute path".into() })?;
+        let abs = std::fs::canonicalize(dir).map_err(|e| EngineError::Location {
+            location: dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let root = Url::from_directory_path(&abs).map_err(|_| EngineError::Location {
+            location: abs.display().to_string(),
+            reason: "not an absolute path".into(),
+        })?;
         Ok(Lake { root })
     }
 
     /// The lake at a URL (`file:///…`, or an object store URL once registered).
     pub fn at_url(url: &str) -> Result<Lake> {
-        let mut root = Url::parse(url).map_err(|e| EngineError::Location { location: url.into(), reason: e.to_string() })?;
+        let mut root = Url::parse(url).map_err(|e| EngineError::Location {
+            location: url.into(),
+            reason: e.to_string(),
+        })?;
         if !root.path().ends_with('/') {
             root.set_path(&format!("{}/", root.path()));
         }
@@ -115,14 +129,18 @@ impl Lake {
 
     /// The local folder of the lake, when it is on the local file system.
     pub fn local_dir(&self) -> Option<std::path::PathBuf> {
-        (self.root.scheme() == "file").then(|| self.root.to_file_path().ok()).flatten()
+        (self.root.scheme() == "file")
+            .then(|| self.root.to_file_path().ok())
+            .flatten()
     }
 
     fn table_url(&self, kind: TableKind) -> Result<Url> {
-        self.root.join(&format!("{}/", kind.name())).map_err(|e| EngineError::Location {
-            location: self.root.to_string(),
-            reason: e.to_string(),
-        })
+        self.root
+            .join(&format!("{}/", kind.name()))
+            .map_err(|e| EngineError::Location {
+                location: self.root.to_string(),
+                reason: e.to_string(),
+            })
     }
 
     /// Opens a table if it exists (`None` otherwise).
@@ -132,7 +150,9 @@ impl Lake {
         {
             return Ok(None);
         }
-        let table = DeltaTable::try_from_url(self.table_url(kind)?).await.map_err(EngineError::delta(kind.name()))?;
+        let table = DeltaTable::try_from_url(self.table_url(kind)?)
+            .await
+            .map_err(EngineError::delta(kind.name()))?;
         Ok(table.version().is_some().then_some(table))
     }
 
@@ -143,28 +163,40 @@ impl Lake {
         }
         if let Some(dir) = self.local_dir() {
             let path = dir.join(kind.name());
-            std::fs::create_dir_all(&path)
-                .map_err(|e| EngineError::Location { location: path.display().to_string(), reason: e.to_string() })?;
+            std::fs::create_dir_all(&path).map_err(|e| EngineError::Location {
+                location: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
         }
-        let table = DeltaTable::try_from_url(self.table_url(kind)?).await.map_err(EngineError::delta(kind.name()))?;
+        let table = DeltaTable::try_from_url(self.table_url(kind)?)
+            .await
+            .map_err(EngineError::delta(kind.name()))?;
         let schema = kind.schema();
         let fields: Vec<StructField> = schema
             .fields()
             .iter()
             .map(|f| f.as_ref().try_into_kernel())
             .collect::<Result<_, _>>()
-            .map_err(|e| EngineError::Delta { table: kind.name().into(), source: DeltaTableError::from(e) })?;
+            .map_err(|e| EngineError::Delta {
+                table: kind.name().into(),
+                source: DeltaTableError::from(e),
+            })?;
         let created = table
             .create()
             .with_table_name(kind.name())
             .with_columns(fields)
             .with_partition_columns(kind.partition_columns())
-            .with_configuration_property(deltalake::TableProperty::DataSkippingNumIndexedCols, Some("32"))
+            .with_configuration_property(
+                deltalake::TableProperty::DataSkippingNumIndexedCols,
+                Some("32"),
+            )
             .await;
         match created {
             Ok(t) => Ok(t),
             // Another process created it first: use theirs.
-            Err(_) if self.open(kind).await?.is_some() => Ok(self.open(kind).await?.expect("table exists")),
+            Err(_) if self.open(kind).await?.is_some() => {
+                Ok(self.open(kind).await?.expect("table exists"))
+            }
             Err(e) => Err(EngineError::delta(kind.name())(e)),
         }
     }
@@ -173,7 +205,9 @@ impl Lake {
     pub async fn tables(&self) -> Result<Vec<TableInfo>> {
         let mut out = Vec::new();
         for kind in TableKind::ALL {
-            let Some(table) = self.open(kind).await? else { continue };
+            let Some(table) = self.open(kind).await? else {
+                continue;
+            };
             let snapshot = table.snapshot().map_err(EngineError::delta(kind.name()))?;
             let (mut rows, mut files, mut bytes) = (0i64, 0usize, 0i64);
             for f in snapshot.log_data().iter() {
@@ -181,7 +215,13 @@ impl Lake {
                 bytes += f.size();
                 rows += f.num_records().unwrap_or(0) as i64;
             }
-            out.push(TableInfo { name: kind.name().into(), version: snapshot.version(), rows, files, bytes });
+            out.push(TableInfo {
+                name: kind.name().into(),
+                version: snapshot.version(),
+                rows,
+                files,
+                bytes,
+            });
         }
         Ok(out)
     }

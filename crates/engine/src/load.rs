@@ -18,11 +18,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow::array::{Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder};
+use deltalake::DeltaTable;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
-use deltalake::DeltaTable;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use shopstream_ingest::{Counts, FileReader, Format, Provenance, ReadOptions};
@@ -43,7 +43,11 @@ pub struct WriteOptions {
 
 impl Default for WriteOptions {
     fn default() -> Self {
-        WriteOptions { target_file_size: 128 * 1024 * 1024, zstd_level: 3, row_group_rows: 256 * 1024 }
+        WriteOptions {
+            target_file_size: 128 * 1024 * 1024,
+            zstd_level: 3,
+            row_group_rows: 256 * 1024,
+        }
     }
 }
 
@@ -104,7 +108,9 @@ fn txn_id(fingerprint: &str) -> String {
 
 fn writer_properties(o: &WriteOptions) -> WriterProperties {
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(o.zstd_level).unwrap_or_default()))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(o.zstd_level).unwrap_or_default(),
+        ))
         .set_max_row_group_row_count(Some(o.row_group_rows))
         .build()
 }
@@ -113,20 +119,26 @@ fn writer_properties(o: &WriteOptions) -> WriterProperties {
 struct WriterLock(#[allow(dead_code)] std::fs::File);
 
 fn lock_lake(lake: &Lake) -> Result<Option<WriterLock>> {
-    let Some(dir) = lake.local_dir() else { return Ok(None) };
+    let Some(dir) = lake.local_dir() else {
+        return Ok(None);
+    };
     let path = dir.join(".writer.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| EngineError::Location { location: path.display().to_string(), reason: e.to_string() })?;
+        .map_err(|e| EngineError::Location {
+            location: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
     match file.try_lock() {
         Ok(()) => Ok(Some(WriterLock(file))),
         Err(std::fs::TryLockError::WouldBlock) => Err(EngineError::Busy(dir.display().to_string())),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(EngineError::Location { location: path.display().to_string(), reason: e.to_string() })
-        }
+        Err(std::fs::TryLockError::Error(e)) => Err(EngineError::Location {
+            location: path.display().to_string(),
+            reason: e.to_string(),
+        }),
     }
 }
 
@@ -156,29 +168,58 @@ impl TableWriter {
             .map_err(EngineError::delta(kind.name()))?
             .with_writer_properties(writer_properties(options))
             .with_target_file_size(options.target_file_size);
-        Ok(TableWriter { kind, table, writer, done: HashSet::new(), pending: Vec::new() })
+        Ok(TableWriter {
+            kind,
+            table,
+            writer,
+            done: HashSet::new(),
+            pending: Vec::new(),
+        })
     }
 
     async fn write(&mut self, fingerprint: &str, batch: RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 || self.done.contains(fingerprint) {
             return Ok(());
         }
-        self.writer.write(batch).await.map_err(EngineError::delta(self.kind.name()))
+        self.writer
+            .write(batch)
+            .await
+            .map_err(EngineError::delta(self.kind.name()))
     }
 
     /// Commits the written files with one `txn` per pending fingerprint.
     async fn commit(mut self, load_id: &str) -> Result<Option<u64>> {
-        let adds = self.writer.flush().await.map_err(EngineError::delta(self.kind.name()))?;
+        let adds = self
+            .writer
+            .flush()
+            .await
+            .map_err(EngineError::delta(self.kind.name()))?;
         if self.pending.is_empty() {
             return Ok(None);
         }
-        let txns: Vec<Transaction> = self.pending.iter().map(|fp| Transaction::new(txn_id(fp), 1)).collect();
+        let txns: Vec<Transaction> = self
+            .pending
+            .iter()
+            .map(|fp| Transaction::new(txn_id(fp), 1))
+            .collect();
         let mut meta = HashMap::new();
-        meta.insert("shopstream.load_id".to_string(), serde_json::Value::String(load_id.to_string()));
-        let properties = CommitProperties::default().with_application_transactions(txns).with_metadata(meta);
+        meta.insert(
+            "shopstream.load_id".to_string(),
+            serde_json::Value::String(load_id.to_string()),
+        );
+        let properties = CommitProperties::default()
+            .with_application_transactions(txns)
+            .with_metadata(meta);
         let partition_by = Some(self.kind.partition_columns()).filter(|p| !p.is_empty());
-        let operation = DeltaOperation::Write { mode: SaveMode::Append, partition_by, predicate: None };
-        let snapshot = self.table.snapshot().map_err(EngineError::delta(self.kind.name()))?;
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by,
+            predicate: None,
+        };
+        let snapshot = self
+            .table
+            .snapshot()
+            .map_err(EngineError::delta(self.kind.name()))?;
         let finalized = CommitBuilder::from(properties)
             .with_actions(adds.into_iter().map(Action::Add).collect())
             .build(Some(snapshot), self.table.log_store(), operation)
@@ -203,8 +244,15 @@ pub async fn load_files(
     let _lock = lock_lake(lake)?;
     let load_id = uuid::Uuid::new_v4().to_string();
     let load_time_us = chrono::Utc::now().timestamp_micros();
-    let total_bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
-    on_event(LoadEvent::Started { total_bytes, files: files.len() });
+    let total_bytes: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    on_event(LoadEvent::Started {
+        total_bytes,
+        files: files.len(),
+    });
 
     let loads = lake.open_or_create(TableKind::Loads).await?;
     let mut writers = Vec::new();
@@ -212,7 +260,10 @@ pub async fn load_files(
         writers.push(TableWriter::new(lake, kind, write).await?);
     }
 
-    let mut summary = LoadSummary { load_id: load_id.clone(), ..Default::default() };
+    let mut summary = LoadSummary {
+        load_id: load_id.clone(),
+        ..Default::default()
+    };
     let mut loads_rows: Vec<(FileOutcome, String)> = Vec::new();
     let mut seen_in_this_load = HashSet::new();
     let mut bytes_before = 0u64;
@@ -226,7 +277,9 @@ pub async fn load_files(
                 .map_err(|e| EngineError::Output(e.to_string()))??
         };
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        if !seen_in_this_load.insert(fingerprint.clone()) || has_txn(&loads, TableKind::Loads, &fingerprint).await? {
+        if !seen_in_this_load.insert(fingerprint.clone())
+            || has_txn(&loads, TableKind::Loads, &fingerprint).await?
+        {
             let outcome = FileOutcome {
                 path: path.clone(),
                 fingerprint,
@@ -252,17 +305,33 @@ pub async fn load_files(
             load_id: Arc::from(load_id.as_str()),
             load_time_us,
         };
-        let (format, counts) =
-            read_one(path, read, provenance, &fingerprint, &mut writers, &cancel, &|bytes, rows| {
-                on_event(LoadEvent::Progress { bytes_done: bytes_before + bytes, rows_read: rows_before + rows })
-            })
-            .await?;
+        let (format, counts) = read_one(
+            path,
+            read,
+            provenance,
+            &fingerprint,
+            &mut writers,
+            &cancel,
+            &|bytes, rows| {
+                on_event(LoadEvent::Progress {
+                    bytes_done: bytes_before + bytes,
+                    rows_read: rows_before + rows,
+                })
+            },
+        )
+        .await?;
         bytes_before += size;
         rows_before += counts.read;
         summary.totals.read += counts.read;
         summary.totals.loaded += counts.loaded;
         summary.totals.rejected += counts.rejected;
-        let outcome = FileOutcome { path: path.clone(), fingerprint: fingerprint.clone(), format: format.name().into(), counts, already_loaded: false };
+        let outcome = FileOutcome {
+            path: path.clone(),
+            fingerprint: fingerprint.clone(),
+            format: format.name().into(),
+            counts,
+            already_loaded: false,
+        };
         on_event(LoadEvent::File(outcome.clone()));
         summary.files.push(outcome.clone());
         loads_rows.push((outcome, format.name().into()));
@@ -281,8 +350,15 @@ pub async fn load_files(
     if !loads_rows.is_empty() {
         let mut loads_writer = TableWriter::new(lake, TableKind::Loads, write).await?;
         let batch = loads_batch(&load_id, load_time_us, &loads_rows);
-        loads_writer.pending = loads_rows.iter().map(|(o, _)| o.fingerprint.clone()).collect();
-        loads_writer.writer.write(batch).await.map_err(EngineError::delta(TableKind::Loads.name()))?;
+        loads_writer.pending = loads_rows
+            .iter()
+            .map(|(o, _)| o.fingerprint.clone())
+            .collect();
+        loads_writer
+            .writer
+            .write(batch)
+            .await
+            .map_err(EngineError::delta(TableKind::Loads.name()))?;
         loads_writer.commit(&load_id).await?;
     }
     Ok(summary)
@@ -318,7 +394,11 @@ async fn read_one(
         Ok((format, reader.counts()))
     });
     while let Some((chunk, (bytes, rows))) = rx.recv().await {
-        let shopstream_ingest::Chunk { raw, orders, dead_letters } = chunk;
+        let shopstream_ingest::Chunk {
+            raw,
+            orders,
+            dead_letters,
+        } = chunk;
         for w in writers.iter_mut() {
             let batch = match w.kind {
                 TableKind::Raw => &raw,
@@ -330,7 +410,9 @@ async fn read_one(
         }
         progress(bytes, rows);
     }
-    let result = reader_task.await.map_err(|e| EngineError::Output(format!("reader thread: {e}")))?;
+    let result = reader_task
+        .await
+        .map_err(|e| EngineError::Output(format!("reader thread: {e}")))?;
     if cancel.load(Ordering::SeqCst) {
         return Err(EngineError::Interrupted);
     }
@@ -342,7 +424,11 @@ fn loads_batch(load_id: &str, load_time_us: i64, rows: &[(FileOutcome, String)])
     let mut file = StringBuilder::new();
     let mut fp = StringBuilder::new();
     let mut format = StringBuilder::new();
-    let (mut read, mut loaded, mut rejected) = (Int64Builder::new(), Int64Builder::new(), Int64Builder::new());
+    let (mut read, mut loaded, mut rejected) = (
+        Int64Builder::new(),
+        Int64Builder::new(),
+        Int64Builder::new(),
+    );
     let mut time = TimestampMicrosecondBuilder::new();
     for (o, f) in rows {
         id.append_value(load_id);

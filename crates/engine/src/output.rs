@@ -28,9 +28,15 @@ fn out_err(e: impl std::fmt::Display) -> EngineError {
 pub fn write(result: &QueryResult, format: OutputFormat, w: &mut dyn Write) -> Result<()> {
     match format {
         OutputFormat::Table => {
-            let text = arrow::util::pretty::pretty_format_batches(&result.batches).map_err(out_err)?;
+            let text =
+                arrow::util::pretty::pretty_format_batches(&result.batches).map_err(out_err)?;
             if result.batches.is_empty() {
-                let names: Vec<&str> = result.schema.fields().iter().map(|f| f.name().as_str()).collect();
+                let names: Vec<&str> = result
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect();
                 writeln!(w, "{}", names.join(" | ")).map_err(out_err)?;
             } else {
                 writeln!(w, "{text}").map_err(out_err)?;
@@ -39,11 +45,18 @@ pub fn write(result: &QueryResult, format: OutputFormat, w: &mut dyn Write) -> R
         }
         OutputFormat::Csv => {
             if result.batches.is_empty() {
-                let names: Vec<&str> = result.schema.fields().iter().map(|f| f.name().as_str()).collect();
+                let names: Vec<&str> = result
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect();
                 writeln!(w, "{}", names.join(",")).map_err(out_err)?;
                 return Ok(());
             }
-            let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(&mut *w);
+            let mut writer = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut *w);
             for b in &result.batches {
                 writer.write(b).map_err(out_err)?;
             }
@@ -55,18 +68,24 @@ pub fn write(result: &QueryResult, format: OutputFormat, w: &mut dyn Write) -> R
             writer.finish().map_err(out_err)?;
             writeln!(w).map_err(out_err)?;
         }
-        OutputFormat::Parquet => return Err(EngineError::Output("parquet output needs --out FILE".into())),
+        OutputFormat::Parquet => {
+            return Err(EngineError::Output(
+                "parquet output needs --out FILE".into(),
+            ));
+        }
     }
     Ok(())
 }
 
 /// Writes `result` as a zstd Parquet file.
 pub fn write_parquet(result: &QueryResult, path: &std::path::Path) -> Result<()> {
-    let file = std::fs::File::create(path).map_err(|e| EngineError::Output(format!("{}: {e}", path.display())))?;
+    let file = std::fs::File::create(path)
+        .map_err(|e| EngineError::Output(format!("{}: {e}", path.display())))?;
     let props = parquet::file::properties::WriterProperties::builder()
         .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
         .build();
-    let mut writer = parquet::arrow::ArrowWriter::try_new(file, result.schema.clone(), Some(props)).map_err(out_err)?;
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, result.schema.clone(), Some(props))
+        .map_err(out_err)?;
     for b in &result.batches {
         writer.write(b).map_err(out_err)?;
     }

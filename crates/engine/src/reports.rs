@@ -77,19 +77,30 @@ impl Report {
             let line = line.trim_start_matches("--").trim();
             if let Some(rest) = line.strip_prefix("param ") {
                 // `NAME: TYPE = DEFAULT`
-                let (pname, rest) = rest.split_once(':').expect("report param has `name: type = default`");
+                let (pname, rest) = rest
+                    .split_once(':')
+                    .expect("report param has `name: type = default`");
                 let (ty, default) = rest.split_once('=').expect("report param has a default");
                 let kind = match ty.trim() {
                     "int" => ParamType::Int,
                     "float" => ParamType::Float,
                     _ => ParamType::Text,
                 };
-                params.push(Param { name: pname.trim().into(), kind, default: default.trim().into() });
+                params.push(Param {
+                    name: pname.trim().into(),
+                    kind,
+                    default: default.trim().into(),
+                });
             } else if let Some((k, v)) = line.split_once(':') {
                 doc.insert(k.trim().to_string(), v.trim().to_string());
             }
         }
-        Report { name, doc, params, sql }
+        Report {
+            name,
+            doc,
+            params,
+            sql,
+        }
     }
 
     /// The report's title.
@@ -105,7 +116,11 @@ impl Report {
                 return Err(EngineError::Report(format!(
                     "report `{}` has no parameter `{k}` (parameters: {})",
                     self.name,
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 )));
             }
         }
@@ -114,11 +129,19 @@ impl Report {
             let value = values.get(&p.name).unwrap_or(&p.default);
             let literal = match p.kind {
                 ParamType::Int => value.trim().parse::<i64>().map(|v| v.to_string()).ok(),
-                ParamType::Float => value.trim().parse::<f64>().ok().filter(|v| v.is_finite()).map(|v| format!("{v:?}")),
+                ParamType::Float => value
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite())
+                    .map(|v| format!("{v:?}")),
                 ParamType::Text => Some(format!("'{}'", value.replace('\'', "''"))),
             }
             .ok_or_else(|| {
-                EngineError::Report(format!("parameter `{}` of report `{}`: `{value}` is not a {:?}", p.name, self.name, p.kind))
+                EngineError::Report(format!(
+                    "parameter `{}` of report `{}`: `{value}` is not a {:?}",
+                    p.name, self.name, p.kind
+                ))
             })?;
             sql = sql.replace(&format!("{{{{{}}}}}", p.name), &literal);
         }
@@ -134,7 +157,9 @@ pub fn all() -> Vec<Report> {
 /// The report called `name`.
 pub fn find(name: &str) -> Result<Report> {
     all().into_iter().find(|r| r.name == name).ok_or_else(|| {
-        EngineError::Report(format!("no report named `{name}`; `shopstream report list` shows them"))
+        EngineError::Report(format!(
+            "no report named `{name}`; `shopstream report list` shows them"
+        ))
     })
 }
 
@@ -146,7 +171,11 @@ mod tests {
     fn every_report_documents_cancellations_and_missing_customers() {
         for r in all() {
             for key in ["title", "description", "cancellations", "missing customers"] {
-                assert!(r.doc.contains_key(key), "report {} lacks `-- {key}:`", r.name);
+                assert!(
+                    r.doc.contains_key(key),
+                    "report {} lacks `-- {key}:`",
+                    r.name
+                );
             }
         }
     }
@@ -163,6 +192,11 @@ mod tests {
         assert!(r.render(&v).is_err());
         v.clear();
         v.insert("bogus".to_string(), "1".to_string());
-        assert!(r.render(&v).unwrap_err().to_string().contains("no parameter `bogus`"));
+        assert!(
+            r.render(&v)
+                .unwrap_err()
+                .to_string()
+                .contains("no parameter `bogus`")
+        );
     }
 }

@@ -47,7 +47,9 @@ impl Catalog {
         for kind in TableKind::ALL {
             match lake.open(kind).await? {
                 Some(table) => {
-                    table.update_datafusion_session(&ctx.state()).map_err(EngineError::delta(kind.name()))?;
+                    table
+                        .update_datafusion_session(&ctx.state())
+                        .map_err(EngineError::delta(kind.name()))?;
                     let provider = table.table_provider().await.map_err(EngineError::Sql)?;
                     ctx.register_table(kind.name(), provider)?;
                 }
@@ -67,7 +69,10 @@ impl Catalog {
 
     /// Runs one read-only statement and collects its result.
     pub async fn query(&self, sql: &str) -> Result<QueryResult> {
-        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
         let df = self.ctx.sql_with_options(sql, options).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await?;

@@ -10,7 +10,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder,
 };
 use chrono::{Datelike, NaiveDateTime};
 
@@ -202,16 +203,21 @@ impl OrderBatcher {
         };
         let invoice_no = required(OrderField::InvoiceNo)?;
         let stock_code = required(OrderField::StockCode)?;
-        let quantity =
-            m.parse_integer(OrderField::Quantity, required(OrderField::Quantity)?).map_err(|e| (OrderField::Quantity, e))?;
-        let invoice_date =
-            m.parse_date(required(OrderField::InvoiceDate)?, last_date).map_err(|e| (OrderField::InvoiceDate, e))?;
+        let quantity = m
+            .parse_integer(OrderField::Quantity, required(OrderField::Quantity)?)
+            .map_err(|e| (OrderField::Quantity, e))?;
+        let invoice_date = m
+            .parse_date(required(OrderField::InvoiceDate)?, last_date)
+            .map_err(|e| (OrderField::InvoiceDate, e))?;
         let unit_price = m
             .parse_decimal(OrderField::UnitPrice, required(OrderField::UnitPrice)?)
             .map_err(|e| (OrderField::UnitPrice, e))?;
         let customer_id = match non_empty(text(OrderField::CustomerId)) {
             None => None,
-            Some(t) => Some(m.parse_integer(OrderField::CustomerId, t).map_err(|e| (OrderField::CustomerId, e))?),
+            Some(t) => Some(
+                m.parse_integer(OrderField::CustomerId, t)
+                    .map_err(|e| (OrderField::CustomerId, e))?,
+            ),
         };
         Ok(Typed {
             invoice_no,
@@ -230,32 +236,39 @@ impl OrderBatcher {
         self.counts.read += 1;
         match Self::parse(&self.mapping, row, &mut self.last_date_format) {
             Ok(t) => {
-                let (invoice_no, stock_code, description, country) = (t.invoice_no, t.stock_code, t.description, t.country);
-                let (quantity, unit_price, customer_id, date) = (t.quantity, t.unit_price, t.customer_id, t.invoice_date);
+                let (invoice_no, stock_code, description, country) =
+                    (t.invoice_no, t.stock_code, t.description, t.country);
+                let (quantity, unit_price, customer_id, date) =
+                    (t.quantity, t.unit_price, t.customer_id, t.invoice_date);
                 self.counts.loaded += 1;
                 self.rows += 1;
                 for (i, b) in self.raw_text.iter_mut().enumerate() {
                     b.append_option(self.mapping.raw(OrderField::ALL[i], row));
                 }
                 self.raw_prov.push(&self.provenance, line);
-                self.raw_load_time.append_value(self.provenance.load_time_us);
+                self.raw_load_time
+                    .append_value(self.provenance.load_time_us);
 
                 self.invoice_no.append_value(invoice_no);
                 self.stock_code.append_value(stock_code);
                 self.description.append_option(description);
                 self.quantity.append_value(quantity);
-                self.invoice_date.append_value(date.and_utc().timestamp_micros());
+                self.invoice_date
+                    .append_value(date.and_utc().timestamp_micros());
                 self.unit_price.append_value(unit_price);
                 self.customer_id.append_option(customer_id);
                 self.country.append_option(country);
                 // Cancellations: the source marks them with a `C` invoice prefix (their quantities are negative).
-                self.is_cancellation.append_value(invoice_no.starts_with(['C', 'c']));
+                self.is_cancellation
+                    .append_value(invoice_no.starts_with(['C', 'c']));
                 self.line_revenue.append_value(quantity as f64 * unit_price);
                 self.orders_prov.push(&self.provenance, line);
                 let month = format!("{:04}-{:02}", date.year(), date.month());
                 self.invoice_month.append_value(month);
             }
-            Err((field, reason)) => self.reject(line, Some(field.name()), &reason, &row.join("\u{1f}")),
+            Err((field, reason)) => {
+                self.reject(line, Some(field.name()), &reason, &row.join("\u{1f}"))
+            }
         }
     }
 
@@ -279,7 +292,11 @@ impl OrderBatcher {
     pub fn take(&mut self) -> Chunk {
         self.rows = 0;
         self.dl_rows = 0;
-        let mut raw: Vec<ArrayRef> = self.raw_text.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
+        let mut raw: Vec<ArrayRef> = self
+            .raw_text
+            .iter_mut()
+            .map(|b| Arc::new(b.finish()) as ArrayRef)
+            .collect();
         raw.extend(self.raw_prov.finish());
         raw.push(Arc::new(self.raw_load_time.finish()));
 
@@ -322,36 +339,108 @@ mod tests {
     use std::path::Path;
 
     fn batcher() -> OrderBatcher {
-        let columns: Vec<String> =
-            ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+        let columns: Vec<String> = [
+            "InvoiceNo",
+            "StockCode",
+            "Description",
+            "Quantity",
+            "InvoiceDate",
+            "UnitPrice",
+            "CustomerID",
+            "Country",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let mapping = ResolvedMapping::resolve(Path::new("t.csv"), &columns, None).unwrap();
         OrderBatcher::new(
             mapping,
-            Provenance { source_file: "t.csv".into(), sheet: None, load_id: "L".into(), load_time_us: 0 },
+            Provenance {
+                source_file: "t.csv".into(),
+                sheet: None,
+                load_id: "L".into(),
+                load_time_us: 0,
+            },
         )
     }
 
     #[test]
     fn every_row_is_loaded_or_rejected_with_field_and_reason() {
         let mut b = batcher();
-        b.push_row(2, &["536365", "85123A", "WHITE HANGING HEART ", "6", "2010-12-01 08:26:00", "2.55", "17850.0", "United Kingdom"]);
-        b.push_row(3, &["C536379", "D", "Discount", "-1", "2010-12-01 09:41:00", "27.5", "", "United Kingdom"]);
-        b.push_row(4, &["536380", "22961", "JAM", "lots", "2010-12-01 09:41:00", "1.45", "", "France"]);
-        assert_eq!(b.counts(), Counts { read: 3, loaded: 2, rejected: 1 });
+        b.push_row(
+            2,
+            &[
+                "536365",
+                "85123A",
+                "WHITE HANGING HEART ",
+                "6",
+                "2010-12-01 08:26:00",
+                "2.55",
+                "17850.0",
+                "United Kingdom",
+            ],
+        );
+        b.push_row(
+            3,
+            &[
+                "C536379",
+                "D",
+                "Discount",
+                "-1",
+                "2010-12-01 09:41:00",
+                "27.5",
+                "",
+                "United Kingdom",
+            ],
+        );
+        b.push_row(
+            4,
+            &[
+                "536380",
+                "22961",
+                "JAM",
+                "lots",
+                "2010-12-01 09:41:00",
+                "1.45",
+                "",
+                "France",
+            ],
+        );
+        assert_eq!(
+            b.counts(),
+            Counts {
+                read: 3,
+                loaded: 2,
+                rejected: 1
+            }
+        );
         let chunk = b.take();
         assert_eq!(chunk.orders.num_rows(), 2);
         assert_eq!(chunk.raw.num_rows(), 2);
-        let cust = chunk.orders.column(6).as_any().downcast_ref::<Int64Array>().unwrap();
+        let cust = chunk
+            .orders
+            .column(6)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
         assert_eq!(cust.value(0), 17850);
         assert!(cust.is_null(1));
-        assert!(chunk.orders.column(8).as_boolean().value(1), "C invoice is a cancellation");
-        assert_eq!(chunk.orders.column(2).as_string::<i32>().value(0), "WHITE HANGING HEART");
+        assert!(
+            chunk.orders.column(8).as_boolean().value(1),
+            "C invoice is a cancellation"
+        );
+        assert_eq!(
+            chunk.orders.column(2).as_string::<i32>().value(0),
+            "WHITE HANGING HEART"
+        );
         let dl = &chunk.dead_letters;
         assert_eq!(dl.num_rows(), 1);
-        assert_eq!(dl.column(1).as_primitive::<arrow::datatypes::Int64Type>().value(0), 4);
+        assert_eq!(
+            dl.column(1)
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .value(0),
+            4
+        );
         assert_eq!(dl.column(4).as_string::<i32>().value(0), "quantity");
         assert!(dl.column(5).as_string::<i32>().value(0).contains("lots"));
     }

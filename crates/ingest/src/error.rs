@@ -17,7 +17,9 @@ pub enum IngestError {
         source: std::io::Error,
     },
     /// The file's format is not one shopstream reads.
-    #[error("{path}: unsupported file type (expected .csv, .tsv, .txt, .xlsx, .jsonl, .ndjson or .parquet)")]
+    #[error(
+        "{path}: unsupported file type (expected .csv, .tsv, .txt, .xlsx, .jsonl, .ndjson or .parquet)"
+    )]
     UnsupportedFormat {
         /// The file.
         path: PathBuf,
@@ -63,10 +65,16 @@ pub enum IngestError {
 
 impl IngestError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        IngestError::Io { path: path.into(), source }
+        IngestError::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     pub(crate) fn malformed(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        IngestError::Malformed { path: path.into(), reason: reason.into() }
+        IngestError::Malformed {
+            path: path.into(),
+            reason: reason.into(),
+        }
     }
 }

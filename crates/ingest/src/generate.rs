@@ -31,19 +31,56 @@ pub enum GenFormat {
 }
 
 /// The Online Retail column names, in order.
-pub const ONLINE_RETAIL_HEADER: [&str; 8] =
-    ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country"];
+pub const ONLINE_RETAIL_HEADER: [&str; 8] = [
+    "InvoiceNo",
+    "StockCode",
+    "Description",
+    "Quantity",
+    "InvoiceDate",
+    "UnitPrice",
+    "CustomerID",
+    "Country",
+];
 
 const ADJECTIVES: [&str; 16] = [
-    "WHITE", "RED", "PINK", "BLUE", "GREEN", "IVORY", "VINTAGE", "RETRO", "JUMBO", "SMALL", "LARGE", "HEART",
-    "REGENCY", "POLKADOT", "GLASS", "WOODEN",
+    "WHITE", "RED", "PINK", "BLUE", "GREEN", "IVORY", "VINTAGE", "RETRO", "JUMBO", "SMALL",
+    "LARGE", "HEART", "REGENCY", "POLKADOT", "GLASS", "WOODEN",
 ];
-const THEMES: [&str; 12] =
-    ["HANGING", "METAL", "CERAMIC", "PAISLEY", "SPACEBOY", "DOLLY GIRL", "CHRISTMAS", "FLORAL", "STRIPE", "BIRD", "ROSE", "LANTERN"];
+const THEMES: [&str; 12] = [
+    "HANGING",
+    "METAL",
+    "CERAMIC",
+    "PAISLEY",
+    "SPACEBOY",
+    "DOLLY GIRL",
+    "CHRISTMAS",
+    "FLORAL",
+    "STRIPE",
+    "BIRD",
+    "ROSE",
+    "LANTERN",
+];
 const ITEMS: [&str; 20] = [
-    "T-LIGHT HOLDER", "LANTERN", "COAT HANGER", "HOT WATER BOTTLE", "BAG", "LUNCH BOX", "TEACUP AND SAUCER",
-    "CAKE STAND", "SIGN", "BUNTING", "CANDLE", "MUG", "NOTEBOOK", "PURSE", "CLOCK", "DOORSTOP", "TISSUES",
-    "PARTY BAG", "PHOTO FRAME", "CUSHION COVER",
+    "T-LIGHT HOLDER",
+    "LANTERN",
+    "COAT HANGER",
+    "HOT WATER BOTTLE",
+    "BAG",
+    "LUNCH BOX",
+    "TEACUP AND SAUCER",
+    "CAKE STAND",
+    "SIGN",
+    "BUNTING",
+    "CANDLE",
+    "MUG",
+    "NOTEBOOK",
+    "PURSE",
+    "CLOCK",
+    "DOORSTOP",
+    "TISSUES",
+    "PARTY BAG",
+    "PHOTO FRAME",
+    "CUSHION COVER",
 ];
 /// Countries and their share of customers, roughly as in the real data.
 const COUNTRIES: [(&str, f64); 24] = [
@@ -73,7 +110,9 @@ const COUNTRIES: [(&str, f64); 24] = [
     ("Unspecified", 0.1),
 ];
 /// Lines per month in the real data, December 2010 to December 2011 (the last month has 9 days).
-const MONTH_WEIGHTS: [f64; 13] = [42.5, 35.1, 27.7, 36.7, 29.9, 37.0, 36.7, 39.5, 35.3, 50.2, 60.7, 84.7, 25.5];
+const MONTH_WEIGHTS: [f64; 13] = [
+    42.5, 35.1, 27.7, 36.7, 29.9, 37.0, 36.7, 39.5, 35.3, 50.2, 60.7, 84.7, 25.5,
+];
 const QUANTITIES: [(i64, f64); 14] = [
     (1, 24.0),
     (2, 16.0),
@@ -141,7 +180,11 @@ fn pick_weighted<T: Copy>(rng: &mut Pcg64Mcg, items: &[(T, f64)]) -> T {
 fn price_text(p: f64) -> String {
     let s = format!("{p:.2}");
     let s = s.trim_end_matches('0');
-    if s.ends_with('.') { format!("{s}0") } else { s.to_string() }
+    if s.ends_with('.') {
+        format!("{s}0")
+    } else {
+        s.to_string()
+    }
 }
 
 impl Generator {
@@ -152,7 +195,11 @@ impl Generator {
         let mut products: Vec<Product> = (0..3800)
             .map(|i| {
                 let code = if i % 3 == 0 {
-                    format!("{}{}", 20000 + i * 17 % 70000, ['A', 'B', 'C', 'D', 'E', 'F'][i % 6])
+                    format!(
+                        "{}{}",
+                        20000 + i * 17 % 70000,
+                        ['A', 'B', 'C', 'D', 'E', 'F'][i % 6]
+                    )
                 } else {
                     format!("{}", 20000 + i * 17 % 70000)
                 };
@@ -163,13 +210,23 @@ impl Generator {
                     ITEMS[rng.random_range(0..ITEMS.len())]
                 );
                 let price: f64 = price_dist.sample(&mut rng);
-                Product { code, description, price: (price.clamp(0.1, 60.0) * 20.0).round() / 20.0 + 0.05 }
+                Product {
+                    code,
+                    description,
+                    price: (price.clamp(0.1, 60.0) * 20.0).round() / 20.0 + 0.05,
+                }
             })
             .collect();
-        products.push(Product { code: "POST".into(), description: "POSTAGE".into(), price: 18.0 });
+        products.push(Product {
+            code: "POST".into(),
+            description: "POSTAGE".into(),
+            price: 18.0,
+        });
         let mut countries: Vec<(&'static str, f64)> = COUNTRIES.to_vec();
         countries.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let customers = (0..4300).map(|i| (12346 + i, pick_weighted(&mut rng, &countries))).collect();
+        let customers = (0..4300)
+            .map(|i| (12346 + i, pick_weighted(&mut rng, &countries)))
+            .collect();
         let first = NaiveDate::from_ymd_opt(2010, 12, 1).expect("valid date");
         let last = NaiveDate::from_ymd_opt(2011, 12, 9).expect("valid date");
         let mut days = Vec::new();
@@ -210,22 +267,40 @@ impl Generator {
         while self.day_budget <= 0.0 && self.day + 1 < self.days.len() {
             self.day += 1;
             self.day_budget += self.days[self.day].1;
-            self.clock = self.days[self.day].0.and_hms_opt(7, 45, 0).expect("valid time");
+            self.clock = self.days[self.day]
+                .0
+                .and_hms_opt(7, 45, 0)
+                .expect("valid time");
         }
-        let minutes = (self.rng.random::<f64>() * 12.0 * 60.0 * 21.0 / self.days[self.day].1.max(21.0)) as i64;
+        let minutes = (self.rng.random::<f64>() * 12.0 * 60.0 * 21.0
+            / self.days[self.day].1.max(21.0)) as i64;
         let next = self.clock + Duration::minutes(minutes.max(0));
-        let closing = self.days[self.day].0.and_hms_opt(20, 0, 0).expect("valid time");
+        let closing = self.days[self.day]
+            .0
+            .and_hms_opt(20, 0, 0)
+            .expect("valid time");
         self.clock = next.min(closing);
     }
 
-    fn line(&mut self, invoice: &str, product: usize, quantity: i64, customer: Option<(i64, &str)>) -> GenRow {
+    fn line(
+        &mut self,
+        invoice: &str,
+        product: usize,
+        quantity: i64,
+        customer: Option<(i64, &str)>,
+    ) -> GenRow {
         let p = &self.products[product];
         let mut price = p.price;
         if self.rng.random::<f64>() < 0.15 {
             price = (price * 0.85 * 100.0).round() / 100.0; // bulk price
         }
         let (code, description) = if self.rng.random::<f64>() < 0.0008 {
-            price = (LogNormal::<f64>::new(4.5, 1.2).expect("valid lognormal").sample(&mut self.rng) * 100.0).round() / 100.0;
+            price = (LogNormal::<f64>::new(4.5, 1.2)
+                .expect("valid lognormal")
+                .sample(&mut self.rng)
+                * 100.0)
+                .round()
+                / 100.0;
             ("M".to_string(), "Manual".to_string())
         } else {
             (p.code.clone(), p.description.clone())
@@ -285,7 +360,10 @@ impl Generator {
 
     fn dirty_row(&mut self, mut row: GenRow) -> GenRow {
         match self.rng.random_range(0..5) {
-            0 => row.fields[3] = ["lots", "", "1O", "twelve"][self.rng.random_range(0..4)].to_string(),
+            0 => {
+                row.fields[3] =
+                    ["lots", "", "1O", "twelve"][self.rng.random_range(0..4)].to_string()
+            }
             1 => {
                 row.fields[4] = "2011-02-30 10:00:00".to_string();
                 row.date = None;
@@ -310,7 +388,13 @@ impl Iterator for Generator {
         }
         let row = self.pending.pop_front()?;
         self.rows_done += 1;
-        Some(if self.dirty > 0.0 && self.rng.random::<f64>() < self.dirty { self.dirty_row(row) } else { row })
+        Some(
+            if self.dirty > 0.0 && self.rng.random::<f64>() < self.dirty {
+                self.dirty_row(row)
+            } else {
+                row
+            },
+        )
     }
 }
 
@@ -321,17 +405,25 @@ pub fn write(
     generator: Generator,
     progress: &mut dyn FnMut(u64),
 ) -> Result<u64, IngestError> {
-    let werr = |e: &dyn std::fmt::Display| IngestError::Write { path: out.to_path_buf(), reason: e.to_string() };
+    let werr = |e: &dyn std::fmt::Display| IngestError::Write {
+        path: out.to_path_buf(),
+        reason: e.to_string(),
+    };
     let mut n = 0u64;
     match format {
         GenFormat::Csv => {
             let file = File::create(out).map_err(|e| IngestError::io(out, e))?;
-            let mut csv = csv::WriterBuilder::new().flexible(true).buffer_capacity(1 << 20).from_writer(file);
-            csv.write_record(ONLINE_RETAIL_HEADER).map_err(|e| werr(&e))?;
+            let mut csv = csv::WriterBuilder::new()
+                .flexible(true)
+                .buffer_capacity(1 << 20)
+                .from_writer(file);
+            csv.write_record(ONLINE_RETAIL_HEADER)
+                .map_err(|e| werr(&e))?;
             for row in generator {
                 // A dirty row may carry a stray field, as hand-edited exports do.
                 let stray = row.extra_field.then_some("stray");
-                csv.write_record(row.fields.iter().map(String::as_str).chain(stray)).map_err(|e| werr(&e))?;
+                csv.write_record(row.fields.iter().map(String::as_str).chain(stray))
+                    .map_err(|e| werr(&e))?;
                 n += 1;
                 if n % 65_536 == 0 {
                     progress(n);
@@ -345,7 +437,8 @@ pub fn write(
             for row in generator {
                 if row.extra_field {
                     // A dirty JSON row is cut off, as a truncated export would be.
-                    writeln!(w, "{{\"InvoiceNo\": \"{}\", broken", row.fields[0]).map_err(|e| IngestError::io(out, e))?;
+                    writeln!(w, "{{\"InvoiceNo\": \"{}\", broken", row.fields[0])
+                        .map_err(|e| IngestError::io(out, e))?;
                 } else {
                     let obj: serde_json::Map<String, serde_json::Value> = ONLINE_RETAIL_HEADER
                         .iter()
@@ -371,8 +464,12 @@ pub fn write(
             for row in generator {
                 if sheet_rows >= 1_000_000 {
                     sheet_no += 1;
-                    let sheet = wb.add_worksheet_with_constant_memory().map_err(|e| werr(&e))?;
-                    sheet.set_name(format!("Online Retail {sheet_no}")).map_err(|e| werr(&e))?;
+                    let sheet = wb
+                        .add_worksheet_with_constant_memory()
+                        .map_err(|e| werr(&e))?;
+                    sheet
+                        .set_name(format!("Online Retail {sheet_no}"))
+                        .map_err(|e| werr(&e))?;
                     for (c, h) in ONLINE_RETAIL_HEADER.iter().enumerate() {
                         sheet.write_string(0, c as u16, *h).map_err(|e| werr(&e))?;
                     }
@@ -386,7 +483,9 @@ pub fn write(
                     let c = c as u16;
                     let numeric = matches!(c, 3 | 5 | 6);
                     match (c, row.date, v.parse::<f64>()) {
-                        (4, Some(d), _) => sheet.write_datetime_with_format(r, c, d, &date_format).map(|_| ()),
+                        (4, Some(d), _) => sheet
+                            .write_datetime_with_format(r, c, d, &date_format)
+                            .map(|_| ()),
                         (_, _, Ok(x)) if numeric => sheet.write_number(r, c, x).map(|_| ()),
                         _ if v.is_empty() => Ok(()),
                         _ => sheet.write_string(r, c, v).map(|_| ()),
@@ -425,13 +524,34 @@ mod tests {
         let n = rows.len() as f64;
         let cancelled = rows.iter().filter(|r| r.fields[0].starts_with('C')).count() as f64 / n;
         let guests = rows.iter().filter(|r| r.fields[6].is_empty()).count() as f64 / n;
-        let uk = rows.iter().filter(|r| r.fields[7] == "United Kingdom").count() as f64 / n;
-        let november = rows.iter().filter(|r| r.fields[4].starts_with("2011-11")).count() as f64 / n;
-        let february = rows.iter().filter(|r| r.fields[4].starts_with("2011-02")).count() as f64 / n;
-        assert!((0.01..0.04).contains(&cancelled), "cancellations {cancelled}");
+        let uk = rows
+            .iter()
+            .filter(|r| r.fields[7] == "United Kingdom")
+            .count() as f64
+            / n;
+        let november = rows
+            .iter()
+            .filter(|r| r.fields[4].starts_with("2011-11"))
+            .count() as f64
+            / n;
+        let february = rows
+            .iter()
+            .filter(|r| r.fields[4].starts_with("2011-02"))
+            .count() as f64
+            / n;
+        assert!(
+            (0.01..0.04).contains(&cancelled),
+            "cancellations {cancelled}"
+        );
         assert!((0.15..0.35).contains(&guests), "missing customers {guests}");
         assert!(uk > 0.8, "UK share {uk}");
-        assert!(november > 2.0 * february, "November {november} vs February {february}");
-        assert!(rows.windows(2).all(|w| w[0].fields[4] <= w[1].fields[4]), "dates in order");
+        assert!(
+            november > 2.0 * february,
+            "November {november} vs February {february}"
+        );
+        assert!(
+            rows.windows(2).all(|w| w[0].fields[4] <= w[1].fields[4]),
+            "dates in order"
+        );
     }
 }

@@ -71,13 +71,21 @@ pub struct MappingConfig {
 impl MappingConfig {
     /// Whether this mapping applies to `path` (its file name matches one of `files`).
     pub fn applies_to(&self, path: &Path) -> bool {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        self.files.iter().any(|pattern| glob_match(pattern.as_bytes(), name.as_bytes()))
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        self.files
+            .iter()
+            .any(|pattern| glob_match(pattern.as_bytes(), name.as_bytes()))
     }
 
     /// Checks that every key names a canonical field and every date format is usable.
     pub fn validate(&self) -> Result<(), IngestError> {
-        let bad = |reason: String| IngestError::BadMapping { mapping: self.name.clone(), reason };
+        let bad = |reason: String| IngestError::BadMapping {
+            mapping: self.name.clone(),
+            reason,
+        };
         for (section, keys) in [
             ("columns", self.columns.keys().collect::<Vec<_>>()),
             ("types", self.types.keys().collect()),
@@ -97,7 +105,9 @@ impl MappingConfig {
             DateFormat::parse(format).map_err(bad)?;
         }
         if self.files.is_empty() {
-            return Err(bad("`files` is empty: give at least one file-name pattern".into()));
+            return Err(bad(
+                "`files` is empty: give at least one file-name pattern".into()
+            ));
         }
         Ok(())
     }
@@ -136,7 +146,9 @@ impl DateFormat {
             "unix_seconds" => return Ok(DateFormat::UnixSeconds),
             _ => {}
         }
-        let has_time = ["%H", "%I", "%M", "%S", "%T", "%R", "%s"].iter().any(|t| spec.contains(t));
+        let has_time = ["%H", "%I", "%M", "%S", "%T", "%R", "%s"]
+            .iter()
+            .any(|t| spec.contains(t));
         // chrono reports bad specifiers at parse time only; try one to catch them now.
         let probe = NaiveDateTime::parse_from_str("", spec);
         if let Err(e) = probe
@@ -144,24 +156,38 @@ impl DateFormat {
         {
             return Err(format!("bad date format `{spec}`"));
         }
-        Ok(if has_time { DateFormat::DateTime(spec.into()) } else { DateFormat::Date(spec.into()) })
+        Ok(if has_time {
+            DateFormat::DateTime(spec.into())
+        } else {
+            DateFormat::Date(spec.into())
+        })
     }
 
     fn apply(&self, text: &str) -> Option<NaiveDateTime> {
         match self {
             DateFormat::DateTime(f) => NaiveDateTime::parse_from_str(text, f).ok(),
-            DateFormat::Date(f) => NaiveDate::parse_from_str(text, f).ok().and_then(|d| d.and_hms_opt(0, 0, 0)),
+            DateFormat::Date(f) => NaiveDate::parse_from_str(text, f)
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0)),
             DateFormat::ExcelSerial => text.parse::<f64>().ok().and_then(excel_serial_to_datetime),
-            DateFormat::UnixSeconds => {
-                text.parse::<i64>().ok().and_then(|s| chrono::DateTime::from_timestamp(s, 0)).map(|d| d.naive_utc())
-            }
+            DateFormat::UnixSeconds => text
+                .parse::<i64>()
+                .ok()
+                .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+                .map(|d| d.naive_utc()),
         }
     }
 }
 
 /// The formats tried when a mapping gives none, after the fast ISO path.
-const DEFAULT_DATE_FORMATS: [&str; 6] =
-    ["%m/%d/%Y %H:%M", "%m/%d/%Y %H:%M:%S", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d", "%m/%d/%Y"];
+const DEFAULT_DATE_FORMATS: [&str; 6] = [
+    "%m/%d/%Y %H:%M",
+    "%m/%d/%Y %H:%M:%S",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d",
+    "%m/%d/%Y",
+];
 
 /// Converts an Excel date serial (1900 date system) to a timestamp, to the nearest second.
 pub fn excel_serial_to_datetime(serial: f64) -> Option<NaiveDateTime> {
@@ -201,13 +227,22 @@ pub struct ResolvedMapping {
 
 /// Normalises a column name for matching: lowercase ASCII letters and digits only.
 fn normalise(name: &str) -> String {
-    name.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).collect()
+    name.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
 }
 
 /// Column names recognised without a mapping (normalised), per canonical field.
 fn builtin_aliases(field: OrderField) -> &'static [&'static str] {
     match field {
-        OrderField::InvoiceNo => &["invoiceno", "invoice", "invoicenumber", "orderid", "orderno"],
+        OrderField::InvoiceNo => &[
+            "invoiceno",
+            "invoice",
+            "invoicenumber",
+            "orderid",
+            "orderno",
+        ],
         OrderField::StockCode => &["stockcode", "sku", "productid", "productcode"],
         OrderField::Description => &["description", "productname", "product"],
         OrderField::Quantity => &["quantity", "qty"],
@@ -218,8 +253,13 @@ fn builtin_aliases(field: OrderField) -> &'static [&'static str] {
     }
 }
 
-const REQUIRED: [OrderField; 5] =
-    [OrderField::InvoiceNo, OrderField::StockCode, OrderField::Quantity, OrderField::InvoiceDate, OrderField::UnitPrice];
+const REQUIRED: [OrderField; 5] = [
+    OrderField::InvoiceNo,
+    OrderField::StockCode,
+    OrderField::Quantity,
+    OrderField::InvoiceDate,
+    OrderField::UnitPrice,
+];
 
 impl ResolvedMapping {
     /// Resolves `mapping` (or the built-in Online Retail names) against a file's column names.
@@ -239,32 +279,33 @@ impl ResolvedMapping {
         for field in OrderField::ALL {
             let i = field as usize;
             let configured = mapping.and_then(|m| m.columns.get(field.name()));
-            resolved.sources[i] = if let Some(constant) = mapping.and_then(|m| m.constants.get(field.name())) {
-                FieldSource::Constant(constant.clone())
-            } else if let Some(name) = configured {
-                match columns.iter().position(|c| c == name).or_else(|| {
-                    let n = normalise(name);
-                    normalised.iter().position(|c| *c == n)
-                }) {
-                    Some(idx) => FieldSource::Column(idx),
-                    None => {
-                        return Err(IngestError::BadMapping {
-                            mapping: resolved.name.clone(),
-                            reason: format!(
-                                "{}: column `{name}` (for `{}`) not found; columns are: {}",
-                                path.display(),
-                                field.name(),
-                                columns.join(", ")
-                            ),
-                        });
+            resolved.sources[i] =
+                if let Some(constant) = mapping.and_then(|m| m.constants.get(field.name())) {
+                    FieldSource::Constant(constant.clone())
+                } else if let Some(name) = configured {
+                    match columns.iter().position(|c| c == name).or_else(|| {
+                        let n = normalise(name);
+                        normalised.iter().position(|c| *c == n)
+                    }) {
+                        Some(idx) => FieldSource::Column(idx),
+                        None => {
+                            return Err(IngestError::BadMapping {
+                                mapping: resolved.name.clone(),
+                                reason: format!(
+                                    "{}: column `{name}` (for `{}`) not found; columns are: {}",
+                                    path.display(),
+                                    field.name(),
+                                    columns.join(", ")
+                                ),
+                            });
+                        }
                     }
-                }
-            } else {
-                builtin_aliases(field)
-                    .iter()
-                    .find_map(|alias| normalised.iter().position(|c| c == alias))
-                    .map_or(FieldSource::Absent, FieldSource::Column)
-            };
+                } else {
+                    builtin_aliases(field)
+                        .iter()
+                        .find_map(|alias| normalised.iter().position(|c| c == alias))
+                        .map_or(FieldSource::Absent, FieldSource::Column)
+                };
             if let Some(m) = mapping {
                 resolved.defaults[i] = m.defaults.get(field.name()).cloned();
                 resolved.types[i] = m.types.get(field.name()).copied().unwrap_or_default();
@@ -276,7 +317,10 @@ impl ResolvedMapping {
                 .iter()
                 .map(|f| DateFormat::parse(f))
                 .collect::<Result<_, _>>()
-                .map_err(|reason| IngestError::BadMapping { mapping: m.name.clone(), reason })?;
+                .map_err(|reason| IngestError::BadMapping {
+                    mapping: m.name.clone(),
+                    reason,
+                })?;
         }
         for field in REQUIRED {
             let i = field as usize;
@@ -346,10 +390,14 @@ impl ResolvedMapping {
         let t = text.trim();
         match self.types[OrderField::InvoiceDate as usize] {
             FieldType::ExcelSerial => {
-                return DateFormat::ExcelSerial.apply(t).ok_or_else(|| format!("`{t}` is not an Excel date serial"));
+                return DateFormat::ExcelSerial
+                    .apply(t)
+                    .ok_or_else(|| format!("`{t}` is not an Excel date serial"));
             }
             FieldType::UnixSeconds => {
-                return DateFormat::UnixSeconds.apply(t).ok_or_else(|| format!("`{t}` is not a Unix time"));
+                return DateFormat::UnixSeconds
+                    .apply(t)
+                    .ok_or_else(|| format!("`{t}` is not a Unix time"));
             }
             _ => {}
         }
@@ -368,7 +416,10 @@ impl ResolvedMapping {
 }
 
 static DEFAULT_FORMATS: std::sync::LazyLock<Vec<DateFormat>> = std::sync::LazyLock::new(|| {
-    DEFAULT_DATE_FORMATS.iter().map(|f| DateFormat::parse(f).expect("built-in date formats are valid")).collect()
+    DEFAULT_DATE_FORMATS
+        .iter()
+        .map(|f| DateFormat::parse(f).expect("built-in date formats are valid"))
+        .collect()
 });
 
 fn try_formats(formats: &[DateFormat], text: &str, last: &mut usize) -> Option<NaiveDateTime> {
@@ -387,11 +438,18 @@ fn try_formats(formats: &[DateFormat], text: &str, last: &mut usize) -> Option<N
 /// `YYYY-MM-DD HH:MM[:SS]` (or with `T`), the common case, without chrono's format interpreter.
 fn parse_iso_fast(t: &str) -> Option<NaiveDateTime> {
     let b = t.as_bytes();
-    if !(b.len() == 16 || b.len() == 19) || b[4] != b'-' || b[7] != b'-' || !(b[10] == b' ' || b[10] == b'T') || b[13] != b':' {
+    if !(b.len() == 16 || b.len() == 19)
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b' ' || b[10] == b'T')
+        || b[13] != b':'
+    {
         return None;
     }
     let num = |s: &[u8]| -> Option<u32> {
-        s.iter().try_fold(0u32, |acc, c| c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0')))
+        s.iter().try_fold(0u32, |acc, c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
     };
     let seconds = if b.len() == 19 {
         if b[16] != b':' {
@@ -401,8 +459,11 @@ fn parse_iso_fast(t: &str) -> Option<NaiveDateTime> {
     } else {
         0
     };
-    NaiveDate::from_ymd_opt(num(&b[0..4])? as i32, num(&b[5..7])?, num(&b[8..10])?)?
-        .and_hms_opt(num(&b[11..13])?, num(&b[14..16])?, seconds)
+    NaiveDate::from_ymd_opt(num(&b[0..4])? as i32, num(&b[5..7])?, num(&b[8..10])?)?.and_hms_opt(
+        num(&b[11..13])?,
+        num(&b[14..16])?,
+        seconds,
+    )
 }
 
 #[cfg(test)]
@@ -415,37 +476,68 @@ mod tests {
 
     #[test]
     fn online_retail_header_resolves_without_mapping() {
-        let c = cols(&["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country"]);
+        let c = cols(&[
+            "InvoiceNo",
+            "StockCode",
+            "Description",
+            "Quantity",
+            "InvoiceDate",
+            "UnitPrice",
+            "CustomerID",
+            "Country",
+        ]);
         let m = ResolvedMapping::resolve(Path::new("x.csv"), &c, None).unwrap();
         assert_eq!(m.sources[6], FieldSource::Column(6));
     }
 
     #[test]
     fn missing_required_column_names_field_and_columns() {
-        let err = ResolvedMapping::resolve(Path::new("x.csv"), &cols(&["InvoiceNo", "Foo"]), None).unwrap_err();
+        let err = ResolvedMapping::resolve(Path::new("x.csv"), &cols(&["InvoiceNo", "Foo"]), None)
+            .unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("stock_code") && text.contains("Foo"), "{text}");
+        assert!(
+            text.contains("stock_code") && text.contains("Foo"),
+            "{text}"
+        );
     }
 
     #[test]
     fn customer_ids_like_17850_0_are_integers() {
         let m = ResolvedMapping::resolve(
             Path::new("x.csv"),
-            &cols(&["InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice"]),
+            &cols(&[
+                "InvoiceNo",
+                "StockCode",
+                "Quantity",
+                "InvoiceDate",
+                "UnitPrice",
+            ]),
             None,
         )
         .unwrap();
-        assert_eq!(m.parse_integer(OrderField::CustomerId, "17850.0"), Ok(17850));
+        assert_eq!(
+            m.parse_integer(OrderField::CustomerId, "17850.0"),
+            Ok(17850)
+        );
         assert!(m.parse_integer(OrderField::CustomerId, "17850.5").is_err());
         assert!(m.parse_integer(OrderField::Quantity, "six").is_err());
     }
 
     #[test]
     fn dates_in_builtin_and_configured_formats() {
-        let c = cols(&["InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice"]);
+        let c = cols(&[
+            "InvoiceNo",
+            "StockCode",
+            "Quantity",
+            "InvoiceDate",
+            "UnitPrice",
+        ]);
         let m = ResolvedMapping::resolve(Path::new("x.csv"), &c, None).unwrap();
         let mut last = 0;
-        let expected = NaiveDate::from_ymd_opt(2010, 12, 1).unwrap().and_hms_opt(8, 26, 0).unwrap();
+        let expected = NaiveDate::from_ymd_opt(2010, 12, 1)
+            .unwrap()
+            .and_hms_opt(8, 26, 0)
+            .unwrap();
         assert_eq!(m.parse_date("2010-12-01 08:26:00", &mut last), Ok(expected));
         assert_eq!(m.parse_date("12/1/2010 8:26", &mut last), Ok(expected));
         assert!(m.parse_date("2010-13-01 08:26:00", &mut last).is_err());
@@ -458,7 +550,10 @@ mod tests {
         };
         mapping.validate().unwrap();
         let m = ResolvedMapping::resolve(Path::new("x.csv"), &c, Some(&mapping)).unwrap();
-        assert_eq!(m.parse_date("20101201", &mut last).unwrap().date(), expected.date());
+        assert_eq!(
+            m.parse_date("20101201", &mut last).unwrap().date(),
+            expected.date()
+        );
         assert_eq!(m.parse_date("40513.35139", &mut last).unwrap(), expected);
     }
 
@@ -466,8 +561,18 @@ mod tests {
     fn unknown_field_in_mapping_is_named() {
         let mut columns = BTreeMap::new();
         columns.insert("invoice".to_string(), "Order".to_string());
-        let m = MappingConfig { name: "m".into(), files: vec!["*".into()], columns, ..Default::default() };
-        assert!(m.validate().unwrap_err().to_string().contains("unknown field `invoice`"));
+        let m = MappingConfig {
+            name: "m".into(),
+            files: vec!["*".into()],
+            columns,
+            ..Default::default()
+        };
+        assert!(
+            m.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("unknown field `invoice`")
+        );
     }
 
     #[test]

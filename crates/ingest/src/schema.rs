@@ -54,7 +54,10 @@ impl OrderField {
 
     /// Parses a canonical column name.
     pub fn from_name(name: &str) -> Option<OrderField> {
-        ORDER_FIELDS.iter().position(|f| *f == name).map(|i| OrderField::ALL[i])
+        ORDER_FIELDS
+            .iter()
+            .position(|f| *f == name)
+            .map(|i| OrderField::ALL[i])
     }
 }
 
@@ -95,8 +98,10 @@ pub const ORDERS_PARTITION: &str = "invoice_month";
 
 /// The raw table: every accepted record's fields as the text that arrived, plus provenance.
 pub static RAW_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
-    let mut fields: Vec<Field> =
-        ORDER_FIELDS.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect();
+    let mut fields: Vec<Field> = ORDER_FIELDS
+        .iter()
+        .map(|n| Field::new(*n, DataType::Utf8, true))
+        .collect();
     fields.extend(provenance_fields());
     fields.push(Field::new("load_time", timestamp(), false));
     Arc::new(Schema::new(fields))

@@ -39,7 +39,13 @@ impl<R: Read> Read for Counting<R> {
 fn open_counting(path: &Path) -> Result<(Counting<File>, Arc<AtomicU64>), IngestError> {
     let file = File::open(path).map_err(|e| IngestError::io(path, e))?;
     let count = Arc::new(AtomicU64::new(0));
-    Ok((Counting { inner: file, count: count.clone() }, count))
+    Ok((
+        Counting {
+            inner: file,
+            count: count.clone(),
+        },
+        count,
+    ))
 }
 
 fn read_prefix(path: &Path) -> Result<Vec<u8>, IngestError> {
@@ -58,9 +64,20 @@ fn sniff_delimiter(sample: &[u8]) -> Option<u8> {
     };
     let mut best: Option<(usize, u8)> = None;
     for d in CANDIDATES {
-        let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).delimiter(d).from_reader(complete);
-        let counts: Vec<usize> = rdr.byte_records().take(50).filter_map(Result::ok).map(|r| r.len()).collect();
-        let Some(&first) = counts.first() else { continue };
+        let mut rdr = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .delimiter(d)
+            .from_reader(complete);
+        let counts: Vec<usize> = rdr
+            .byte_records()
+            .take(50)
+            .filter_map(Result::ok)
+            .map(|r| r.len())
+            .collect();
+        let Some(&first) = counts.first() else {
+            continue;
+        };
         if first > 1 && counts.iter().all(|&c| c == first) && best.is_none_or(|(n, _)| first > n) {
             best = Some((first, d));
         }
@@ -94,17 +111,29 @@ pub(super) struct DelimitedFill {
 }
 
 impl DelimitedFill {
-    pub(super) fn open(path: &Path, mapping: Option<&MappingConfig>) -> Result<(Self, Vec<String>), IngestError> {
+    pub(super) fn open(
+        path: &Path,
+        mapping: Option<&MappingConfig>,
+    ) -> Result<(Self, Vec<String>), IngestError> {
         let sample = read_prefix(path)?;
         if sample.is_empty() {
             return Err(IngestError::malformed(path, "the file is empty"));
         }
         let delimiter = match mapping.and_then(|m| m.delimiter) {
             Some(c) if c.is_ascii() => c as u8,
-            Some(c) => return Err(IngestError::malformed(path, format!("delimiter `{c}` is not an ASCII character"))),
+            Some(c) => {
+                return Err(IngestError::malformed(
+                    path,
+                    format!("delimiter `{c}` is not an ASCII character"),
+                ));
+            }
             None => sniff_delimiter(&sample).unwrap_or(b','),
         };
-        let mut first = csv::ReaderBuilder::new().has_headers(false).flexible(true).delimiter(delimiter).from_reader(&sample[..]);
+        let mut first = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .delimiter(delimiter)
+            .from_reader(&sample[..]);
         let first_record = first
             .byte_records()
             .next()
@@ -123,13 +152,30 @@ impl DelimitedFill {
             .from_reader(file);
         let mut record = csv::ByteRecord::new();
         let columns: Vec<String> = if has_header {
-            reader.read_byte_record(&mut record).map_err(|e| IngestError::malformed(path, format!("line 1: {e}")))?;
-            record.iter().map(|f| text_of(f).trim().trim_start_matches('\u{feff}').to_string()).collect()
+            reader
+                .read_byte_record(&mut record)
+                .map_err(|e| IngestError::malformed(path, format!("line 1: {e}")))?;
+            record
+                .iter()
+                .map(|f| text_of(f).trim().trim_start_matches('\u{feff}').to_string())
+                .collect()
         } else {
-            (1..=first_record.len()).map(|i| format!("column_{i}")).collect()
+            (1..=first_record.len())
+                .map(|i| format!("column_{i}"))
+                .collect()
         };
         let width = columns.len();
-        Ok((DelimitedFill { path: path.to_path_buf(), reader, record, width, delimiter, bytes }, columns))
+        Ok((
+            DelimitedFill {
+                path: path.to_path_buf(),
+                reader,
+                record,
+                width,
+                delimiter,
+                bytes,
+            },
+            columns,
+        ))
     }
 }
 
@@ -139,10 +185,16 @@ impl Fill for DelimitedFill {
             if batcher.is_full() {
                 return Ok(true);
             }
-            let more = self.reader.read_byte_record(&mut self.record).map_err(|e| {
-                let at = e.position().map(|p| format!("line {}: ", p.line())).unwrap_or_default();
-                IngestError::malformed(&self.path, format!("{at}{e}"))
-            })?;
+            let more = self
+                .reader
+                .read_byte_record(&mut self.record)
+                .map_err(|e| {
+                    let at = e
+                        .position()
+                        .map(|p| format!("line {}: ", p.line()))
+                        .unwrap_or_default();
+                    IngestError::malformed(&self.path, format!("{at}{e}"))
+                })?;
             if !more {
                 return Ok(false);
             }
@@ -206,16 +258,23 @@ fn aligned_spans(lines: &[Vec<char>]) -> Vec<(usize, usize)> {
 
 impl AlignedFill {
     pub(super) fn open(path: &Path) -> Result<(Self, Vec<String>), IngestError> {
-        let sample: Vec<Vec<char>> = BufReader::new(File::open(path).map_err(|e| IngestError::io(path, e))?)
-            .lines()
-            .take(1000)
-            .map(|l| l.map(|l| l.chars().collect()))
-            .collect::<Result<_, _>>()
-            .map_err(|e| IngestError::io(path, e))?;
-        let sample: Vec<Vec<char>> = sample.into_iter().filter(|l| l.iter().any(|c| !c.is_whitespace())).collect();
+        let sample: Vec<Vec<char>> =
+            BufReader::new(File::open(path).map_err(|e| IngestError::io(path, e))?)
+                .lines()
+                .take(1000)
+                .map(|l| l.map(|l| l.chars().collect()))
+                .collect::<Result<_, _>>()
+                .map_err(|e| IngestError::io(path, e))?;
+        let sample: Vec<Vec<char>> = sample
+            .into_iter()
+            .filter(|l| l.iter().any(|c| !c.is_whitespace()))
+            .collect();
         let spans = aligned_spans(&sample);
         if sample.is_empty() || spans.len() < 2 {
-            return Err(IngestError::malformed(path, "not delimited and no aligned columns found"));
+            return Err(IngestError::malformed(
+                path,
+                "not delimited and no aligned columns found",
+            ));
         }
         let (file, bytes) = open_counting(path)?;
         let mut lines = BufReader::with_capacity(256 * 1024, file).lines();
@@ -230,10 +289,23 @@ impl AlignedFill {
             }
         };
         let chars: Vec<char> = header.chars().collect();
-        let columns = split_aligned(&chars, &spans).map(|v| v.into_iter().map(|s| s.to_string()).collect()).map_err(
-            |pos| IngestError::malformed(path, format!("line {line_no}: header text crosses a column gap at position {pos}")),
-        )?;
-        Ok((AlignedFill { lines, spans, line_no, bytes }, columns))
+        let columns = split_aligned(&chars, &spans)
+            .map(|v| v.into_iter().map(|s| s.to_string()).collect())
+            .map_err(|pos| {
+                IngestError::malformed(
+                    path,
+                    format!("line {line_no}: header text crosses a column gap at position {pos}"),
+                )
+            })?;
+        Ok((
+            AlignedFill {
+                lines,
+                spans,
+                line_no,
+                bytes,
+            },
+            columns,
+        ))
     }
 }
 
@@ -242,14 +314,27 @@ fn split_aligned(line: &[char], spans: &[(usize, usize)]) -> Result<Vec<String>,
     let mut out = Vec::with_capacity(spans.len());
     for (i, &(start, end)) in spans.iter().enumerate() {
         // Each column owns its span plus the gap after it; the last one owns the rest of the line.
-        let stop = spans.get(i + 1).map_or(line.len(), |next| next.0).min(line.len());
+        let stop = spans
+            .get(i + 1)
+            .map_or(line.len(), |next| next.0)
+            .min(line.len());
         let begin = start.min(line.len());
-        if i > 0 && begin > 0 && begin < line.len() && !line[begin - 1].is_whitespace() && !line[begin].is_whitespace()
+        if i > 0
+            && begin > 0
+            && begin < line.len()
+            && !line[begin - 1].is_whitespace()
+            && !line[begin].is_whitespace()
         {
             return Err(begin);
         }
         let _ = end;
-        out.push(line[begin..stop].iter().collect::<String>().trim().to_string());
+        out.push(
+            line[begin..stop]
+                .iter()
+                .collect::<String>()
+                .trim()
+                .to_string(),
+        );
     }
     Ok(out)
 }
@@ -260,9 +345,14 @@ impl Fill for AlignedFill {
             if batcher.is_full() {
                 return Ok(true);
             }
-            let Some(line) = self.lines.next() else { return Ok(false) };
+            let Some(line) = self.lines.next() else {
+                return Ok(false);
+            };
             self.line_no += 1;
-            let line = line.map_err(|e| IngestError::Io { path: PathBuf::new(), source: e })?;
+            let line = line.map_err(|e| IngestError::Io {
+                path: PathBuf::new(),
+                source: e,
+            })?;
             if line.trim().is_empty() {
                 continue;
             }
@@ -274,7 +364,10 @@ impl Fill for AlignedFill {
                 }
                 Err(pos) => batcher.push_unreadable(
                     self.line_no,
-                    &format!("text crosses the gap between columns at character {}", pos + 1),
+                    &format!(
+                        "text crosses the gap between columns at character {}",
+                        pos + 1
+                    ),
                     &line,
                 ),
             }
@@ -295,18 +388,28 @@ mod tests {
         assert_eq!(sniff_delimiter(b"a,b,c\n1,\"x,y\",3\n"), Some(b','));
         assert_eq!(sniff_delimiter(b"a;b;c\n1;2,5;3\n"), Some(b';'));
         assert_eq!(sniff_delimiter(b"a\tb\n1\t2\n"), Some(b'\t'));
-        assert_eq!(sniff_delimiter(b"InvoiceNo   StockCode\n536365      85123A\n"), None);
+        assert_eq!(
+            sniff_delimiter(b"InvoiceNo   StockCode\n536365      85123A\n"),
+            None
+        );
     }
 
     #[test]
     fn aligned_columns_keep_inner_spaces() {
-        let lines: Vec<Vec<char>> = ["Code   Description          Qty", "85123A WHITE HANGING HEART     6", "71053  WHITE METAL LANTERN  12"]
-            .iter()
-            .map(|l| l.chars().collect())
-            .collect();
+        let lines: Vec<Vec<char>> = [
+            "Code   Description          Qty",
+            "85123A WHITE HANGING HEART     6",
+            "71053  WHITE METAL LANTERN  12",
+        ]
+        .iter()
+        .map(|l| l.chars().collect())
+        .collect();
         let spans = aligned_spans(&lines);
         assert_eq!(spans.len(), 3, "{spans:?}");
-        assert_eq!(split_aligned(&lines[1], &spans).unwrap(), vec!["85123A", "WHITE HANGING HEART", "6"]);
+        assert_eq!(
+            split_aligned(&lines[1], &spans).unwrap(),
+            vec!["85123A", "WHITE HANGING HEART", "6"]
+        );
         let crossing: Vec<char> = format!("85123A {} 6", "X".repeat(25)).chars().collect();
         assert!(split_aligned(&crossing, &spans).is_err());
     }

@@ -54,7 +54,9 @@ fn cell_text(cell: &Data) -> String {
 
 /// Index of the first row with any non-empty cell.
 fn header_index(range: &Range<Data>) -> Option<usize> {
-    range.rows().position(|r| r.iter().any(|c| !matches!(c, Data::Empty)))
+    range
+        .rows()
+        .position(|r| r.iter().any(|c| !matches!(c, Data::Empty)))
 }
 
 impl ExcelFill {
@@ -63,9 +65,11 @@ impl ExcelFill {
         only_sheet: Option<&str>,
         mapping: Option<MappingConfig>,
     ) -> Result<(Self, Vec<String>), IngestError> {
-        let bytes_total = std::fs::metadata(path).map_err(|e| IngestError::io(path, e))?.len();
-        let workbook =
-            open_workbook_auto(path).map_err(|e| IngestError::malformed(path, format!("not a readable workbook: {e}")))?;
+        let bytes_total = std::fs::metadata(path)
+            .map_err(|e| IngestError::io(path, e))?
+            .len();
+        let workbook = open_workbook_auto(path)
+            .map_err(|e| IngestError::malformed(path, format!("not a readable workbook: {e}")))?;
         let names = workbook.sheet_names();
         let mut pending: Vec<String> = match only_sheet {
             Some(s) if names.iter().any(|n| n == s) => vec![s.to_string()],
@@ -104,9 +108,14 @@ impl ExcelFill {
                 .workbook
                 .worksheet_range(&name)
                 .map_err(|e| IngestError::malformed(&self.path, format!("sheet `{name}`: {e}")))?;
-            let Some(header) = header_index(&range) else { continue };
-            let columns: Vec<String> =
-                range.rows().nth(header).map(|r| r.iter().map(|c| cell_text(c).trim().to_string()).collect()).unwrap_or_default();
+            let Some(header) = header_index(&range) else {
+                continue;
+            };
+            let columns: Vec<String> = range
+                .rows()
+                .nth(header)
+                .map(|r| r.iter().map(|c| cell_text(c).trim().to_string()).collect())
+                .unwrap_or_default();
             self.first_row_number = u64::from(range.start().map_or(0, |(row, _)| row)) + 1;
             self.rows_total += range.height() as u64;
             self.next_row = header + 1;
@@ -125,21 +134,33 @@ impl Fill for ExcelFill {
                 return Ok(true);
             }
             if self.next_row >= self.range.height() {
-                let Some(columns) = self.next_sheet()? else { return Ok(false) };
-                let resolved = ResolvedMapping::resolve(&self.path, &columns, self.mapping.as_ref()).map_err(|e| {
+                let Some(columns) = self.next_sheet()? else {
+                    return Ok(false);
+                };
+                let resolved = ResolvedMapping::resolve(
+                    &self.path,
+                    &columns,
+                    self.mapping.as_ref(),
+                )
+                .map_err(|e| {
                     IngestError::malformed(&self.path, format!("sheet `{}`: {e}", self.sheet))
                 })?;
                 batcher.set_sheet(Some(&self.sheet), resolved);
                 continue;
             }
-            let row = self.range.rows().nth(self.next_row).expect("row index is below the range height");
-            let line = self.first_row_number + self.next_row as u64;
+            // Index cells directly: `Rows::nth` walks from the start, which is quadratic over a sheet.
+            let r = self.next_row;
+            let line = self.first_row_number + r as u64;
             self.next_row += 1;
             self.rows_done += 1;
+            let width = self.range.width();
+            let row: Vec<&Data> = (0..width)
+                .map(|c| self.range.get((r, c)).unwrap_or(&Data::Empty))
+                .collect();
             if row.iter().all(|c| matches!(c, Data::Empty)) {
                 continue;
             }
-            let texts: Vec<String> = row.iter().map(cell_text).collect();
+            let texts: Vec<String> = row.iter().map(|c| cell_text(c)).collect();
             let fields: Vec<&str> = texts.iter().map(String::as_str).collect();
             batcher.push_row(line, &fields);
         }

@@ -47,15 +47,31 @@ impl JsonLinesFill {
             }
         }
         if columns.is_empty() {
-            return Err(IngestError::malformed(path, "no JSON object in the first 100 lines"));
+            return Err(IngestError::malformed(
+                path,
+                "no JSON object in the first 100 lines",
+            ));
         }
-        let reader = BufReader::with_capacity(256 * 1024, File::open(path).map_err(|e| IngestError::io(path, e))?);
-        let fill = JsonLinesFill { path: path.to_path_buf(), reader, columns: columns.clone(), line: String::new(), line_no: 0, bytes: 0 };
+        let reader = BufReader::with_capacity(
+            256 * 1024,
+            File::open(path).map_err(|e| IngestError::io(path, e))?,
+        );
+        let fill = JsonLinesFill {
+            path: path.to_path_buf(),
+            reader,
+            columns: columns.clone(),
+            line: String::new(),
+            line_no: 0,
+            bytes: 0,
+        };
         Ok((fill, columns))
     }
 
     fn row_of(&self, obj: &Map<String, Value>) -> Vec<String> {
-        self.columns.iter().map(|c| obj.get(c).map(value_text).unwrap_or_default()).collect()
+        self.columns
+            .iter()
+            .map(|c| obj.get(c).map(value_text).unwrap_or_default())
+            .collect()
     }
 }
 
@@ -66,7 +82,10 @@ impl Fill for JsonLinesFill {
                 return Ok(true);
             }
             self.line.clear();
-            let n = self.reader.read_line(&mut self.line).map_err(|e| IngestError::io(&self.path, e))?;
+            let n = self
+                .reader
+                .read_line(&mut self.line)
+                .map_err(|e| IngestError::io(&self.path, e))?;
             if n == 0 {
                 return Ok(false);
             }
@@ -83,7 +102,9 @@ impl Fill for JsonLinesFill {
                     batcher.push_row(self.line_no, &fields);
                 }
                 Ok(_) => batcher.push_unreadable(self.line_no, "not a JSON object", text),
-                Err(e) => batcher.push_unreadable(self.line_no, &format!("invalid JSON: {e}"), text),
+                Err(e) => {
+                    batcher.push_unreadable(self.line_no, &format!("invalid JSON: {e}"), text)
+                }
             }
         }
     }

@@ -45,7 +45,11 @@ impl Format {
 
     /// Detects the format from the extension, sniffing the content of plain text files.
     pub fn detect(path: &Path) -> Result<Format, IngestError> {
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         Ok(match ext.as_str() {
             "csv" | "tsv" | "psv" | "tab" => Format::Delimited,
             "xlsx" | "xlsm" | "xls" | "xlsb" | "ods" => Format::Excel,
@@ -58,17 +62,41 @@ impl Format {
                     Format::Aligned
                 }
             }
-            _ => return Err(IngestError::UnsupportedFormat { path: path.to_path_buf() }),
+            _ => {
+                return Err(IngestError::UnsupportedFormat {
+                    path: path.to_path_buf(),
+                });
+            }
         })
     }
 
     /// Whether a file name looks like something `ingest` can read (used when walking folders).
     pub fn is_supported(path: &Path) -> bool {
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         matches!(
             ext.as_str(),
-            "csv" | "tsv" | "psv" | "tab" | "xlsx" | "xlsm" | "xls" | "xlsb" | "ods" | "jsonl" | "ndjson" | "json"
-                | "parquet" | "pq" | "txt" | "dat" | "prn" | "text"
+            "csv"
+                | "tsv"
+                | "psv"
+                | "tab"
+                | "xlsx"
+                | "xlsm"
+                | "xls"
+                | "xlsb"
+                | "ods"
+                | "jsonl"
+                | "ndjson"
+                | "json"
+                | "parquet"
+                | "pq"
+                | "txt"
+                | "dat"
+                | "prn"
+                | "text"
         )
     }
 }
@@ -112,7 +140,11 @@ pub struct FileReader {
 
 impl FileReader {
     /// Opens `path`, detects its format, reads its header and resolves its mapping.
-    pub fn open(path: &Path, options: &ReadOptions, provenance: Provenance) -> Result<FileReader, IngestError> {
+    pub fn open(
+        path: &Path,
+        options: &ReadOptions,
+        provenance: Provenance,
+    ) -> Result<FileReader, IngestError> {
         let format = Format::detect(path)?;
         let mapping = options.mapping_for(path);
         let (fill, columns): (Box<dyn Fill>, Vec<String>) = match format {
@@ -125,7 +157,8 @@ impl FileReader {
                 (Box::new(f), c)
             }
             Format::Excel => {
-                let (f, c) = excel::ExcelFill::open(path, options.sheet.as_deref(), mapping.cloned())?;
+                let (f, c) =
+                    excel::ExcelFill::open(path, options.sheet.as_deref(), mapping.cloned())?;
                 (Box::new(f), c)
             }
             Format::JsonLines => {
@@ -204,7 +237,9 @@ impl Iterator for FileReader {
 pub fn fingerprint(path: &Path) -> Result<String, IngestError> {
     let mut hasher = blake3::Hasher::new();
     let file = std::fs::File::open(path).map_err(|e| IngestError::io(path, e))?;
-    hasher.update_reader(file).map_err(|e| IngestError::io(path, e))?;
+    hasher
+        .update_reader(file)
+        .map_err(|e| IngestError::io(path, e))?;
     Ok(hasher.finalize().to_hex().to_string())
 }
 

@@ -28,34 +28,62 @@ impl ParquetFill {
     pub(super) fn open(path: &Path) -> Result<(Self, Vec<String>), IngestError> {
         let file = File::open(path).map_err(|e| IngestError::io(path, e))?;
         let bytes_total = file.metadata().map_err(|e| IngestError::io(path, e))?.len();
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(|e| IngestError::malformed(path, format!("not a readable Parquet file: {e}")))?;
-        let columns = builder.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
+            IngestError::malformed(path, format!("not a readable Parquet file: {e}"))
+        })?;
+        let columns = builder
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         let rows_total = builder.metadata().file_metadata().num_rows().max(1) as u64;
         let reader = builder
             .with_batch_size(8192)
             .build()
             .map_err(|e| IngestError::malformed(path, e.to_string()))?;
-        Ok((ParquetFill { path: path.to_path_buf(), reader, row_no: 0, rows_total, bytes_total }, columns))
+        Ok((
+            ParquetFill {
+                path: path.to_path_buf(),
+                reader,
+                row_no: 0,
+                rows_total,
+                bytes_total,
+            },
+            columns,
+        ))
     }
 }
 
 impl Fill for ParquetFill {
     fn fill(&mut self, batcher: &mut OrderBatcher) -> Result<bool, IngestError> {
         while !batcher.is_full() {
-            let Some(batch) = self.reader.next() else { return Ok(false) };
-            let batch = batch.map_err(|e| IngestError::malformed(&self.path, format!("after row {}: {e}", self.row_no)))?;
+            let Some(batch) = self.reader.next() else {
+                return Ok(false);
+            };
+            let batch = batch.map_err(|e| {
+                IngestError::malformed(&self.path, format!("after row {}: {e}", self.row_no))
+            })?;
             let texts = batch
                 .columns()
                 .iter()
                 .map(|c| arrow::compute::cast(c, &DataType::Utf8))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| IngestError::malformed(&self.path, format!("a column cannot be read as text: {e}")))?;
+                .map_err(|e| {
+                    IngestError::malformed(
+                        &self.path,
+                        format!("a column cannot be read as text: {e}"),
+                    )
+                })?;
             let strings: Vec<_> = texts.iter().map(|a| a.as_string::<i32>()).collect();
             let mut row: Vec<&str> = Vec::with_capacity(strings.len());
             for i in 0..batch.num_rows() {
                 row.clear();
-                row.extend(strings.iter().map(|s| if s.is_null(i) { "" } else { s.value(i) }));
+                row.extend(
+                    strings
+                        .iter()
+                        .map(|s| if s.is_null(i) { "" } else { s.value(i) }),
+                );
                 self.row_no += 1;
                 batcher.push_row(self.row_no, &row);
             }

@@ -1,0 +1,94 @@
+//! Exit codes and error messages a user sees.
+
+use crate::{run, stderr, stdout};
+
+#[test]
+fn usage_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(run(dir.path(), &["frobnicate"]).status.code(), Some(2));
+    assert_eq!(
+        run(dir.path(), &["report", "rfm", "--format", "xml"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn bad_sql_exits_1_with_the_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(dir.path(), &["sql", "SELECT count(*) FROM orders WHERE"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("Line: 1, Column"), "{err}");
+    let o = run(dir.path(), &["sql", "SELECT nope FROM orders"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("nope"), "{}", stderr(&o));
+}
+
+#[test]
+fn sql_is_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(dir.path(), &["sql", "DROP TABLE orders"]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = run(dir.path(), &["sql", "INSERT INTO loads VALUES ('x')"]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn unknown_config_key_names_key_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("typo.toml");
+    std::fs::write(&cfg, "[lake]\nurl = \"\"\n[ingest]\nmapings = []\n").unwrap();
+    let o = run(dir.path(), &["--config", cfg.to_str().unwrap(), "tables"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("mapings") && err.contains("typo.toml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn csv_output_has_a_header_and_reports_take_params() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/online-retail/2010-12-01.csv");
+    let o = run(
+        dir.path(),
+        &["ingest", "--no-progress", fixture.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("read 3108, loaded 3108, rejected 0"),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(
+        dir.path(),
+        &[
+            "report",
+            "top_countries_by_quantity",
+            "--format",
+            "csv",
+            "--param",
+            "n=2",
+        ],
+    );
+    assert_eq!(
+        stdout(&o),
+        "country,units,lines\nUnited Kingdom,23949,2949\nFrance,449,20\n"
+    );
+    let o = run(
+        dir.path(),
+        &["report", "top_countries_by_quantity", "--param", "m=2"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no parameter `m`"));
+    let o = run(dir.path(), &["tables"]);
+    assert!(
+        stdout(&o).contains("orders") && stdout(&o).contains("3108"),
+        "{}",
+        stdout(&o)
+    );
+}

@@ -1,0 +1,31 @@
+//! End-to-end tests of the `shopstream` binary: exit codes, errors, and loads killed mid-way.
+
+mod crash;
+mod errors;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+pub fn shopstream(data_dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shopstream"));
+    c.arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("SHOPSTREAM_CONFIG")
+        .env_remove("RUST_LOG");
+    c
+}
+
+pub fn run(data_dir: &Path, args: &[&str]) -> Output {
+    shopstream(data_dir)
+        .args(args)
+        .output()
+        .expect("shopstream runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
