@@ -363,7 +363,9 @@ impl ResolvedMapping {
         if let Ok(v) = t.parse::<i64>() {
             return Ok(v);
         }
-        let number = self.parse_decimal(field, t)?;
+        let number = self
+            .parse_decimal(field, t)
+            .map_err(|_| format!("`{t}` is not a whole number"))?;
         if number.fract() == 0.0 && number.abs() < 9.0e15 {
             Ok(number as i64)
         } else {

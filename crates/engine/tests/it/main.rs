@@ -25,7 +25,7 @@ pub async fn load(lake: &Lake, files: &[PathBuf], mappings: Vec<MappingConfig>) 
     };
     load_files(
         lake,
-        files,
+        &shopstream_ingest::expand_paths(files).expect("test inputs exist"),
         &read,
         &WriteOptions::default(),
         Arc::new(AtomicBool::new(false)),

@@ -253,7 +253,20 @@ fn aligned_spans(lines: &[Vec<char>]) -> Vec<(usize, usize)> {
     if let Some(s) = start {
         spans.push((s, width));
     }
-    spans
+    // A gap that happens to be blank on every line inside a column (`T-LIGHT HOLDER` over a few rows)
+    // is not a column boundary: every column has header text, so a span without any joins the one before.
+    let header = lines.first().map(Vec::as_slice).unwrap_or_default();
+    let mut merged: Vec<(usize, usize)> = Vec::with_capacity(spans.len());
+    for (s, e) in spans {
+        let has_header_text = header
+            .get(s..e.min(header.len()))
+            .is_some_and(|h| h.iter().any(|c| !c.is_whitespace()));
+        match merged.last_mut() {
+            Some(last) if !has_header_text => last.1 = e,
+            _ => merged.push((s, e)),
+        }
+    }
+    merged
 }
 
 impl AlignedFill {
