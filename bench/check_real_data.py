@@ -11,7 +11,7 @@ subprocess.run([binary, "--data-dir", work, "ingest", "--no-progress", data], ch
 
 
 def sql(q):
-    p = subprocess.run([binary, "--data-dir", work, "sql", "--format", "csv", q], check=True, capture_output=True, text=True)
+    p = subprocess.run([binary, "--data-dir", work, "sql", "--format", "csv", "--", q], check=True, capture_output=True, text=True)
     return list(csv.reader(io.StringIO(p.stdout)))
 
 

@@ -5,10 +5,10 @@
 WITH sales AS (
   SELECT * FROM orders WHERE NOT is_cancellation AND customer_id IS NOT NULL
 ),
-asof AS (SELECT FLOOR(EXTRACT(EPOCH FROM MAX(invoice_date)) / 86400) + 1 AS d FROM sales),
+as_of AS (SELECT FLOOR(EXTRACT(EPOCH FROM MAX(invoice_date)) / 86400) + 1 AS d FROM sales),
 per_customer AS (
   SELECT customer_id,
-         CAST((SELECT d FROM asof) - FLOOR(EXTRACT(EPOCH FROM MAX(invoice_date)) / 86400) AS BIGINT) AS recency_days,
+         CAST((SELECT d FROM as_of) - FLOOR(EXTRACT(EPOCH FROM MAX(invoice_date)) / 86400) AS BIGINT) AS recency_days,
          COUNT(DISTINCT invoice_no) AS frequency,
          ROUND(SUM(line_revenue), 2) AS monetary
   FROM sales
