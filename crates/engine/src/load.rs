@@ -224,7 +224,7 @@ impl TableWriter {
             .with_actions(adds.into_iter().map(Action::Add).collect())
             .build(Some(snapshot), self.table.log_store(), operation)
             .await
-            .map_err(|e| EngineError::delta(self.kind.name())(e.into()))?;
+            .map_err(EngineError::delta(self.kind.name()))?;
         Ok(Some(finalized.version()))
     }
 }

@@ -425,7 +425,7 @@ pub fn write(
                 csv.write_record(row.fields.iter().map(String::as_str).chain(stray))
                     .map_err(|e| werr(&e))?;
                 n += 1;
-                if n % 65_536 == 0 {
+                if n.is_multiple_of(65_536) {
                     progress(n);
                 }
             }
@@ -449,7 +449,7 @@ pub fn write(
                     w.write_all(b"\n").map_err(|e| IngestError::io(out, e))?;
                 }
                 n += 1;
-                if n % 65_536 == 0 {
+                if n.is_multiple_of(65_536) {
                     progress(n);
                 }
             }
@@ -493,7 +493,7 @@ pub fn write(
                     .map_err(|e| werr(&e))?;
                 }
                 n += 1;
-                if n % 65_536 == 0 {
+                if n.is_multiple_of(65_536) {
                     progress(n);
                 }
             }
