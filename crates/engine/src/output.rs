@@ -24,6 +24,15 @@ fn out_err(e: impl std::fmt::Display) -> EngineError {
     EngineError::Output(e.to_string())
 }
 
+fn column_names(result: &QueryResult) -> Vec<&str> {
+    result
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect()
+}
+
 /// Writes `result` to `w` as `format` (not Parquet: see [`write_parquet`]).
 pub fn write(result: &QueryResult, format: OutputFormat, w: &mut dyn Write) -> Result<()> {
     match format {
@@ -31,12 +40,7 @@ pub fn write(result: &QueryResult, format: OutputFormat, w: &mut dyn Write) -> R
             let text =
                 arrow::util::pretty::pretty_format_batches(&result.batches).map_err(out_err)?;
             if result.batches.is_empty() {
-                let names: Vec<&str> = result
-                    .schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().as_str())
-                    .collect();
+                let names = column_names(result);
                 writeln!(w, "{}", names.join(" | ")).map_err(out_err)?;
             } else {
                 writeln!(w, "{text}").map_err(out_err)?;
@@ -45,12 +49,7 @@ pub fn write(result: &QueryResult, format: OutputFormat, w: &mut dyn Write) -> R
         }
         OutputFormat::Csv => {
             if result.batches.is_empty() {
-                let names: Vec<&str> = result
-                    .schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().as_str())
-                    .collect();
+                let names = column_names(result);
                 writeln!(w, "{}", names.join(",")).map_err(out_err)?;
                 return Ok(());
             }

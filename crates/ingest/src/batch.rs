@@ -339,19 +339,10 @@ mod tests {
     use std::path::Path;
 
     fn batcher() -> OrderBatcher {
-        let columns: Vec<String> = [
-            "InvoiceNo",
-            "StockCode",
-            "Description",
-            "Quantity",
-            "InvoiceDate",
-            "UnitPrice",
-            "CustomerID",
-            "Country",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let columns: Vec<String> = crate::generate::ONLINE_RETAIL_HEADER
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let mapping = ResolvedMapping::resolve(Path::new("t.csv"), &columns, None).unwrap();
         OrderBatcher::new(
             mapping,

@@ -478,16 +478,7 @@ mod tests {
 
     #[test]
     fn online_retail_header_resolves_without_mapping() {
-        let c = cols(&[
-            "InvoiceNo",
-            "StockCode",
-            "Description",
-            "Quantity",
-            "InvoiceDate",
-            "UnitPrice",
-            "CustomerID",
-            "Country",
-        ]);
+        let c = cols(&crate::generate::ONLINE_RETAIL_HEADER);
         let m = ResolvedMapping::resolve(Path::new("x.csv"), &c, None).unwrap();
         assert_eq!(m.sources[6], FieldSource::Column(6));
     }

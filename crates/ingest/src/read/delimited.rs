@@ -325,7 +325,7 @@ impl AlignedFill {
 /// Splits a line at the column spans; `Err(position)` when text runs across a gap between columns.
 fn split_aligned(line: &[char], spans: &[(usize, usize)]) -> Result<Vec<String>, usize> {
     let mut out = Vec::with_capacity(spans.len());
-    for (i, &(start, end)) in spans.iter().enumerate() {
+    for (i, &(start, _)) in spans.iter().enumerate() {
         // Each column owns its span plus the gap after it; the last one owns the rest of the line.
         let stop = spans
             .get(i + 1)
@@ -340,7 +340,6 @@ fn split_aligned(line: &[char], spans: &[(usize, usize)]) -> Result<Vec<String>,
         {
             return Err(begin);
         }
-        let _ = end;
         out.push(
             line[begin..stop]
                 .iter()
