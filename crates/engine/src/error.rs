@@ -36,6 +36,9 @@ pub enum EngineError {
     /// A report name or parameter is wrong.
     #[error("{0}")]
     Report(String),
+    /// A worker thread or task of the engine failed (a bug, not bad input).
+    #[error("internal: {0}")]
+    Internal(String),
     /// Writing query output failed.
     #[error("writing output: {0}")]
     Output(String),

@@ -10,6 +10,7 @@ pub mod lake;
 pub mod load;
 pub mod output;
 pub mod reports;
+pub mod sink;
 pub mod sql;
 
 pub use error::{EngineError, Result};

@@ -1,55 +1,33 @@
 //! Loading files into the lake, exactly once per file content.
 //!
-//! A load reads its files one after the other on a blocking thread and streams the batches into
-//! three Delta writers (`raw_orders`, `dead_letters`, `orders`); parquet files are written as they
-//! fill (zstd, rolled at `target_file_size`), so memory stays bounded by the open row groups, not by
-//! the input. Nothing is visible until the commits at the end: one per table, in the order
-//! `raw_orders`, `dead_letters`, `orders`, `loads`, each carrying a Delta application transaction
-//! (`txn`) per file content fingerprint. The `loads` commit is the load's record: a file whose
-//! fingerprint is in `loads` is skipped by later loads. A table that already holds a fingerprint's
-//! transaction (a load killed between its commits) does not get that file's rows again, so rerunning
-//! an interrupted load completes it without doubling anything. Concurrent writers to one lake are
-//! excluded by a lock file; Delta's conflict checker rejects a concurrent commit of the same
-//! transaction ids as a second line of defence.
+//! A load first fingerprints its files (blake3 of the content) and skips those already recorded in
+//! `loads`. The rest are read by up to one thread per core, each taking the next file; their batches
+//! flow through bounded channels into one streaming [`TableSink`] task per table (`raw_orders`,
+//! `dead_letters`, `orders`), so parsing and Parquet encoding run in parallel and memory stays bounded
+//! by the channels and the sinks' open files, not by the input. Nothing is visible until the commits
+//! at the end: one per table, in the order `raw_orders`, `dead_letters`, `orders`, `loads`, each
+//! carrying a Delta application transaction (`txn`) per file content fingerprint. The `loads` commit
+//! is the load's record: a file whose fingerprint is in `loads` is skipped by later loads. A table
+//! that already holds a fingerprint's transaction (a load killed between its commits) does not get
+//! that file's rows again, so rerunning an interrupted load completes it without doubling anything.
+//! Concurrent writers to one lake are excluded by a lock file; Delta's conflict checker rejects a
+//! concurrent commit of the same transaction ids as a second line of defence.
 
-use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder};
 use deltalake::DeltaTable;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, Transaction};
-use deltalake::protocol::{DeltaOperation, SaveMode};
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use deltalake::kernel::Transaction;
 use shopstream_ingest::{Counts, FileReader, Format, Provenance, ReadOptions};
+use tokio::sync::mpsc;
 
 use crate::error::{EngineError, Result};
 use crate::lake::{Lake, TableKind};
-
-/// Tuning of the parquet files a load writes.
-#[derive(Debug, Clone)]
-pub struct WriteOptions {
-    /// Roll to a new file when one reaches this many bytes.
-    pub target_file_size: u64,
-    /// zstd compression level.
-    pub zstd_level: i32,
-    /// Maximum rows per row group (smaller groups let SQL skip more, larger compress better).
-    pub row_group_rows: usize,
-}
-
-impl Default for WriteOptions {
-    fn default() -> Self {
-        WriteOptions {
-            target_file_size: 128 * 1024 * 1024,
-            zstd_level: 3,
-            row_group_rows: 256 * 1024,
-        }
-    }
-}
+pub use crate::sink::WriteOptions;
+use crate::sink::{TableSink, commit_adds};
 
 /// What happened to one file of a load.
 #[derive(Debug, Clone)]
@@ -106,15 +84,6 @@ fn txn_id(fingerprint: &str) -> String {
     format!("shopstream.file.{fingerprint}")
 }
 
-fn writer_properties(o: &WriteOptions) -> WriterProperties {
-    WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(o.zstd_level).unwrap_or_default(),
-        ))
-        .set_max_row_group_row_count(Some(o.row_group_rows))
-        .build()
-}
-
 /// An exclusive lock on a local lake, released on drop.
 struct WriterLock(#[allow(dead_code)] std::fs::File);
 
@@ -151,82 +120,62 @@ async fn has_txn(table: &DeltaTable, kind: TableKind, fingerprint: &str) -> Resu
     Ok(v.is_some())
 }
 
-struct TableWriter {
-    kind: TableKind,
-    table: DeltaTable,
-    writer: RecordBatchWriter,
-    /// Fingerprints this table already holds: their rows are not written to it again.
-    done: HashSet<String>,
-    /// Fingerprints whose rows this load writes to this table.
-    pending: Vec<String>,
+/// The tables a load writes rows to, in commit order (`loads` is written after them).
+const ROW_TABLES: [TableKind; 3] = [TableKind::Raw, TableKind::DeadLetters, TableKind::Orders];
+
+/// A batch for one table, tagged with the fingerprint of the file it came from.
+type Tagged = (Arc<str>, RecordBatch);
+
+/// What reader threads report to the load's task.
+enum ReaderEvent {
+    Progress {
+        reader: usize,
+        bytes: u64,
+        rows: u64,
+    },
+    Done {
+        reader: usize,
+        index: usize,
+        format: Format,
+        counts: Counts,
+    },
+    Failed(EngineError),
 }
 
-impl TableWriter {
-    async fn new(lake: &Lake, kind: TableKind, options: &WriteOptions) -> Result<TableWriter> {
-        let table = lake.open_or_create(kind).await?;
-        let writer = RecordBatchWriter::for_table(&table)
-            .map_err(EngineError::delta(kind.name()))?
-            .with_writer_properties(writer_properties(options))
-            .with_target_file_size(options.target_file_size);
-        Ok(TableWriter {
-            kind,
-            table,
-            writer,
-            done: HashSet::new(),
-            pending: Vec::new(),
-        })
-    }
+/// One file to read.
+struct Job {
+    index: usize,
+    path: PathBuf,
+    fingerprint: Arc<str>,
+}
 
-    async fn write(&mut self, fingerprint: &str, batch: RecordBatch) -> Result<()> {
-        if batch.num_rows() == 0 || self.done.contains(fingerprint) {
-            return Ok(());
-        }
-        self.writer
-            .write(batch)
-            .await
-            .map_err(EngineError::delta(self.kind.name()))
-    }
-
-    /// Commits the written files with one `txn` per pending fingerprint.
-    async fn commit(mut self, load_id: &str) -> Result<Option<u64>> {
-        let adds = self
-            .writer
-            .flush()
-            .await
-            .map_err(EngineError::delta(self.kind.name()))?;
-        if self.pending.is_empty() {
-            return Ok(None);
-        }
-        let txns: Vec<Transaction> = self
-            .pending
+/// Fingerprints `files` on blocking threads, at most `parallelism` at a time, in input order.
+async fn fingerprint_all(files: &[PathBuf], parallelism: usize) -> Result<Vec<String>> {
+    let mut out = Vec::with_capacity(files.len());
+    for group in files.chunks(parallelism.max(1)) {
+        let handles: Vec<_> = group
             .iter()
-            .map(|fp| Transaction::new(txn_id(fp), 1))
+            .map(|p| {
+                let p = p.clone();
+                tokio::task::spawn_blocking(move || shopstream_ingest::fingerprint(&p))
+            })
             .collect();
-        let mut meta = HashMap::new();
-        meta.insert(
-            "shopstream.load_id".to_string(),
-            serde_json::Value::String(load_id.to_string()),
-        );
-        let properties = CommitProperties::default()
-            .with_application_transactions(txns)
-            .with_metadata(meta);
-        let partition_by = Some(self.kind.partition_columns()).filter(|p| !p.is_empty());
-        let operation = DeltaOperation::Write {
-            mode: SaveMode::Append,
-            partition_by,
-            predicate: None,
-        };
-        let snapshot = self
-            .table
-            .snapshot()
-            .map_err(EngineError::delta(self.kind.name()))?;
-        let finalized = CommitBuilder::from(properties)
-            .with_actions(adds.into_iter().map(Action::Add).collect())
-            .build(Some(snapshot), self.table.log_store(), operation)
-            .await
-            .map_err(EngineError::delta(self.kind.name()))?;
-        Ok(Some(finalized.version()))
+        for h in handles {
+            out.push(
+                h.await
+                    .map_err(|e| EngineError::Internal(format!("fingerprint thread: {e}")))??,
+            );
+        }
     }
+    Ok(out)
+}
+
+/// Threads reading files: one per core, never more than files.
+fn reader_threads(files: usize) -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(files)
+        .max(1)
 }
 
 /// Loads `files` into the lake; see the module documentation for the guarantees.
@@ -244,182 +193,291 @@ pub async fn load_files(
     let _lock = lock_lake(lake)?;
     let load_id = uuid::Uuid::new_v4().to_string();
     let load_time_us = chrono::Utc::now().timestamp_micros();
-    let total_bytes: u64 = files
+    let sizes: Vec<u64> = files
         .iter()
-        .filter_map(|f| std::fs::metadata(f).ok())
-        .map(|m| m.len())
-        .sum();
+        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+        .collect();
     on_event(LoadEvent::Started {
-        total_bytes,
+        total_bytes: sizes.iter().sum(),
         files: files.len(),
     });
 
+    let parallelism = reader_threads(files.len());
+    let fingerprints = fingerprint_all(files, parallelism).await?;
     let loads = lake.open_or_create(TableKind::Loads).await?;
-    let mut writers = Vec::new();
-    for kind in [TableKind::Raw, TableKind::DeadLetters, TableKind::Orders] {
-        writers.push(TableWriter::new(lake, kind, write).await?);
+    let mut tables = Vec::new();
+    for kind in ROW_TABLES {
+        tables.push((kind, lake.open_or_create(kind).await?));
     }
 
-    let mut summary = LoadSummary {
-        load_id: load_id.clone(),
-        ..Default::default()
-    };
-    let mut loads_rows: Vec<(FileOutcome, String)> = Vec::new();
-    let mut seen_in_this_load = HashSet::new();
-    let mut bytes_before = 0u64;
-    let mut rows_before = 0u64;
-
-    for path in files {
-        let fingerprint = {
-            let p = path.clone();
-            tokio::task::spawn_blocking(move || shopstream_ingest::fingerprint(&p))
-                .await
-                .map_err(|e| EngineError::Output(e.to_string()))??
-        };
-        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        if !seen_in_this_load.insert(fingerprint.clone())
-            || has_txn(&loads, TableKind::Loads, &fingerprint).await?
-        {
+    // Plan: which files to read, and per table which fingerprints it already holds or will get.
+    let mut outcomes: Vec<Option<FileOutcome>> = vec![None; files.len()];
+    let mut jobs = VecDeque::new();
+    let mut seen = HashSet::new();
+    let mut done: Vec<HashSet<Arc<str>>> = vec![HashSet::new(); ROW_TABLES.len()];
+    let mut pending: Vec<Vec<String>> = vec![Vec::new(); ROW_TABLES.len()];
+    let mut bytes_done = 0u64;
+    for (index, (path, fp)) in files.iter().zip(&fingerprints).enumerate() {
+        if !seen.insert(fp.clone()) || has_txn(&loads, TableKind::Loads, fp).await? {
             let outcome = FileOutcome {
                 path: path.clone(),
-                fingerprint,
+                fingerprint: fp.clone(),
                 format: String::new(),
                 counts: Counts::default(),
                 already_loaded: true,
             };
             on_event(LoadEvent::File(outcome.clone()));
-            summary.files.push(outcome);
-            bytes_before += size;
+            outcomes[index] = Some(outcome);
+            bytes_done += sizes[index];
             continue;
         }
-        for w in &mut writers {
-            if has_txn(&w.table, w.kind, &fingerprint).await? {
-                w.done.insert(fingerprint.clone());
+        let fingerprint: Arc<str> = Arc::from(fp.as_str());
+        for (t, (kind, table)) in tables.iter().enumerate() {
+            if has_txn(table, *kind, fp).await? {
+                done[t].insert(fingerprint.clone());
             } else {
-                w.pending.push(fingerprint.clone());
+                pending[t].push(fp.clone());
             }
         }
-        let provenance = Provenance {
-            source_file: Arc::from(path.display().to_string()),
-            sheet: None,
+        jobs.push_back(Job {
+            index,
+            path: path.clone(),
+            fingerprint,
+        });
+    }
+
+    // One sink task per table.
+    let mut senders = Vec::new();
+    let mut sink_tasks = Vec::new();
+    for ((kind, table), done) in tables.into_iter().zip(done) {
+        let (tx, rx) = mpsc::channel::<Tagged>(2);
+        senders.push(tx);
+        sink_tasks.push(tokio::spawn(run_sink(
+            TableSink::new(kind, table, write),
+            rx,
+            done,
+        )));
+    }
+
+    // Reader threads.
+    let readers = parallelism.min(jobs.len()).max(1);
+    let jobs = Arc::new(Mutex::new(jobs));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+    let mut reader_threads = Vec::new();
+    for reader in 0..readers {
+        let ctx = ReaderCtx {
+            reader,
+            jobs: jobs.clone(),
+            senders: senders.clone(),
+            events: ev_tx.clone(),
+            stop: stop.clone(),
+            cancel: cancel.clone(),
+            options: read.clone(),
             load_id: Arc::from(load_id.as_str()),
             load_time_us,
         };
-        let (format, counts) = read_one(
-            path,
-            read,
-            provenance,
-            &fingerprint,
-            &mut writers,
-            &cancel,
-            &|bytes, rows| {
+        reader_threads.push(tokio::task::spawn_blocking(move || ctx.run()));
+    }
+    drop(ev_tx);
+    drop(senders);
+
+    let mut summary = LoadSummary {
+        load_id: load_id.clone(),
+        ..Default::default()
+    };
+    let mut in_flight = vec![(0u64, 0u64); readers];
+    let mut rows_done = 0u64;
+    let mut failure: Option<EngineError> = None;
+    while let Some(event) = ev_rx.recv().await {
+        match event {
+            ReaderEvent::Progress {
+                reader,
+                bytes,
+                rows,
+            } => {
+                in_flight[reader] = (bytes, rows);
+                let (b, r) = in_flight
+                    .iter()
+                    .fold((0, 0), |(b, r), (fb, fr)| (b + fb, r + fr));
                 on_event(LoadEvent::Progress {
-                    bytes_done: bytes_before + bytes,
-                    rows_read: rows_before + rows,
-                })
-            },
-        )
-        .await?;
-        bytes_before += size;
-        rows_before += counts.read;
-        summary.totals.read += counts.read;
-        summary.totals.loaded += counts.loaded;
-        summary.totals.rejected += counts.rejected;
-        let outcome = FileOutcome {
-            path: path.clone(),
-            fingerprint: fingerprint.clone(),
-            format: format.name().into(),
-            counts,
-            already_loaded: false,
-        };
-        on_event(LoadEvent::File(outcome.clone()));
-        summary.files.push(outcome.clone());
-        loads_rows.push((outcome, format.name().into()));
+                    bytes_done: bytes_done + b,
+                    rows_read: rows_done + r,
+                });
+            }
+            ReaderEvent::Done {
+                reader,
+                index,
+                format,
+                counts,
+            } => {
+                in_flight[reader] = (0, 0);
+                bytes_done += sizes[index];
+                rows_done += counts.read;
+                summary.totals.read += counts.read;
+                summary.totals.loaded += counts.loaded;
+                summary.totals.rejected += counts.rejected;
+                let outcome = FileOutcome {
+                    path: files[index].clone(),
+                    fingerprint: fingerprints[index].clone(),
+                    format: format.name().into(),
+                    counts,
+                    already_loaded: false,
+                };
+                on_event(LoadEvent::File(outcome.clone()));
+                outcomes[index] = Some(outcome);
+            }
+            ReaderEvent::Failed(e) => {
+                stop.store(true, Ordering::SeqCst);
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    for t in reader_threads {
+        t.await
+            .map_err(|e| EngineError::Internal(format!("reader thread: {e}")))?;
+    }
+    let mut written = Vec::new();
+    for task in sink_tasks {
+        match task.await {
+            Ok(Ok(result)) => written.push(result),
+            // A sink's own error explains a reader's "sink stopped" failure: it comes first.
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(EngineError::Internal(format!("writer task: {e}"))),
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
     }
     if cancel.load(Ordering::SeqCst) {
         return Err(EngineError::Interrupted);
     }
+
     on_event(LoadEvent::Committing);
-    for w in writers {
-        let kind = w.kind;
-        let version = w.commit(&load_id).await?;
+    let meta = HashMap::from([(
+        "shopstream.load_id".to_string(),
+        serde_json::Value::String(load_id.clone()),
+    )]);
+    for (((kind, table, adds), pending), _) in written.into_iter().zip(pending).zip(ROW_TABLES) {
+        if pending.is_empty() {
+            continue;
+        }
+        let txns = pending
+            .iter()
+            .map(|fp| Transaction::new(txn_id(fp), 1))
+            .collect();
+        let version = commit_adds(kind, &table, adds, txns, meta.clone()).await?;
         if kind == TableKind::Orders {
             summary.orders_version = version;
         }
     }
-    if !loads_rows.is_empty() {
-        let mut loads_writer = TableWriter::new(lake, TableKind::Loads, write).await?;
-        let batch = loads_batch(&load_id, load_time_us, &loads_rows);
-        loads_writer.pending = loads_rows
+    summary.files = outcomes.into_iter().flatten().collect();
+    let loaded: Vec<&FileOutcome> = summary.files.iter().filter(|o| !o.already_loaded).collect();
+    if !loaded.is_empty() {
+        let mut sink = TableSink::new(TableKind::Loads, loads, write);
+        sink.write(&loads_batch(&load_id, load_time_us, &loaded))
+            .await?;
+        let (loads, adds) = sink.finish().await?;
+        let txns = loaded
             .iter()
-            .map(|(o, _)| o.fingerprint.clone())
+            .map(|o| Transaction::new(txn_id(&o.fingerprint), 1))
             .collect();
-        loads_writer
-            .writer
-            .write(batch)
-            .await
-            .map_err(EngineError::delta(TableKind::Loads.name()))?;
-        loads_writer.commit(&load_id).await?;
+        commit_adds(TableKind::Loads, &loads, adds, txns, meta).await?;
     }
     Ok(summary)
 }
 
-/// Reads one file on a blocking thread, streaming its chunks into the writers.
-async fn read_one(
-    path: &Path,
-    read: &ReadOptions,
-    provenance: Provenance,
-    fingerprint: &str,
-    writers: &mut [TableWriter],
-    cancel: &Arc<AtomicBool>,
-    progress: &(dyn Fn(u64, u64) + Send + Sync),
-) -> Result<(Format, Counts)> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
-    let p = path.to_path_buf();
-    let options = read.clone();
-    let cancel_reader = cancel.clone();
-    let reader_task = tokio::task::spawn_blocking(move || -> Result<(Format, Counts)> {
-        let mut reader = FileReader::open(&p, &options, provenance)?;
-        let format = reader.format();
-        while let Some(chunk) = reader.next() {
-            if cancel_reader.load(Ordering::SeqCst) {
-                break;
-            }
-            let chunk = chunk?;
-            let progress = (reader.bytes_read(), reader.counts().read);
-            if tx.blocking_send((chunk, progress)).is_err() {
-                break;
-            }
+/// A sink task: writes every batch whose file the table does not already hold.
+async fn run_sink(
+    mut sink: TableSink,
+    mut rx: mpsc::Receiver<Tagged>,
+    done: HashSet<Arc<str>>,
+) -> Result<(TableKind, DeltaTable, Vec<deltalake::kernel::Add>)> {
+    while let Some((fingerprint, batch)) = rx.recv().await {
+        if !done.contains(&fingerprint) {
+            sink.write(&batch).await?;
         }
-        Ok((format, reader.counts()))
-    });
-    while let Some((chunk, (bytes, rows))) = rx.recv().await {
-        let shopstream_ingest::Chunk {
-            raw,
-            orders,
-            dead_letters,
-        } = chunk;
-        for w in writers.iter_mut() {
-            let batch = match w.kind {
-                TableKind::Raw => &raw,
-                TableKind::DeadLetters => &dead_letters,
-                TableKind::Orders => &orders,
-                TableKind::Loads => continue,
-            };
-            w.write(fingerprint, batch.clone()).await?;
-        }
-        progress(bytes, rows);
     }
-    let result = reader_task
-        .await
-        .map_err(|e| EngineError::Output(format!("reader thread: {e}")))?;
-    if cancel.load(Ordering::SeqCst) {
-        return Err(EngineError::Interrupted);
-    }
-    result
+    let kind = sink.kind();
+    let (table, adds) = sink.finish().await?;
+    Ok((kind, table, adds))
 }
 
-fn loads_batch(load_id: &str, load_time_us: i64, rows: &[(FileOutcome, String)]) -> RecordBatch {
+/// What a reader thread needs.
+struct ReaderCtx {
+    reader: usize,
+    jobs: Arc<Mutex<VecDeque<Job>>>,
+    senders: Vec<mpsc::Sender<Tagged>>,
+    events: mpsc::UnboundedSender<ReaderEvent>,
+    stop: Arc<AtomicBool>,
+    cancel: Arc<AtomicBool>,
+    options: ReadOptions,
+    load_id: Arc<str>,
+    load_time_us: i64,
+}
+
+impl ReaderCtx {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst) || self.cancel.load(Ordering::SeqCst)
+    }
+
+    /// Takes files from the queue until it is empty, a file fails or the load is stopped.
+    fn run(self) {
+        while !self.stopped() {
+            let Some(job) = self.jobs.lock().map(|mut q| q.pop_front()).ok().flatten() else {
+                return;
+            };
+            let event = match self.read(&job) {
+                Ok(Some((format, counts))) => ReaderEvent::Done {
+                    reader: self.reader,
+                    index: job.index,
+                    format,
+                    counts,
+                },
+                Ok(None) => return,
+                Err(e) => ReaderEvent::Failed(e),
+            };
+            let failed = matches!(event, ReaderEvent::Failed(_));
+            if self.events.send(event).is_err() || failed {
+                return;
+            }
+        }
+    }
+
+    /// Reads one file into the sinks; `None` when stopped part way.
+    fn read(&self, job: &Job) -> Result<Option<(Format, Counts)>> {
+        let provenance = Provenance {
+            source_file: Arc::from(job.path.display().to_string()),
+            sheet: None,
+            load_id: self.load_id.clone(),
+            load_time_us: self.load_time_us,
+        };
+        let mut reader = FileReader::open(&job.path, &self.options, provenance)?;
+        let format = reader.format();
+        while let Some(chunk) = reader.next() {
+            if self.stopped() {
+                return Ok(None);
+            }
+            let chunk = chunk?;
+            let batches = [chunk.raw, chunk.dead_letters, chunk.orders];
+            for (tx, batch) in self.senders.iter().zip(batches) {
+                if batch.num_rows() > 0
+                    && tx.blocking_send((job.fingerprint.clone(), batch)).is_err()
+                {
+                    return Err(EngineError::Internal("a table writer stopped".into()));
+                }
+            }
+            let _ = self.events.send(ReaderEvent::Progress {
+                reader: self.reader,
+                bytes: reader.bytes_read(),
+                rows: reader.counts().read,
+            });
+        }
+        Ok(Some((format, reader.counts())))
+    }
+}
+
+fn loads_batch(load_id: &str, load_time_us: i64, rows: &[&FileOutcome]) -> RecordBatch {
     let mut id = StringBuilder::new();
     let mut file = StringBuilder::new();
     let mut fp = StringBuilder::new();
@@ -430,11 +488,11 @@ fn loads_batch(load_id: &str, load_time_us: i64, rows: &[(FileOutcome, String)])
         Int64Builder::new(),
     );
     let mut time = TimestampMicrosecondBuilder::new();
-    for (o, f) in rows {
+    for o in rows {
         id.append_value(load_id);
         file.append_value(o.path.display().to_string());
         fp.append_value(&o.fingerprint);
-        format.append_value(f);
+        format.append_value(&o.format);
         read.append_value(o.counts.read as i64);
         loaded.append_value(o.counts.loaded as i64);
         rejected.append_value(o.counts.rejected as i64);

@@ -10,8 +10,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
-    TimestampMicrosecondBuilder,
+    Array, ArrayRef, ArrowPrimitiveType, BooleanBuilder, Float64Builder, Int64Builder,
+    PrimitiveBuilder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use chrono::{Datelike, NaiveDateTime};
 
@@ -80,12 +80,32 @@ impl Provenance4 {
     }
     fn finish(&mut self) -> [ArrayRef; 4] {
         [
-            Arc::new(self.file.finish()),
-            Arc::new(self.line.finish()),
-            Arc::new(self.sheet.finish()),
-            Arc::new(self.load_id.finish()),
+            finish_text(&mut self.file),
+            finish_primitive(&mut self.line),
+            finish_text(&mut self.sheet),
+            finish_text(&mut self.load_id),
         ]
     }
+}
+
+/// Finishes a builder and replaces it with one sized like what it held: Arrow builders restart
+/// empty, and growing them again by doubling on every batch costs copies and fresh pages.
+fn finish_text(b: &mut StringBuilder) -> ArrayRef {
+    let a = b.finish();
+    *b = StringBuilder::with_capacity(a.len().max(1024), a.value_data().len().max(1024));
+    Arc::new(a)
+}
+
+fn finish_primitive<T: ArrowPrimitiveType>(b: &mut PrimitiveBuilder<T>) -> ArrayRef {
+    let a = b.finish();
+    *b = PrimitiveBuilder::<T>::with_capacity(a.len().max(1024));
+    Arc::new(a)
+}
+
+fn finish_bool(b: &mut BooleanBuilder) -> ArrayRef {
+    let a = b.finish();
+    *b = BooleanBuilder::with_capacity(a.len().max(1024));
+    Arc::new(a)
 }
 
 /// Builds raw, orders and dead-letter batches from text rows under one resolved mapping.
@@ -93,6 +113,8 @@ pub struct OrderBatcher {
     mapping: ResolvedMapping,
     provenance: Provenance,
     last_date_format: usize,
+    /// The last invoice month and its text (rows come mostly in date order).
+    last_month: ((i32, u32), String),
     counts: Counts,
     rows: usize,
     // raw
@@ -145,6 +167,7 @@ impl OrderBatcher {
             mapping,
             provenance,
             last_date_format: 0,
+            last_month: ((0, 0), String::new()),
             counts: Counts::default(),
             rows: 0,
             raw_text: std::array::from_fn(|_| StringBuilder::with_capacity(cap, cap * 8)),
@@ -263,8 +286,11 @@ impl OrderBatcher {
                     .append_value(invoice_no.starts_with(['C', 'c']));
                 self.line_revenue.append_value(quantity as f64 * unit_price);
                 self.orders_prov.push(&self.provenance, line);
-                let month = format!("{:04}-{:02}", date.year(), date.month());
-                self.invoice_month.append_value(month);
+                let ym = (date.year(), date.month());
+                if self.last_month.0 != ym {
+                    self.last_month = (ym, format!("{:04}-{:02}", ym.0, ym.1));
+                }
+                self.invoice_month.append_value(&self.last_month.1);
             }
             Err((field, reason)) => {
                 self.reject(line, Some(field.name()), &reason, &row.join("\u{1f}"))
@@ -292,34 +318,30 @@ impl OrderBatcher {
     pub fn take(&mut self) -> Chunk {
         self.rows = 0;
         self.dl_rows = 0;
-        let mut raw: Vec<ArrayRef> = self
-            .raw_text
-            .iter_mut()
-            .map(|b| Arc::new(b.finish()) as ArrayRef)
-            .collect();
+        let mut raw: Vec<ArrayRef> = self.raw_text.iter_mut().map(finish_text).collect();
         raw.extend(self.raw_prov.finish());
-        raw.push(Arc::new(self.raw_load_time.finish()));
+        raw.push(finish_primitive(&mut self.raw_load_time));
 
         let mut orders: Vec<ArrayRef> = vec![
-            Arc::new(self.invoice_no.finish()),
-            Arc::new(self.stock_code.finish()),
-            Arc::new(self.description.finish()),
-            Arc::new(self.quantity.finish()),
-            Arc::new(self.invoice_date.finish()),
-            Arc::new(self.unit_price.finish()),
-            Arc::new(self.customer_id.finish()),
-            Arc::new(self.country.finish()),
-            Arc::new(self.is_cancellation.finish()),
-            Arc::new(self.line_revenue.finish()),
+            finish_text(&mut self.invoice_no),
+            finish_text(&mut self.stock_code),
+            finish_text(&mut self.description),
+            finish_primitive(&mut self.quantity),
+            finish_primitive(&mut self.invoice_date),
+            finish_primitive(&mut self.unit_price),
+            finish_primitive(&mut self.customer_id),
+            finish_text(&mut self.country),
+            finish_bool(&mut self.is_cancellation),
+            finish_primitive(&mut self.line_revenue),
         ];
         orders.extend(self.orders_prov.finish());
-        orders.push(Arc::new(self.invoice_month.finish()));
+        orders.push(finish_text(&mut self.invoice_month));
 
         let mut dead: Vec<ArrayRef> = self.dl_prov.finish().to_vec();
-        dead.push(Arc::new(self.dl_field.finish()));
-        dead.push(Arc::new(self.dl_reason.finish()));
-        dead.push(Arc::new(self.dl_record.finish()));
-        dead.push(Arc::new(self.dl_load_time.finish()));
+        dead.push(finish_text(&mut self.dl_field));
+        dead.push(finish_text(&mut self.dl_reason));
+        dead.push(finish_text(&mut self.dl_record));
+        dead.push(finish_primitive(&mut self.dl_load_time));
 
         let batch = |schema: &arrow::datatypes::SchemaRef, cols: Vec<ArrayRef>| {
             RecordBatch::try_new(schema.clone(), cols).expect("builders match the table schemas")

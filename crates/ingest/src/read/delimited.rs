@@ -21,6 +21,8 @@ use super::Fill;
 
 const SNIFF_BYTES: usize = 64 * 1024;
 const CANDIDATES: [u8; 4] = [b',', b'\t', b';', b'|'];
+/// Records with at most this many fields are split without allocating.
+const MAX_FAST_FIELDS: usize = 64;
 
 /// A reader that counts the bytes passing through it (for progress bars).
 struct Counting<R> {
@@ -199,16 +201,40 @@ impl Fill for DelimitedFill {
                 return Ok(false);
             }
             let line = self.record.position().map_or(0, |p| p.line());
-            let fields: Vec<Cow<'_, str>> = self.record.iter().map(text_of).collect();
-            if fields.len() == 1 && fields[0].trim().is_empty() {
+            let n = self.record.len();
+            if n == 1 && self.record[0].trim_ascii().is_empty() {
                 continue; // a blank line is not a record
             }
-            if fields.len() != self.width {
+            if n != self.width {
+                let fields: Vec<Cow<'_, str>> = self.record.iter().map(text_of).collect();
                 let joined = fields.join(&(self.delimiter as char).to_string());
-                let reason = format!("expected {} fields, found {}", self.width, fields.len());
+                let reason = format!("expected {} fields, found {n}", self.width);
                 batcher.push_unreadable(line, &reason, &joined);
                 continue;
             }
+            // Fast path: the record is valid UTF-8 as a whole and every field boundary is a char
+            // boundary, so the fields are borrowed without copying into a reused slice.
+            if n <= MAX_FAST_FIELDS
+                && let Ok(all) = std::str::from_utf8(self.record.as_slice())
+            {
+                let mut row: [&str; MAX_FAST_FIELDS] = [""; MAX_FAST_FIELDS];
+                let mut ok = true;
+                for (i, slot) in row.iter_mut().take(n).enumerate() {
+                    match self.record.range(i).and_then(|r| all.get(r)) {
+                        Some(f) => *slot = f,
+                        None => {
+                            ok = false;
+                            break;
+                        }
+                    }
+                }
+                if ok {
+                    batcher.push_row(line, &row[..n]);
+                    continue;
+                }
+            }
+            // Invalid UTF-8 is replaced (U+FFFD), never a reason to lose the row.
+            let fields: Vec<Cow<'_, str>> = self.record.iter().map(text_of).collect();
             let row: Vec<&str> = fields.iter().map(|f| f.as_ref()).collect();
             batcher.push_row(line, &row);
         }
