@@ -36,8 +36,9 @@ FROM raw
 """
 
 
-def load_reports(folder):
-    """name -> (sql with defaults substituted) for every report file."""
+def load_reports(folder, dialect="duckdb"):
+    """name -> (sql with defaults substituted) for every report file; `dialect="spark"` rewrites
+    what Spark SQL spells differently (it has no EXTRACT(EPOCH ...))."""
     import os, re
     out = {}
     for f in sorted(os.listdir(folder)):
@@ -48,5 +49,7 @@ def load_reports(folder):
             name, kind, default = m.group(1), m.group(2), m.group(3).strip()
             lit = f"'{default}'" if kind == "text" else default
             text = text.replace("{{" + name + "}}", lit)
+        if dialect == "spark":
+            text = re.sub(r"EXTRACT\(EPOCH FROM ", "UNIX_SECONDS(", text)
         out[f[:-4]] = text
     return out

@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use shopstream_engine::load::{LoadEvent, LoadSummary, WriteOptions, load_files};
 use shopstream_engine::output::{OutputFormat, write, write_parquet};
+use shopstream_engine::sql::QueryResult;
 use shopstream_engine::{Catalog, Lake, reports};
 use shopstream_ingest::generate::{GenFormat, Generator};
 use shopstream_ingest::{ReadOptions, expand_paths};
@@ -53,6 +54,18 @@ enum Format {
     Parquet,
 }
 
+impl Format {
+    /// File extension for results written to a folder.
+    fn extension(self) -> &'static str {
+        match self {
+            Format::Table => "txt",
+            Format::Csv => "csv",
+            Format::Json => "json",
+            Format::Parquet => "parquet",
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum GenFormatArg {
     Csv,
@@ -86,16 +99,17 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Built-in reports: `report list`, or `report NAME`.
+    /// Built-in reports: `report list`, `report NAME`, or `report all` (every report in one session;
+    /// with `--out DIR`, one file per report).
     Report {
-        /// `list` or a report name.
+        /// `list`, `all` or a report name.
         name: String,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
         /// Report parameter, `name=value` (repeatable).
         #[arg(long = "param", value_parser = parse_param)]
         params: Vec<(String, String)>,
-        /// Output file (required for parquet).
+        /// Output file (required for parquet); a folder for `report all`.
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -258,12 +272,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 return Ok(());
             }
-            let report = reports::find(&name)?;
             let values: BTreeMap<String, String> = params.into_iter().collect();
+            let catalog = Catalog::open(&ctx.lake()?).await?;
+            if name == "all" {
+                return all_reports(&catalog, &values, format, out.as_deref()).await;
+            }
+            let report = reports::find(&name)?;
             let sql = report.render(&values)?;
-            run_query(&ctx, &sql, format, out.as_deref())
+            let result = catalog
+                .query(&sql)
                 .await
-                .with_context(|| format!("report {name}"))
+                .with_context(|| format!("report {name}"))?;
+            emit(&result, format, out.as_deref())
         }
         Command::Generate {
             rows,
@@ -460,22 +480,76 @@ fn output_format(f: Format) -> OutputFormat {
 async fn run_query(ctx: &Ctx, sql: &str, format: Format, out: Option<&Path>) -> anyhow::Result<()> {
     let catalog = Catalog::open(&ctx.lake()?).await?;
     let result = catalog.query(sql).await?;
+    emit(&result, format, out)
+}
+
+/// Writes a result to `out` (a file) or stdout in `format`.
+fn emit(result: &QueryResult, format: Format, out: Option<&Path>) -> anyhow::Result<()> {
     match (format, out) {
-        (Format::Parquet, Some(path)) => write_parquet(&result, path)?,
+        (Format::Parquet, Some(path)) => write_parquet(result, path)?,
         (Format::Parquet, None) => bail!("--format parquet needs --out FILE"),
         (f, Some(path)) => {
             let mut file = std::io::BufWriter::new(
                 std::fs::File::create(path)
                     .with_context(|| format!("creating {}", path.display()))?,
             );
-            write(&result, output_format(f), &mut file)?;
+            write(result, output_format(f), &mut file)?;
             file.flush()?;
         }
         (f, None) => {
             let stdout = std::io::stdout();
             let mut lock = stdout.lock();
-            write(&result, output_format(f), &mut lock)?;
+            write(result, output_format(f), &mut lock)?;
             lock.flush()?;
+        }
+    }
+    Ok(())
+}
+
+/// `report all`: every report in one session. `--param k=v` applies to the reports that have `k`.
+/// With `--out DIR` each report goes to `DIR/NAME.<format>`; otherwise tables are printed one after
+/// the other under their titles (other formats need a folder, as they cannot be concatenated).
+async fn all_reports(
+    catalog: &Catalog,
+    values: &BTreeMap<String, String>,
+    format: Format,
+    out: Option<&Path>,
+) -> anyhow::Result<()> {
+    if out.is_none() && !matches!(format, Format::Table) {
+        bail!(
+            "report all --format {} needs --out DIR (one file per report)",
+            format.extension()
+        );
+    }
+    if let Some(dir) = out {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    for unknown in values
+        .keys()
+        .filter(|k| !reports::all().iter().any(|r| r.params.iter().any(|p| &p.name == *k)))
+    {
+        bail!("no report has a parameter `{unknown}`");
+    }
+    for r in reports::all() {
+        let mine = values
+            .iter()
+            .filter(|(k, _)| r.params.iter().any(|p| &p.name == *k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let sql = r.render(&mine)?;
+        let result = catalog
+            .query(&sql)
+            .await
+            .with_context(|| format!("report {}", r.name))?;
+        match out {
+            Some(dir) => {
+                let file = dir.join(format!("{}.{}", r.name, format.extension()));
+                emit(&result, format, Some(&file))?;
+            }
+            None => {
+                println!("\n== {} — {}", r.name, r.title());
+                emit(&result, format, None)?;
+            }
         }
     }
     Ok(())

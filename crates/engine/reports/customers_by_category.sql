@@ -3,7 +3,7 @@
 -- cancellations: excluded.
 -- missing customers: lines count towards units and revenue; only identified customers are counted as customers.
 -- param n: int = 20
-SELECT REGEXP_REPLACE(description, '^.* ', '') AS category,
+SELECT REVERSE(SPLIT_PART(REVERSE(description), ' ', 1)) AS category,
        COUNT(DISTINCT customer_id) AS customers,
        COUNT(*) AS lines,
        SUM(quantity) AS units,

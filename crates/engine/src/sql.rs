@@ -39,10 +39,15 @@ impl QueryResult {
 impl Catalog {
     /// Opens a session with every lake table registered under its name.
     pub async fn open(lake: &Lake) -> Result<Catalog> {
-        let config = SessionConfig::new()
+        // DATAFUSION_* environment variables tune the engine as in every DataFusion program
+        // (e.g. DATAFUSION_EXECUTION_TARGET_PARTITIONS=8).
+        let mut config = SessionConfig::from_env()?
             .with_information_schema(true)
-            .with_default_catalog_and_schema("shopstream", "public")
-            .set_bool("datafusion.execution.parquet.pushdown_filters", true);
+            .with_default_catalog_and_schema("shopstream", "public");
+        // Filters evaluated while decoding Parquet skip most of the work of selective queries.
+        if std::env::var_os("DATAFUSION_EXECUTION_PARQUET_PUSHDOWN_FILTERS").is_none() {
+            config = config.set_bool("datafusion.execution.parquet.pushdown_filters", true);
+        }
         let ctx = SessionContext::new_with_config(config);
         for kind in TableKind::ALL {
             match lake.open(kind).await? {

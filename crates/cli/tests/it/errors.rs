@@ -91,4 +91,31 @@ fn csv_output_has_a_header_and_reports_take_params() {
         "{}",
         stdout(&o)
     );
+
+    // `report all` runs every report in one session: one file each, equal to the single report.
+    let out = dir.path().join("all");
+    let o = run(
+        dir.path(),
+        &[
+            "report",
+            "all",
+            "--format",
+            "csv",
+            "--param",
+            "n=2",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let list = stdout(&run(dir.path(), &["report", "list"]));
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), list.lines().count());
+    assert_eq!(
+        std::fs::read_to_string(out.join("top_countries_by_quantity.csv")).unwrap(),
+        "country,units,lines\nUnited Kingdom,24092,2937\nNorway,1852,73\n"
+    );
+    let o = run(dir.path(), &["report", "all", "--format", "csv"]);
+    assert_eq!(o.status.code(), Some(1), "csv to stdout needs a folder");
+    let o = run(dir.path(), &["report", "all", "--param", "zzz=1"]);
+    assert!(stderr(&o).contains("no report has a parameter `zzz`"));
 }
