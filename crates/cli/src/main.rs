@@ -524,10 +524,12 @@ async fn all_reports(
     if let Some(dir) = out {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    for unknown in values
-        .keys()
-        .filter(|k| !reports::all().iter().any(|r| r.params.iter().any(|p| &p.name == *k)))
-    {
+    let known = |k: &String| {
+        reports::all()
+            .iter()
+            .any(|r| r.params.iter().any(|p| &p.name == k))
+    };
+    if let Some(unknown) = values.keys().find(|k| !known(k)) {
         bail!("no report has a parameter `{unknown}`");
     }
     for r in reports::all() {

@@ -109,7 +109,10 @@ fn csv_output_has_a_header_and_reports_take_params() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let list = stdout(&run(dir.path(), &["report", "list"]));
-    assert_eq!(std::fs::read_dir(&out).unwrap().count(), list.lines().count());
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        list.lines().count()
+    );
     assert_eq!(
         std::fs::read_to_string(out.join("top_countries_by_quantity.csv")).unwrap(),
         "country,units,lines\nUnited Kingdom,24092,2937\nNorway,1852,73\n"
