@@ -68,7 +68,11 @@ impl Segment {
             .map_err(LogError::io(&path))?;
         file.sync_all().map_err(LogError::io(&path))?;
         sync_dir(dir)?;
-        Ok(Segment {
+        Ok(Segment::empty(base_offset, path, file))
+    }
+
+    fn empty(base_offset: u64, path: PathBuf, file: File) -> Segment {
+        Segment {
             base_offset,
             path,
             file: Arc::new(file),
@@ -78,7 +82,7 @@ impl Segment {
             offset_index: Vec::new(),
             time_index: Vec::new(),
             bytes_since_index: 0,
-        })
+        }
     }
 
     /// Opens a segment. A sealed segment with valid index files trusts them; otherwise the file is scanned,
@@ -95,17 +99,7 @@ impl Segment {
             .open(&path)
             .map_err(LogError::io(&path))?;
         let len = file.metadata().map_err(LogError::io(&path))?.len();
-        let mut seg = Segment {
-            base_offset,
-            path: path.clone(),
-            file: Arc::new(file),
-            end_offset: base_offset,
-            size: 0,
-            max_timestamp: i64::MIN,
-            offset_index: Vec::new(),
-            time_index: Vec::new(),
-            bytes_since_index: 0,
-        };
+        let mut seg = Segment::empty(base_offset, path, file);
         if sealed && seg.load_indexes(dir, len) {
             return Ok((seg, None));
         }
