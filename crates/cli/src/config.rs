@@ -21,6 +21,48 @@ pub struct Config {
     /// Sources.
     #[serde(default)]
     pub ingest: IngestConfig,
+    /// `[server]`: HTTP ingest, status and metrics.
+    #[serde(default)]
+    pub server: shopstream_server::ServerConfig,
+    /// `[live]`: the topic of live orders and its log settings.
+    #[serde(default)]
+    pub live: LiveConfig,
+}
+
+/// The live path: the topic order records arrive in, and how the log keeps it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveConfig {
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    #[serde(default = "default_partitions")]
+    pub partitions: u32,
+    #[serde(default)]
+    pub log: shopstream_log::PartitionConfig,
+    /// Most records per partition loaded into the lake in one commit.
+    #[serde(default = "default_max_records")]
+    pub load_max_records: usize,
+}
+
+fn default_topic() -> String {
+    "orders".into()
+}
+fn default_partitions() -> u32 {
+    2
+}
+fn default_max_records() -> usize {
+    200_000
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        LiveConfig {
+            topic: default_topic(),
+            partitions: default_partitions(),
+            log: shopstream_log::PartitionConfig::default(),
+            load_max_records: default_max_records(),
+        }
+    }
 }
 
 /// `[lake]`
@@ -79,6 +121,10 @@ impl Config {
     /// The lake location for a data dir.
     pub fn lake_dir(&self, data_dir: &Path) -> PathBuf {
         data_dir.join("lake")
+    }
+
+    pub fn log_dir(&self, data_dir: &Path) -> PathBuf {
+        data_dir.join("log")
     }
 }
 

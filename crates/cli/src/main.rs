@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 failure (the error chain is printed once), 2 usage error.
 
 mod config;
+mod live;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
@@ -128,6 +129,18 @@ enum Command {
         dirty: f64,
     },
     /// Set up a data dir, load data (generated, or --from DIR), print reports and what to try next.
+    /// Run the live path: HTTP ingest into the durable log, and the continuous load into the lake.
+    Serve {
+        /// Address to listen on (default: `[server] listen`; port 0 picks a free port).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Show a running server's flows: log ends, loaded offsets, lag, requests, dead letters.
+    Status {
+        /// The server (default: `http://` + `[server] listen`).
+        #[arg(long)]
+        url: Option<String>,
+    },
     Demo {
         /// Load these files or folders instead of generated data.
         #[arg(long)]
@@ -295,6 +308,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             generate(rows, seed, format, &out, dirty)?;
             Ok(())
         }
+        Command::Serve { listen } => live::serve(&ctx, listen).await,
+        Command::Status { url } => live::status(&ctx, url),
         Command::Demo { from, rows } => demo(&ctx, from, rows).await,
     }
 }

@@ -12,6 +12,7 @@ pub mod output;
 pub mod reports;
 pub mod sink;
 pub mod sql;
+pub mod stream;
 
 pub use error::{EngineError, Result};
 pub use lake::{Lake, TableKind};

@@ -194,6 +194,13 @@ impl OrderBatcher {
         }
     }
 
+    /// Switches the source recorded in provenance for the rows that follow (live records: the request or
+    /// page they came in) and the mapping that reads them, keeping counts.
+    pub fn set_source(&mut self, source: Arc<str>, mapping: ResolvedMapping) {
+        self.provenance.source_file = source;
+        self.mapping = mapping;
+    }
+
     /// Switches the sheet recorded in provenance (Excel workbooks), keeping counts.
     pub fn set_sheet(&mut self, sheet: Option<&str>, mapping: ResolvedMapping) {
         self.provenance.sheet = sheet.map(Arc::from);

@@ -11,6 +11,7 @@ pub mod generate;
 pub mod mapping;
 pub mod read;
 pub mod schema;
+pub mod sources;
 
 pub use batch::{Chunk, Counts, Provenance};
 pub use error::IngestError;

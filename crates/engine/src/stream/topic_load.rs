@@ -1,0 +1,242 @@
+//! The continuous load: order topics of the log into `raw_orders`, `orders` and `dead_letters`, exactly once.
+//!
+//! For each partition the loader reads the records after the last loaded offset, turns them into rows
+//! (mapping and dead-letter rules as for files), writes each table's files and commits them with a Delta
+//! application transaction `shopstream.topic.<topic>.<partition>` whose version is the next offset to load.
+//! Offsets live only there, inside the same commit as the rows, so after a crash at any point each table
+//! resumes exactly where its last commit ended: no lost and no doubled rows. The three tables commit one after
+//! the other; a crash between them leaves some tables one micro-batch ahead, and the next step brings the
+//! others up to them before anything new is read.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use deltalake::DeltaTable;
+use deltalake::kernel::Transaction;
+use shopstream_ingest::MappingConfig;
+use shopstream_ingest::batch::BATCH_ROWS;
+use shopstream_ingest::sources::EnvelopeBatcher;
+use shopstream_log::{Log, Partition};
+
+use crate::error::{EngineError, Result};
+use crate::lake::{Lake, TableKind};
+use crate::sink::{TableSink, WriteOptions, commit_adds};
+
+/// Tables the load writes, in commit order.
+const TABLES: [TableKind; 3] = [TableKind::Raw, TableKind::DeadLetters, TableKind::Orders];
+
+/// Settings of a continuous load.
+#[derive(Debug, Clone)]
+pub struct TopicLoadConfig {
+    /// The topic of order records.
+    pub topic: String,
+    /// At most this many records per partition per commit.
+    pub max_records: usize,
+    /// Pause between steps that found nothing new.
+    pub idle_wait: Duration,
+    /// Mapping for records whose fields are not the Online Retail ones.
+    pub mapping: Option<MappingConfig>,
+    /// Parquet settings.
+    pub write: WriteOptions,
+}
+
+impl TopicLoadConfig {
+    /// Defaults for `topic`.
+    pub fn new(topic: &str) -> TopicLoadConfig {
+        TopicLoadConfig {
+            topic: topic.to_string(),
+            max_records: 200_000,
+            idle_wait: Duration::from_millis(200),
+            mapping: None,
+            write: WriteOptions::default(),
+        }
+    }
+}
+
+/// The Delta application id holding a partition's loaded offset.
+pub fn txn_app_id(topic: &str, partition: u32) -> String {
+    format!("shopstream.topic.{topic}.{partition}")
+}
+
+/// Figures of a running load, shared with `status` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct LoadProgress {
+    /// Records loaded (rows or dead letters) since start.
+    pub records: AtomicU64,
+    /// Of which dead-lettered.
+    pub dead_letters: AtomicU64,
+    /// Micro-batches committed.
+    pub commits: AtomicU64,
+    /// Per partition, the next offset to load into `orders` (compare with the log's end for the lag).
+    pub loaded_offsets: std::sync::Mutex<Vec<u64>>,
+}
+
+/// Loads one topic; see the module documentation.
+pub struct TopicLoader {
+    config: TopicLoadConfig,
+    partitions: Vec<Arc<Partition>>,
+    tables: Vec<(TableKind, DeltaTable)>,
+    /// Per partition, per table (in `TABLES` order): next offset to load.
+    committed: Vec<[u64; 3]>,
+    progress: Arc<LoadProgress>,
+}
+
+async fn loaded_offset(table: &DeltaTable, kind: TableKind, app_id: &str) -> Result<u64> {
+    let snapshot = table.snapshot().map_err(EngineError::delta(kind.name()))?;
+    let v = snapshot
+        .transaction_version(table.log_store().as_ref(), app_id)
+        .await
+        .map_err(EngineError::delta(kind.name()))?;
+    Ok(v.map_or(0, |v| v.max(0) as u64))
+}
+
+impl TopicLoader {
+    /// Opens the tables and reads every partition's loaded offsets from them.
+    pub async fn open(lake: &Lake, log: &Log, config: TopicLoadConfig) -> Result<TopicLoader> {
+        let topic = log
+            .topic(&config.topic)
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        let mut tables = Vec::new();
+        for kind in TABLES {
+            tables.push((kind, lake.open_or_create(kind).await?));
+        }
+        let mut committed = Vec::new();
+        for p in 0..topic.partition_count() {
+            let app = txn_app_id(&config.topic, p);
+            let mut offsets = [0u64; 3];
+            for (i, (kind, table)) in tables.iter().enumerate() {
+                offsets[i] = loaded_offset(table, *kind, &app).await?;
+            }
+            committed.push(offsets);
+        }
+        let loader = TopicLoader {
+            config,
+            partitions: topic.partitions().to_vec(),
+            tables,
+            committed,
+            progress: Arc::new(LoadProgress::default()),
+        };
+        loader.publish_offsets();
+        Ok(loader)
+    }
+
+    /// Shared figures of this load.
+    pub fn progress(&self) -> Arc<LoadProgress> {
+        self.progress.clone()
+    }
+
+    /// Next offset to load into `orders`, per partition.
+    pub fn loaded_offsets(&self) -> Vec<u64> {
+        self.committed.iter().map(|c| c[2]).collect()
+    }
+
+    fn publish_offsets(&self) {
+        *self
+            .progress
+            .loaded_offsets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = self.loaded_offsets();
+    }
+
+    /// Loads what is new in every partition (one commit per table and partition that had records);
+    /// returns how many records were loaded.
+    ///
+    /// Cancel safety: dropping the future part way leaves uncommitted files only; the offsets are unchanged.
+    pub async fn step(&mut self) -> Result<u64> {
+        let mut total = 0;
+        for p in 0..self.partitions.len() {
+            total += self.step_partition(p).await?;
+        }
+        self.publish_offsets();
+        Ok(total)
+    }
+
+    async fn step_partition(&mut self, p: usize) -> Result<u64> {
+        let c = self.committed[p];
+        let from = *c.iter().min().expect("three tables");
+        let ahead = *c.iter().max().expect("three tables");
+        let partition = self.partitions[p].clone();
+        // Tables ahead after a crash between commits: bring the others up to them first, and only them.
+        let limit = if ahead > from {
+            (ahead - from) as usize
+        } else {
+            self.config.max_records
+        };
+        let records = tokio::task::spawn_blocking(move || partition.read(from, limit, 256 << 20))
+            .await
+            .map_err(|e| EngineError::Internal(format!("log reader: {e}")))?
+            .map_err(|e| EngineError::Internal(format!("reading the log: {e}")))?;
+        let Some(last) = records.last() else {
+            return Ok(0);
+        };
+        let to = last.offset + 1;
+        let topic = &self.config.topic;
+        let load_id = format!("{topic}/{p}@{from}-{to}");
+        let now = chrono::Utc::now().timestamp_micros();
+        let mut batcher = EnvelopeBatcher::new(self.config.mapping.clone(), &load_id, now);
+        let behind: Vec<usize> = (0..TABLES.len()).filter(|&i| c[i] == from).collect();
+        let mut sinks: HashMap<usize, TableSink> = behind
+            .iter()
+            .map(|&i| {
+                let (kind, table) = &self.tables[i];
+                (i, TableSink::new(*kind, table.clone(), &self.config.write))
+            })
+            .collect();
+        let mut buffered = 0;
+        for (n, r) in records.iter().enumerate() {
+            batcher.push(&r.value, &format!("log:{topic}/{p}@{}", r.offset));
+            buffered += 1;
+            if buffered == BATCH_ROWS || n + 1 == records.len() {
+                buffered = 0;
+                let chunk = batcher.take();
+                for (&i, sink) in sinks.iter_mut() {
+                    let batch = match TABLES[i] {
+                        TableKind::Raw => &chunk.raw,
+                        TableKind::DeadLetters => &chunk.dead_letters,
+                        _ => &chunk.orders,
+                    };
+                    sink.write(batch).await?;
+                }
+            }
+        }
+        let app = txn_app_id(topic, p as u32);
+        let meta = HashMap::from([(
+            "shopstream.load_id".to_string(),
+            serde_json::Value::String(load_id),
+        )]);
+        for i in behind {
+            let sink = sinks.remove(&i).expect("a sink per table behind");
+            let kind = TABLES[i];
+            let (mut table, adds) = sink.finish().await?;
+            let txn = Transaction::new(app.clone(), to as i64);
+            commit_adds(kind, &table, adds, vec![txn], meta.clone()).await?;
+            table
+                .update_state()
+                .await
+                .map_err(EngineError::delta(kind.name()))?;
+            self.tables[i].1 = table;
+            self.committed[p][i] = to;
+        }
+        let counts = batcher.counts();
+        self.progress
+            .records
+            .fetch_add(counts.read, Ordering::Relaxed);
+        self.progress
+            .dead_letters
+            .fetch_add(counts.rejected, Ordering::Relaxed);
+        self.progress.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(records.len() as u64)
+    }
+
+    /// Runs until `stop` is set, pausing when there is nothing new.
+    pub async fn run(mut self, stop: Arc<AtomicBool>) -> Result<()> {
+        while !stop.load(Ordering::Relaxed) {
+            if self.step().await? == 0 {
+                tokio::time::sleep(self.config.idle_wait).await;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,156 @@
+//! Live sources: records that arrive over the network rather than in files.
+//!
+//! A live record travels through the log as an [`Envelope`]: its fields as a JSON object plus where it came
+//! from (`http:<request id>` and its index in the request, later `api:<url>#<page>`). Sources turn request
+//! bodies into envelopes ([`http`]); the continuous load job turns envelopes back into rows of the lake
+//! tables with [`EnvelopeBatcher`], through the same mappings and dead-letter rules as files.
+
+pub mod http;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::batch::{Chunk, Counts, OrderBatcher, Provenance};
+use crate::mapping::{MappingConfig, ResolvedMapping};
+
+/// One live record as stored in a topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Where it came from: `http:<request id>`.
+    pub source: String,
+    /// 1-based position in its request (the "line" of provenance).
+    pub index: u64,
+    /// The record's fields.
+    pub fields: Map<String, Value>,
+}
+
+impl Envelope {
+    /// The envelope as the bytes of a log record.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("envelopes serialize")
+    }
+}
+
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Builds lake batches from envelopes, resolving the mapping once per distinct set of field names.
+pub struct EnvelopeBatcher {
+    batcher: OrderBatcher,
+    mapping: Option<MappingConfig>,
+    resolved: HashMap<Vec<String>, ResolvedMapping>,
+    current: Option<(Vec<String>, Arc<str>)>,
+}
+
+impl EnvelopeBatcher {
+    /// A batcher whose rows carry `load_id` and `load_time_us`; `mapping` renames fields of other layouts.
+    pub fn new(
+        mapping: Option<MappingConfig>,
+        load_id: &str,
+        load_time_us: i64,
+    ) -> EnvelopeBatcher {
+        let columns: Vec<String> = crate::schema::ORDER_FIELDS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let first = ResolvedMapping::resolve(Path::new("live"), &columns, None)
+            .expect("the canonical columns resolve");
+        EnvelopeBatcher {
+            batcher: OrderBatcher::new(
+                first,
+                Provenance {
+                    source_file: Arc::from(""),
+                    sheet: None,
+                    load_id: Arc::from(load_id),
+                    load_time_us,
+                },
+            ),
+            mapping,
+            resolved: HashMap::new(),
+            current: None,
+        }
+    }
+
+    /// Adds one log record's bytes: an envelope becomes an order or a dead letter; bytes that are not an
+    /// envelope become a dead letter too, naming the log position `at`.
+    pub fn push(&mut self, bytes: &[u8], at: &str) {
+        let envelope: Envelope = match serde_json::from_slice(bytes) {
+            Ok(e) => e,
+            Err(e) => {
+                let _ = self.switch(Arc::from(at), None);
+                self.batcher.push_unreadable(
+                    0,
+                    &format!("not a shopstream record: {e}"),
+                    &String::from_utf8_lossy(bytes),
+                );
+                return;
+            }
+        };
+        let columns: Vec<String> = envelope.fields.keys().cloned().collect();
+        let source: Arc<str> = match &self.current {
+            Some((_, s)) if **s == *envelope.source => s.clone(),
+            _ => Arc::from(envelope.source.as_str()),
+        };
+        if let Err(e) = self.switch(source, Some(&columns)) {
+            let text = serde_json::to_string(&envelope.fields).unwrap_or_default();
+            self.batcher.push_unreadable(envelope.index, &e, &text);
+            return;
+        }
+        let texts: Vec<String> = columns
+            .iter()
+            .map(|c| value_text(&envelope.fields[c]))
+            .collect();
+        let row: Vec<&str> = texts.iter().map(String::as_str).collect();
+        self.batcher.push_row(envelope.index, &row);
+    }
+
+    /// Points provenance at `source` and the mapping at `columns` (kept when unchanged).
+    fn switch(&mut self, source: Arc<str>, columns: Option<&Vec<String>>) -> Result<(), String> {
+        let cols = columns.cloned().unwrap_or_default();
+        if let Some((c, s)) = &self.current
+            && *c == cols
+            && Arc::ptr_eq(s, &source)
+        {
+            return Ok(());
+        }
+        let mapping = match self.resolved.get(&cols) {
+            Some(m) => m.clone(),
+            None if columns.is_none() => {
+                let canonical: Vec<String> = crate::schema::ORDER_FIELDS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                ResolvedMapping::resolve(Path::new("live"), &canonical, None)
+                    .map_err(|e| e.to_string())?
+            }
+            None => {
+                let m = ResolvedMapping::resolve(Path::new("live"), &cols, self.mapping.as_ref())
+                    .map_err(|e| e.to_string())?;
+                self.resolved.insert(cols.clone(), m.clone());
+                m
+            }
+        };
+        self.batcher.set_source(source.clone(), mapping);
+        self.current = Some((cols, source));
+        Ok(())
+    }
+
+    /// Counts so far.
+    pub fn counts(&self) -> Counts {
+        self.batcher.counts()
+    }
+
+    /// Takes the buffered rows.
+    pub fn take(&mut self) -> Chunk {
+        self.batcher.take()
+    }
+}

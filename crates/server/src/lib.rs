@@ -1,0 +1,267 @@
+//! shopstream's HTTP server: live records into the log, and the figures of the running flow.
+//!
+//! `POST /v1/topics/{topic}/records` takes JSON, NDJSON or CSV ([`shopstream_ingest::sources::http`]) and
+//! answers only once the records are durable in the log: all records of a request go into one checksummed
+//! batch of one partition, so a request is stored whole or not at all. An `Idempotency-Key` header makes
+//! retries safe: a key already stored answers with the original offsets instead of appending again, also after
+//! a restart (the keys of the last [`IDEMPOTENCY_WINDOW`] records per partition are reloaded from the log).
+//! When the lake load falls behind by more than the configured records or bytes, new requests get
+//! `429 Too Many Requests` with `Retry-After` (or wait for room, if configured). With a token configured every
+//! route but `/health` needs `Authorization: Bearer <token>`. `/metrics` (Prometheus text) and `/v1/status`
+//! (JSON) give log ends, loaded offsets, lag, request counts and dead letters.
+
+mod ingest;
+mod metrics;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use shopstream_engine::stream::topic_load::LoadProgress;
+use shopstream_log::{Log, Topic};
+
+/// Records per partition whose idempotency keys are remembered across restarts.
+pub const IDEMPOTENCY_WINDOW: usize = 100_000;
+
+/// What to do with a request when the flow is over its back-pressure thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBackpressure {
+    /// Answer 429 with `Retry-After` at once.
+    #[default]
+    Reject,
+    /// Hold the request until there is room (up to 30 s, then 429).
+    Wait,
+}
+
+/// The server's settings (the `[server]` section of the config).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on (`127.0.0.1:8080`; port 0 picks a free one).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Bearer token required on every route but `/health` when not empty.
+    #[serde(default)]
+    pub token: String,
+    /// Largest request body accepted, in MiB.
+    #[serde(default = "default_body_mb")]
+    pub max_body_mb: usize,
+    /// Back-pressure: most records received but not yet loaded into the lake.
+    #[serde(default = "default_bp_records")]
+    pub backpressure_records: u64,
+    /// Back-pressure: most bytes received but not yet loaded into the lake, in MiB.
+    #[serde(default = "default_bp_mb")]
+    pub backpressure_mb: u64,
+    /// Reject (429) or wait when over the thresholds.
+    #[serde(default)]
+    pub on_backpressure: OnBackpressure,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_body_mb() -> usize {
+    16
+}
+fn default_bp_records() -> u64 {
+    1_000_000
+}
+fn default_bp_mb() -> u64 {
+    1024
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            token: String::new(),
+            max_body_mb: default_body_mb(),
+            backpressure_records: default_bp_records(),
+            backpressure_mb: default_bp_mb(),
+            on_backpressure: OnBackpressure::default(),
+        }
+    }
+}
+
+/// What an accepted request got, remembered under its idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Ack {
+    pub(crate) partition: u32,
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum KeyState {
+    InFlight,
+    Done(Ack),
+}
+
+/// Idempotency keys of recent requests, oldest evicted first.
+#[derive(Default)]
+pub(crate) struct Idempotency {
+    pub(crate) keys: HashMap<String, KeyState>,
+    order: VecDeque<String>,
+}
+
+impl Idempotency {
+    pub(crate) fn remember(&mut self, key: String, ack: Ack, capacity: usize) {
+        if !self.keys.contains_key(&key) {
+            self.order.push_back(key.clone());
+        }
+        self.keys.insert(key, KeyState::Done(ack));
+        while self.order.len() > capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.keys.remove(&old);
+            }
+        }
+    }
+}
+
+/// HTTP counters.
+#[derive(Debug, Default)]
+pub struct HttpMetrics {
+    pub(crate) accepted_requests: AtomicU64,
+    pub(crate) accepted_records: AtomicU64,
+    pub(crate) duplicate_requests: AtomicU64,
+    pub(crate) rejected_requests: AtomicU64,
+    pub(crate) throttled_requests: AtomicU64,
+}
+
+/// Shared state of the routes.
+pub struct AppState {
+    pub(crate) log: Arc<Log>,
+    pub(crate) config: ServerConfig,
+    pub(crate) idempotency: Mutex<Idempotency>,
+    pub(crate) idempotency_capacity: usize,
+    pub(crate) http: HttpMetrics,
+    pub(crate) loads: HashMap<String, Arc<LoadProgress>>,
+}
+
+impl AppState {
+    /// State over `log`; `loads` maps each loaded topic to its load's progress (for lag and back-pressure).
+    pub fn new(
+        log: Arc<Log>,
+        config: ServerConfig,
+        loads: HashMap<String, Arc<LoadProgress>>,
+    ) -> Arc<AppState> {
+        let mut idempotency = Idempotency::default();
+        let capacity = IDEMPOTENCY_WINDOW * 8;
+        for topic in log.topics() {
+            ingest::reload_keys(&topic, &mut idempotency, capacity);
+        }
+        Arc::new(AppState {
+            log,
+            config,
+            idempotency: Mutex::new(idempotency),
+            idempotency_capacity: capacity,
+            http: HttpMetrics::default(),
+            loads,
+        })
+    }
+
+    /// Records and bytes received into `topic` but not yet loaded into the lake.
+    pub(crate) fn lag(&self, topic: &Topic) -> (u64, u64) {
+        let Some(progress) = self.loads.get(topic.name()) else {
+            return (0, 0);
+        };
+        let loaded = progress
+            .loaded_offsets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut records = 0;
+        let mut bytes = 0;
+        for (p, part) in topic.partitions().iter().enumerate() {
+            let behind = part
+                .end_offset()
+                .saturating_sub(loaded.get(p).copied().unwrap_or(0));
+            records += behind;
+            let stats = part.stats();
+            let (r, b) = (
+                stats.records.load(std::sync::atomic::Ordering::Relaxed),
+                stats.bytes.load(std::sync::atomic::Ordering::Relaxed),
+            );
+            // Bytes per record as appended since start (a fair estimate of what waits).
+            bytes += behind * b.checked_div(r).unwrap_or(1024);
+        }
+        (records, bytes)
+    }
+}
+
+async fn require_token(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let token = &state.config.token;
+    if token.is_empty() || request.uri().path() == "/health" {
+        return next.run(request).await;
+    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "a bearer token is required (Authorization: Bearer <token>)\n",
+        )
+            .into_response()
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.config.max_body_mb * 1024 * 1024;
+    Router::new()
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/v1/topics/{topic}/records", post(ingest::post_records))
+        .route("/v1/status", get(metrics::status))
+        .route("/metrics", get(metrics::prometheus))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ))
+        .with_state(state)
+}
+
+/// Binds `listen`, returning the listener and the address actually bound (port 0 picks one).
+pub async fn bind(listen: &str) -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    Ok((listener, addr))
+}
+
+/// Serves `router` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// How long a waiting request may be held under back-pressure.
+pub(crate) const MAX_HOLD: Duration = Duration::from_secs(30);

@@ -1,0 +1,207 @@
+//! The flow's figures: `/v1/status` as JSON, `/metrics` in the Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde::Serialize;
+
+use crate::AppState;
+
+/// One partition's figures.
+#[derive(Debug, Serialize)]
+pub struct PartitionStatus {
+    /// Topic.
+    pub topic: String,
+    /// Partition number.
+    pub partition: u32,
+    /// First offset still stored.
+    pub start_offset: u64,
+    /// One past the last durable offset.
+    pub end_offset: u64,
+    /// Next offset the lake load will read (None when no load runs on the topic).
+    pub loaded_offset: Option<u64>,
+    /// Records durable in the log but not yet in the lake.
+    pub lag: u64,
+    /// Records appended since start.
+    pub appended_records: u64,
+    /// fdatasync calls since start.
+    pub syncs: u64,
+}
+
+/// Everything `shopstream status` shows.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// Per partition.
+    pub partitions: Vec<PartitionStatus>,
+    /// Requests stored.
+    pub http_accepted_requests: u64,
+    /// Records stored from requests.
+    pub http_accepted_records: u64,
+    /// Retries answered from the idempotency keys.
+    pub http_duplicate_requests: u64,
+    /// Requests refused (bad body, auth, unknown topic, errors).
+    pub http_rejected_requests: u64,
+    /// Requests refused by back-pressure.
+    pub http_throttled_requests: u64,
+    /// Records loaded into the lake since start (rows and dead letters).
+    pub loaded_records: u64,
+    /// Of which dead letters.
+    pub dead_letters: u64,
+    /// Micro-batches committed to the lake.
+    pub lake_commits: u64,
+    /// Torn tails cut when the log was opened.
+    pub log_recovered_truncations: u64,
+}
+
+pub(crate) fn collect(state: &AppState) -> Status {
+    let mut partitions = Vec::new();
+    for topic in state.log.topics() {
+        let loaded = state.loads.get(topic.name()).map(|p| {
+            p.loaded_offsets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        });
+        for (n, part) in topic.partitions().iter().enumerate() {
+            let end = part.end_offset();
+            let loaded_offset = loaded.as_ref().map(|l| l.get(n).copied().unwrap_or(0));
+            partitions.push(PartitionStatus {
+                topic: topic.name().to_string(),
+                partition: n as u32,
+                start_offset: part.start_offset(),
+                end_offset: end,
+                loaded_offset,
+                lag: loaded_offset.map_or(0, |l| end.saturating_sub(l)),
+                appended_records: part.stats().records.load(Ordering::Relaxed),
+                syncs: part.stats().syncs.load(Ordering::Relaxed),
+            });
+        }
+    }
+    let sum = |f: fn(&shopstream_engine::stream::topic_load::LoadProgress) -> u64| {
+        state.loads.values().map(|p| f(p)).sum()
+    };
+    let h = &state.http;
+    Status {
+        partitions,
+        http_accepted_requests: h.accepted_requests.load(Ordering::Relaxed),
+        http_accepted_records: h.accepted_records.load(Ordering::Relaxed),
+        http_duplicate_requests: h.duplicate_requests.load(Ordering::Relaxed),
+        http_rejected_requests: h.rejected_requests.load(Ordering::Relaxed),
+        http_throttled_requests: h.throttled_requests.load(Ordering::Relaxed),
+        loaded_records: sum(|p| p.records.load(Ordering::Relaxed)),
+        dead_letters: sum(|p| p.dead_letters.load(Ordering::Relaxed)),
+        lake_commits: sum(|p| p.commits.load(Ordering::Relaxed)),
+        log_recovered_truncations: state
+            .log
+            .metrics()
+            .recovered_truncations
+            .load(Ordering::Relaxed),
+    }
+}
+
+/// `GET /v1/status`.
+pub(crate) async fn status(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    axum::Json(collect(&state))
+}
+
+/// `GET /metrics`.
+pub(crate) async fn prometheus(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let s = collect(&state);
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in rows {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    let per_partition = |f: &dyn Fn(&crate::metrics::PartitionStatus) -> u64| {
+        s.partitions
+            .iter()
+            .map(|p| {
+                (
+                    format!("{{topic=\"{}\",partition=\"{}\"}}", p.topic, p.partition),
+                    f(p),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    family(
+        "shopstream_log_end_offset",
+        "gauge",
+        "One past the last durable offset.",
+        per_partition(&|p| p.end_offset),
+    );
+    family(
+        "shopstream_log_appended_records_total",
+        "counter",
+        "Records appended since start.",
+        per_partition(&|p| p.appended_records),
+    );
+    family(
+        "shopstream_log_syncs_total",
+        "counter",
+        "fdatasync calls since start.",
+        per_partition(&|p| p.syncs),
+    );
+    family(
+        "shopstream_consumer_lag_records",
+        "gauge",
+        "Records durable in the log but not yet loaded into the lake.",
+        per_partition(&|p| p.lag),
+    );
+    let totals = [
+        (
+            "shopstream_http_accepted_requests_total",
+            "Requests stored.",
+            s.http_accepted_requests,
+        ),
+        (
+            "shopstream_http_accepted_records_total",
+            "Records stored from requests.",
+            s.http_accepted_records,
+        ),
+        (
+            "shopstream_http_duplicate_requests_total",
+            "Retries answered from idempotency keys.",
+            s.http_duplicate_requests,
+        ),
+        (
+            "shopstream_http_rejected_requests_total",
+            "Requests refused.",
+            s.http_rejected_requests,
+        ),
+        (
+            "shopstream_http_throttled_requests_total",
+            "Requests refused by back-pressure.",
+            s.http_throttled_requests,
+        ),
+        (
+            "shopstream_lake_loaded_records_total",
+            "Records loaded into the lake.",
+            s.loaded_records,
+        ),
+        (
+            "shopstream_lake_dead_letters_total",
+            "Records dead-lettered by the load.",
+            s.dead_letters,
+        ),
+        (
+            "shopstream_lake_commits_total",
+            "Micro-batches committed.",
+            s.lake_commits,
+        ),
+        (
+            "shopstream_log_recovered_truncations_total",
+            "Torn tails cut at open.",
+            s.log_recovered_truncations,
+        ),
+    ];
+    for (name, help, v) in totals {
+        family(name, "counter", help, vec![(String::new(), v)]);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
