@@ -2,6 +2,7 @@
 
 mod crash;
 mod errors;
+mod live;
 
 use std::path::Path;
 use std::process::{Command, Output};
