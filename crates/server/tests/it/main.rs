@@ -1,0 +1,275 @@
+//! The push endpoint over real HTTP: formats, errors, idempotency, auth, body limits and back-pressure.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shopstream_engine::stream::topic_load::LoadProgress;
+use shopstream_log::{Log, PartitionConfig};
+use shopstream_server::{AppState, OnBackpressure, ServerConfig, bind, router};
+
+struct Server {
+    url: String,
+    log: Arc<Log>,
+    _dir: tempfile::TempDir,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn start(config: ServerConfig) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = Log::open(dir.path()).unwrap();
+    log.create_topic("orders", 2, PartitionConfig::default())
+        .unwrap();
+    // No load runs here: every accepted record counts as lag, which the back-pressure test relies on.
+    let progress = Arc::new(LoadProgress::default());
+    let state = AppState::new(
+        log.clone(),
+        config,
+        HashMap::from([("orders".to_string(), progress)]),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (listener, addr) = rt.block_on(bind("127.0.0.1:0")).unwrap();
+    rt.spawn(shopstream_server::serve(
+        listener,
+        router(state),
+        std::future::pending(),
+    ));
+    Server {
+        url: format!("http://{addr}"),
+        log,
+        _dir: dir,
+        _rt: rt,
+    }
+}
+
+/// Posts and returns (status, body), whatever the status.
+fn post(s: &Server, content_type: &str, body: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut req = ureq::post(format!("{}/v1/topics/orders/records", s.url))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .header("Content-Type", content_type);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut resp = req.send(body).unwrap();
+    (
+        resp.status().as_u16(),
+        resp.body_mut().read_to_string().unwrap(),
+    )
+}
+
+fn stored(s: &Server) -> u64 {
+    let t = s.log.topic("orders").unwrap();
+    t.partitions().iter().map(|p| p.end_offset()).sum()
+}
+
+#[test]
+fn json_ndjson_and_csv_are_stored_durably_and_retries_are_not() {
+    let s = start(ServerConfig::default());
+    let (code, body) = post(
+        &s,
+        "application/json",
+        r#"[{"InvoiceNo":"1"},{"InvoiceNo":"2"}]"#,
+        &[],
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(r#""accepted":2"#), "{body}");
+    let (code, _) = post(&s, "application/x-ndjson", "{\"InvoiceNo\":\"3\"}\n", &[]);
+    assert_eq!(code, 200);
+    let (code, _) = post(&s, "text/csv", "InvoiceNo,Quantity\n4,1\n5,2\n", &[]);
+    assert_eq!(code, 200);
+    assert_eq!(stored(&s), 5, "acknowledged records are in the log");
+
+    let key = [("Idempotency-Key", "order-batch-7")];
+    let (_, first) = post(&s, "text/csv", "InvoiceNo\n6\n7\n", &key);
+    let (code, again) = post(&s, "text/csv", "InvoiceNo\n6\n7\n", &key);
+    assert_eq!(code, 200);
+    assert!(again.contains(r#""duplicate":true"#), "{again}");
+    let offsets =
+        |b: &str| serde_json::from_str::<serde_json::Value>(b).unwrap()["offsets"].clone();
+    assert_eq!(
+        offsets(&first),
+        offsets(&again),
+        "a retry gets the original offsets"
+    );
+    assert_eq!(stored(&s), 7, "the retry stored nothing");
+}
+
+#[test]
+fn idempotency_keys_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        let (log, _) = Log::open(dir.path()).unwrap();
+        log.create_topic("orders", 2, PartitionConfig::default())
+            .unwrap();
+        AppState::new(log, ServerConfig::default(), HashMap::new())
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut url = String::new();
+    for round in 0..2 {
+        let state = open();
+        let (listener, addr) = rt.block_on(bind("127.0.0.1:0")).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = rt.spawn(shopstream_server::serve(listener, router(state), async {
+            let _ = rx.await;
+        }));
+        url = format!("http://{addr}");
+        let mut resp = ureq::post(format!("{url}/v1/topics/orders/records"))
+            .header("Content-Type", "text/csv")
+            .header("Idempotency-Key", "k1")
+            .send("InvoiceNo\n1\n2\n3\n")
+            .unwrap();
+        let body = resp.body_mut().read_to_string().unwrap();
+        assert_eq!(
+            body.contains(r#""duplicate":true"#),
+            round == 1,
+            "round {round}: {body}"
+        );
+        let _ = tx.send(());
+        rt.block_on(server).unwrap().unwrap();
+    }
+    assert!(!url.is_empty());
+    let (log, _) = Log::open(dir.path()).unwrap();
+    let t = log.topic("orders").unwrap();
+    assert_eq!(
+        t.partitions().iter().map(|p| p.end_offset()).sum::<u64>(),
+        3
+    );
+}
+
+#[test]
+fn bad_bodies_are_refused_whole_with_the_line() {
+    let s = start(ServerConfig::default());
+    let (code, body) = post(
+        &s,
+        "application/x-ndjson",
+        "{\"InvoiceNo\":\"1\"}\nnot json\n",
+        &[],
+    );
+    assert_eq!(code, 400);
+    assert!(body.contains("line 2"), "{body}");
+    let (code, _) = post(&s, "application/xml", "<a/>", &[]);
+    assert_eq!(code, 415);
+    let (code, _) = post(&s, "application/json", "[]", &[]);
+    assert_eq!(code, 400);
+    assert_eq!(stored(&s), 0, "nothing of a refused request is stored");
+    let mut resp = ureq::post(format!("{}/v1/topics/nope/records", s.url))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .header("Content-Type", "application/json")
+        .send("{}")
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    let _ = resp.body_mut().read_to_string();
+}
+
+#[test]
+fn a_token_guards_every_route_but_health() {
+    let s = start(ServerConfig {
+        token: "s3cret".into(),
+        ..ServerConfig::default()
+    });
+    let (code, _) = post(&s, "application/json", r#"{"InvoiceNo":"1"}"#, &[]);
+    assert_eq!(code, 401);
+    let (code, _) = post(
+        &s,
+        "application/json",
+        r#"{"InvoiceNo":"1"}"#,
+        &[("Authorization", "Bearer wrong")],
+    );
+    assert_eq!(code, 401);
+    let (code, _) = post(
+        &s,
+        "application/json",
+        r#"{"InvoiceNo":"1"}"#,
+        &[("Authorization", "Bearer s3cret")],
+    );
+    assert_eq!(code, 200);
+    for path in ["/metrics", "/v1/status"] {
+        let status = ureq::get(format!("{}{path}", s.url))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .unwrap()
+            .status();
+        assert_eq!(status.as_u16(), 401, "{path}");
+    }
+    let health = ureq::get(format!("{}/health", s.url))
+        .call()
+        .unwrap()
+        .status();
+    assert_eq!(health.as_u16(), 200);
+    assert_eq!(stored(&s), 1);
+}
+
+#[test]
+fn bodies_over_the_limit_get_413() {
+    let s = start(ServerConfig {
+        max_body_mb: 1,
+        ..ServerConfig::default()
+    });
+    let big = format!("InvoiceNo\n{}", "1234567\n".repeat(200_000));
+    let (code, _) = post(&s, "text/csv", &big, &[]);
+    assert_eq!(code, 413);
+    assert_eq!(stored(&s), 0);
+}
+
+#[test]
+fn back_pressure_answers_429_with_retry_after_or_holds() {
+    let s = start(ServerConfig {
+        backpressure_records: 3,
+        ..ServerConfig::default()
+    });
+    let (code, _) = post(&s, "text/csv", "InvoiceNo\n1\n2\n3\n", &[]);
+    assert_eq!(code, 200, "under the threshold");
+    let resp = ureq::post(format!("{}/v1/topics/orders/records", s.url))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .header("Content-Type", "text/csv")
+        .send("InvoiceNo\n4\n")
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    assert_eq!(resp.headers().get("retry-after").unwrap(), "1");
+    let metrics = ureq::get(format!("{}/metrics", s.url))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        metrics.contains("shopstream_http_throttled_requests_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("shopstream_consumer_lag_records{topic=\"orders\""),
+        "{metrics}"
+    );
+
+    // "wait": the request is held while the load is behind (here it never catches up: 429 after the hold).
+    let held = start(ServerConfig {
+        backpressure_records: 0,
+        on_backpressure: OnBackpressure::Wait,
+        ..ServerConfig::default()
+    });
+    let started = std::time::Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let url = held.url.clone();
+    std::thread::spawn(move || {
+        let r = ureq::post(format!("{url}/v1/topics/orders/records"))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .header("Content-Type", "text/csv")
+            .send("InvoiceNo\n1\n");
+        let _ = tx.send(r.map(|r| r.status().as_u16()));
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_millis(500)).is_err(),
+        "the request is held, not answered"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(500));
+}
