@@ -38,4 +38,3 @@ for rb, prod, per in SCENARIOS:
           f"{float(r['p50_ms']):>7.2f} {float(r['p99_ms']):>7.2f} {block:>8} {dd:>9.1f} "
           f"{float(r['mib_per_s']) / dd:>6.0%}")
 print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
-print("HTTP NDJSON ingest and HTTP-ack-to-lake delay: not measured yet (the HTTP source is not built).")

@@ -42,6 +42,15 @@ pub struct LiveConfig {
     /// Most records per partition loaded into the lake in one commit.
     #[serde(default = "default_max_records")]
     pub load_max_records: usize,
+    /// Files dropped here are loaded once, then moved to processed/ or failed/ (empty: <data-dir>/landing).
+    #[serde(default)]
+    pub landing_dir: String,
+    #[serde(default = "default_landing_poll_ms")]
+    pub landing_poll_ms: u64,
+}
+
+fn default_landing_poll_ms() -> u64 {
+    1000
 }
 
 fn default_topic() -> String {
@@ -61,6 +70,8 @@ impl Default for LiveConfig {
             partitions: default_partitions(),
             log: shopstream_log::PartitionConfig::default(),
             load_max_records: default_max_records(),
+            landing_dir: String::new(),
+            landing_poll_ms: default_landing_poll_ms(),
         }
     }
 }
@@ -125,6 +136,14 @@ impl Config {
 
     pub fn log_dir(&self, data_dir: &Path) -> PathBuf {
         data_dir.join("log")
+    }
+
+    pub fn landing_dir(&self, data_dir: &Path) -> PathBuf {
+        if self.live.landing_dir.is_empty() {
+            data_dir.join("landing")
+        } else {
+            PathBuf::from(&self.live.landing_dir)
+        }
     }
 }
 

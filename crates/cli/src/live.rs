@@ -6,7 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
+use std::time::Duration;
+
+use shopstream_engine::stream::landing::LandingWatcher;
 use shopstream_engine::stream::topic_load::{TopicLoadConfig, TopicLoader};
+use shopstream_ingest::ReadOptions;
+use shopstream_ingest::generate::{Generator, ONLINE_RETAIL_HEADER};
 use shopstream_log::Log;
 use shopstream_server::{AppState, bind, router};
 
@@ -33,7 +38,17 @@ fn open_log(ctx: &Ctx) -> anyhow::Result<Arc<Log>> {
     Ok(log)
 }
 
-pub async fn serve(ctx: &Ctx, listen: Option<String>) -> anyhow::Result<()> {
+/// The live parts running in this process.
+pub struct Live {
+    pub url: String,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<shopstream_engine::Result<()>>>,
+    http: tokio::task::JoinHandle<std::io::Result<()>>,
+    http_stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Starts the HTTP ingest, the continuous lake load and the landing folder watcher.
+pub async fn start(ctx: &Ctx, listen: Option<String>) -> anyhow::Result<Live> {
     let lake = ctx.lake()?;
     let log = open_log(ctx)?;
     let live = &ctx.config.live;
@@ -42,8 +57,22 @@ pub async fn serve(ctx: &Ctx, listen: Option<String>) -> anyhow::Result<()> {
     load.write = ctx.write_options();
     let loader = TopicLoader::open(&lake, &log, load).await?;
     let progress = loader.progress();
+    let landing = LandingWatcher::new(
+        &ctx.config.landing_dir(&ctx.data_dir),
+        lake,
+        ReadOptions {
+            sheet: None,
+            mappings: ctx.config.ingest.mappings.clone(),
+        },
+        ctx.write_options(),
+        Duration::from_millis(live.landing_poll_ms),
+    )?;
+    let landing_progress = landing.progress();
     let stop = Arc::new(AtomicBool::new(false));
-    let mut load_task = tokio::spawn(loader.run(stop.clone()));
+    let tasks = vec![
+        tokio::spawn(loader.run(stop.clone())),
+        tokio::spawn(landing.run(stop.clone())),
+    ];
 
     let mut server = ctx.config.server.clone();
     if let Some(l) = listen {
@@ -53,31 +82,138 @@ pub async fn serve(ctx: &Ctx, listen: Option<String>) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", server.listen))?;
     let state = AppState::new(
-        log.clone(),
+        log,
         server,
         HashMap::from([(live.topic.clone(), progress)]),
+        Some(landing_progress),
     );
-    println!(
-        "shopstream serving on http://{addr}: POST /v1/topics/{}/records (JSON, NDJSON, CSV), /v1/status, /metrics",
-        live.topic
-    );
-    std::io::stdout().flush()?;
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let http = shopstream_server::serve(listener, router(state), shutdown);
-    tokio::select! {
-        r = http => {
-            r.context("HTTP server")?;
-            stop.store(true, Ordering::SeqCst);
-            load_task.await.context("lake load task")??;
-        }
-        r = &mut load_task => {
-            r.context("lake load task")??;
-            bail!("the lake load stopped");
+    let (http_stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(shopstream_server::serve(listener, router(state), async {
+        let _ = rx.await;
+    }));
+    Ok(Live {
+        url: format!("http://{addr}"),
+        stop,
+        tasks,
+        http,
+        http_stop,
+    })
+}
+
+impl Live {
+    /// Runs until Ctrl-C (or `deadline`), or fails when a part fails.
+    pub async fn run_until_interrupted(
+        &mut self,
+        deadline: Option<Duration>,
+    ) -> anyhow::Result<()> {
+        let ctrl_c = async {
+            match deadline {
+                Some(d) => tokio::time::sleep(d).await,
+                None => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        };
+        let failed = async {
+            loop {
+                for t in &mut self.tasks {
+                    if t.is_finished() {
+                        return;
+                    }
+                }
+                if self.http.is_finished() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => Ok(()),
+            _ = failed => bail!("a live part stopped; see the error below"),
         }
     }
-    Ok(())
+
+    /// Stops everything, waiting for the current micro-batch; returns the first error of any part.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.http_stop.send(());
+        self.http.await.context("HTTP server")??;
+        for t in self.tasks {
+            t.await.context("live task")??;
+        }
+        Ok(())
+    }
+}
+
+pub async fn serve(ctx: &Ctx, listen: Option<String>) -> anyhow::Result<()> {
+    let mut live = start(ctx, listen).await?;
+    println!(
+        "shopstream serving on {}: POST /v1/topics/{}/records (JSON, NDJSON, CSV), /v1/status, /metrics; \
+         landing folder {}",
+        live.url,
+        ctx.config.live.topic,
+        ctx.config.landing_dir(&ctx.data_dir).display()
+    );
+    std::io::stdout().flush()?;
+    let r = live.run_until_interrupted(None).await;
+    let stopped = live.stop().await;
+    r.and(stopped)
+}
+
+/// Feeds a simulated store into the HTTP endpoint: `rate` generated order lines per second, dated now,
+/// in requests of a tenth of a second each (each with its own idempotency key, retried until stored).
+pub fn feed_store(
+    url: String,
+    topic: String,
+    rate: u64,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut generator = Generator::new(u64::MAX, 7, 0.002);
+        let per_tick = (rate / 10).max(1);
+        let mut sent = 0u64;
+        let mut tick = 0u64;
+        let started = std::time::Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let now = chrono::Local::now()
+                .naive_local()
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string();
+            let body: String = (&mut generator)
+                .take(per_tick as usize)
+                .map(|row| {
+                    let mut fields = row.fields;
+                    fields[4] = now.clone();
+                    let obj: serde_json::Map<String, serde_json::Value> = ONLINE_RETAIL_HEADER
+                        .iter()
+                        .zip(fields)
+                        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
+                        .collect();
+                    serde_json::Value::Object(obj).to_string() + "\n"
+                })
+                .collect();
+            let key = format!("store-{}-{tick}", std::process::id());
+            while !stop.load(Ordering::Relaxed) {
+                let r = ureq::post(format!("{url}/v1/topics/{topic}/records"))
+                    .header("Content-Type", "application/x-ndjson")
+                    .header("Idempotency-Key", &key)
+                    .send(&body);
+                match r {
+                    Ok(_) => {
+                        sent += per_tick;
+                        break;
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                }
+            }
+            tick += 1;
+            let due = started + Duration::from_millis(tick * 100);
+            if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        sent
+    })
 }
 
 pub fn status(ctx: &Ctx, url: Option<String>) -> anyhow::Result<()> {

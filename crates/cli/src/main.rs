@@ -148,6 +148,15 @@ enum Command {
         /// Rows to generate when --from is not given.
         #[arg(long, default_value_t = 200_000)]
         rows: u64,
+        /// Order lines per second the simulated store sends over HTTP once the live parts are up.
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+        /// Stop the live part after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        live_seconds: Option<u64>,
+        /// Address of the HTTP server (default: `[server] listen`).
+        #[arg(long)]
+        listen: Option<String>,
     },
 }
 
@@ -310,7 +319,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve { listen } => live::serve(&ctx, listen).await,
         Command::Status { url } => live::status(&ctx, url),
-        Command::Demo { from, rows } => demo(&ctx, from, rows).await,
+        Command::Demo {
+            from,
+            rows,
+            rate,
+            live_seconds,
+            listen,
+        } => {
+            demo(&ctx, from, rows).await?;
+            live_demo(&ctx, rate, live_seconds, listen).await
+        }
     }
 }
 
@@ -617,6 +635,62 @@ async fn shell(ctx: &Ctx) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The live half of `demo`: the server, the load and the landing folder, fed by a simulated store.
+async fn live_demo(
+    ctx: &Ctx,
+    rate: u64,
+    seconds: Option<u64>,
+    listen: Option<String>,
+) -> anyhow::Result<()> {
+    let mut live = live::start(ctx, listen).await?;
+    let topic = ctx.config.live.topic.clone();
+    let landing = ctx.config.landing_dir(&ctx.data_dir);
+    println!(
+        "\nLive: a simulated store sends {rate} order lines/s to {url}/v1/topics/{topic}/records; the lake grows as they\n\
+         arrive. Drop CSV/Excel/JSONL files into {landing} to load them. Status: {url}/v1/status, {url}/metrics.\n\
+         {until}",
+        url = live.url,
+        landing = landing.display(),
+        until = match seconds {
+            Some(s) => format!("Running for {s} s."),
+            None => "Ctrl-C to stop.".to_string(),
+        }
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let store = live::feed_store(live.url.clone(), topic, rate, stop.clone());
+    let url = live.url.clone();
+    let reporter_stop = stop.clone();
+    let reporter = tokio::task::spawn_blocking(move || {
+        while !reporter_stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_secs(5));
+            let Ok(mut r) = ureq::get(format!("{url}/v1/status")).call() else {
+                continue;
+            };
+            let Ok(s) = serde_json::from_str::<serde_json::Value>(
+                &r.body_mut().read_to_string().unwrap_or_default(),
+            ) else {
+                continue;
+            };
+            let lag: u64 = s["partitions"]
+                .as_array()
+                .map_or(0, |ps| ps.iter().filter_map(|p| p["lag"].as_u64()).sum());
+            println!(
+                "live: {} order lines received over HTTP, {} loaded into the lake ({} dead letters), lag {lag}",
+                s["http_accepted_records"], s["loaded_records"], s["dead_letters"]
+            );
+        }
+    });
+    let result = live
+        .run_until_interrupted(seconds.map(Duration::from_secs))
+        .await;
+    stop.store(true, Ordering::SeqCst);
+    let sent = store.join().unwrap_or(0);
+    let _ = reporter.await;
+    let stopped = live.stop().await;
+    println!("live: the store sent {sent} order lines; stopped.");
+    result.and(stopped)
 }
 
 async fn demo(ctx: &Ctx, from: Option<PathBuf>, rows: u64) -> anyhow::Result<()> {

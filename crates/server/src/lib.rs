@@ -26,6 +26,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
+use shopstream_engine::stream::landing::LandingProgress;
 use shopstream_engine::stream::topic_load::LoadProgress;
 use shopstream_log::{Log, Topic};
 
@@ -146,14 +147,17 @@ pub struct AppState {
     pub(crate) idempotency_capacity: usize,
     pub(crate) http: HttpMetrics,
     pub(crate) loads: HashMap<String, Arc<LoadProgress>>,
+    pub(crate) landing: Option<Arc<LandingProgress>>,
 }
 
 impl AppState {
-    /// State over `log`; `loads` maps each loaded topic to its load's progress (for lag and back-pressure).
+    /// State over `log`; `loads` maps each loaded topic to its load's progress (for lag and back-pressure);
+    /// `landing` is the landing folder's, when one is watched.
     pub fn new(
         log: Arc<Log>,
         config: ServerConfig,
         loads: HashMap<String, Arc<LoadProgress>>,
+        landing: Option<Arc<LandingProgress>>,
     ) -> Arc<AppState> {
         let mut idempotency = Idempotency::default();
         let capacity = IDEMPOTENCY_WINDOW * 8;
@@ -167,6 +171,7 @@ impl AppState {
             idempotency_capacity: capacity,
             http: HttpMetrics::default(),
             loads,
+            landing,
         })
     }
 

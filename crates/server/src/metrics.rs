@@ -55,6 +55,10 @@ pub struct Status {
     pub lake_commits: u64,
     /// Torn tails cut when the log was opened.
     pub log_recovered_truncations: u64,
+    /// Landing folder: files loaded and moved to `processed/`.
+    pub landing_processed_files: u64,
+    /// Landing folder: files moved to `failed/`.
+    pub landing_failed_files: u64,
 }
 
 pub(crate) fn collect(state: &AppState) -> Status {
@@ -100,6 +104,14 @@ pub(crate) fn collect(state: &AppState) -> Status {
             .metrics()
             .recovered_truncations
             .load(Ordering::Relaxed),
+        landing_processed_files: state
+            .landing
+            .as_ref()
+            .map_or(0, |l| l.processed.load(Ordering::Relaxed)),
+        landing_failed_files: state
+            .landing
+            .as_ref()
+            .map_or(0, |l| l.failed.load(Ordering::Relaxed)),
     }
 }
 

@@ -165,3 +165,39 @@ fn lake_holds_every_acknowledged_record_once_after_repeated_sigkill() {
         counts[0]
     );
 }
+
+#[test]
+fn landed_files_load_once_and_move_to_processed_or_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, _url) = start(dir.path());
+    let landing = dir.path().join("landing");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/online-retail/2010-12-01.csv");
+    // Copied in under a temporary name, then renamed: never read half-written.
+    let part = landing.join("day.csv.part");
+    std::fs::copy(&fixture, &part).unwrap();
+    std::fs::rename(&part, landing.join("day.csv")).unwrap();
+    std::fs::write(landing.join("broken.xlsx"), b"not a workbook").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(landing.join("processed/day.csv").exists()
+        && landing.join("failed/broken.xlsx").exists())
+    {
+        assert!(Instant::now() < deadline, "landing files were not handled");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let reason = std::fs::read_to_string(landing.join("failed/broken.xlsx.reason.txt")).unwrap();
+    assert!(reason.contains("broken.xlsx"), "{reason}");
+    // The same content dropped again is moved without loading it twice.
+    std::fs::copy(&fixture, landing.join("again.csv")).unwrap();
+    while !landing.join("processed/again.csv").exists() {
+        assert!(Instant::now() < deadline, "the second copy was not handled");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = stdout(&run(
+        dir.path(),
+        &["sql", "--format", "csv", "SELECT COUNT(*) FROM orders"],
+    ));
+    assert_eq!(out.lines().nth(1), Some("3108"), "{out}");
+}

@@ -1,4 +1,6 @@
-//! Continuous jobs over the log. Today: loading order topics into the lake exactly once ([`topic_load`]).
+//! Continuous jobs: loading order topics into the lake exactly once ([`topic_load`]) and the landing folder
+//! ([`landing`]).
 //! Windows, watermarks and checkpointed state come here next, on the same tables.
 
+pub mod landing;
 pub mod topic_load;

@@ -26,6 +26,7 @@ fn start(config: ServerConfig) -> Server {
         log.clone(),
         config,
         HashMap::from([("orders".to_string(), progress)]),
+        None,
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (listener, addr) = rt.block_on(bind("127.0.0.1:0")).unwrap();
@@ -103,7 +104,7 @@ fn idempotency_keys_survive_a_restart() {
         let (log, _) = Log::open(dir.path()).unwrap();
         log.create_topic("orders", 2, PartitionConfig::default())
             .unwrap();
-        AppState::new(log, ServerConfig::default(), HashMap::new())
+        AppState::new(log, ServerConfig::default(), HashMap::new(), None)
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut url = String::new();
