@@ -47,6 +47,9 @@ pub struct LiveConfig {
     pub landing_dir: String,
     #[serde(default = "default_landing_poll_ms")]
     pub landing_poll_ms: u64,
+    /// Paginated JSON APIs polled into the topic (`[[live.pollers]]`).
+    #[serde(default)]
+    pub pollers: Vec<shopstream_ingest::sources::api::PollerConfig>,
 }
 
 fn default_landing_poll_ms() -> u64 {
@@ -72,6 +75,7 @@ impl Default for LiveConfig {
             load_max_records: default_max_records(),
             landing_dir: String::new(),
             landing_poll_ms: default_landing_poll_ms(),
+            pollers: Vec::new(),
         }
     }
 }

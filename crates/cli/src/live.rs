@@ -12,6 +12,7 @@ use shopstream_engine::stream::landing::LandingWatcher;
 use shopstream_engine::stream::topic_load::{TopicLoadConfig, TopicLoader};
 use shopstream_ingest::ReadOptions;
 use shopstream_ingest::generate::{Generator, ONLINE_RETAIL_HEADER};
+use shopstream_ingest::sources::api::Poller;
 use shopstream_log::Log;
 use shopstream_server::{AppState, bind, router};
 
@@ -42,6 +43,7 @@ fn open_log(ctx: &Ctx) -> anyhow::Result<Arc<Log>> {
 pub struct Live {
     pub url: String,
     stop: Arc<AtomicBool>,
+    pollers: Vec<std::thread::JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<shopstream_engine::Result<()>>>,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
     http_stop: tokio::sync::oneshot::Sender<()>,
@@ -69,6 +71,17 @@ pub async fn start(ctx: &Ctx, listen: Option<String>) -> anyhow::Result<Live> {
     )?;
     let landing_progress = landing.progress();
     let stop = Arc::new(AtomicBool::new(false));
+    let mut pollers = Vec::new();
+    for p in &live.pollers {
+        let poller = Poller::new(&log, p.clone())
+            .map_err(|e| anyhow::anyhow!("poller `{}`: {e}", p.name))?;
+        let stop = stop.clone();
+        pollers.push(
+            std::thread::Builder::new()
+                .name(format!("poll-{}", p.name))
+                .spawn(move || poller.run(stop))?,
+        );
+    }
     let tasks = vec![
         tokio::spawn(loader.run(stop.clone())),
         tokio::spawn(landing.run(stop.clone())),
@@ -94,6 +107,7 @@ pub async fn start(ctx: &Ctx, listen: Option<String>) -> anyhow::Result<Live> {
     Ok(Live {
         url: format!("http://{addr}"),
         stop,
+        pollers,
         tasks,
         http,
         http_stop,
@@ -137,6 +151,9 @@ impl Live {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.http_stop.send(());
+        for p in self.pollers {
+            let _ = p.join();
+        }
         self.http.await.context("HTTP server")??;
         for t in self.tasks {
             t.await.context("live task")??;

@@ -193,6 +193,7 @@ pub(crate) async fn post_records(
                     source: source.clone(),
                     index: i as u64 + 1,
                     fields,
+                    checkpoint: None,
                 }
                 .to_bytes(),
             )

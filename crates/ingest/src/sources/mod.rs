@@ -1,10 +1,11 @@
 //! Live sources: records that arrive over the network rather than in files.
 //!
 //! A live record travels through the log as an [`Envelope`]: its fields as a JSON object plus where it came
-//! from (`http:<request id>` and its index in the request, later `api:<url>#<page>`). Sources turn request
-//! bodies into envelopes ([`http`]); the continuous load job turns envelopes back into rows of the lake
+//! from (`http:<request id>` and its index in the request, `api:<poller>` and its page for pulled APIs).
+//! Sources turn request bodies into envelopes ([`http`]) and poll paginated APIs ([`api`]); the continuous load job turns envelopes back into rows of the lake
 //! tables with [`EnvelopeBatcher`], through the same mappings and dead-letter rules as files.
 
+pub mod api;
 pub mod http;
 
 use std::collections::HashMap;
@@ -26,6 +27,10 @@ pub struct Envelope {
     pub index: u64,
     /// The record's fields.
     pub fields: Map<String, Value>,
+    /// For pulled sources: where to resume after this record (stored with it, so a restart neither skips
+    /// nor repeats).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Value>,
 }
 
 impl Envelope {

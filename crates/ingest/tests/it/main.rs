@@ -1,0 +1,3 @@
+//! Integration tests of the ingest crate's live sources.
+
+mod api;
