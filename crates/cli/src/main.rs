@@ -135,6 +135,13 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Where an invoice's lake rows came from: file and line, HTTP request or API page, and when they were loaded.
+    Trace {
+        /// The invoice number.
+        invoice: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
     /// Show a running server's flows: log ends, loaded offsets, lag, requests, dead letters.
     Status {
         /// The server (default: `http://` + `[server] listen`).
@@ -319,6 +326,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve { listen } => live::serve(&ctx, listen).await,
         Command::Status { url } => live::status(&ctx, url),
+        Command::Trace { invoice, format } => {
+            let sql = format!(
+                "SELECT o.invoice_no, o.stock_code, o.quantity, \
+                 CASE WHEN o.source_file LIKE 'http:%' THEN 'HTTP request' \
+                      WHEN o.source_file LIKE 'api:%' THEN 'API page' ELSE 'file' END AS came_in, \
+                 o.source_file AS source, o.source_sheet AS sheet, o.source_line AS line, \
+                 r.load_time AS loaded_at, o.load_id \
+                 FROM orders o LEFT JOIN raw_orders r ON r.source_file = o.source_file \
+                 AND r.source_line = o.source_line AND r.load_id = o.load_id \
+                 WHERE o.invoice_no = '{}' ORDER BY r.load_time, o.source_file, o.source_line",
+                invoice.replace('\'', "''")
+            );
+            run_query(&ctx, &sql, format, None).await
+        }
         Command::Demo {
             from,
             rows,

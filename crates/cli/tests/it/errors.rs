@@ -92,6 +92,21 @@ fn csv_output_has_a_header_and_reports_take_params() {
         stdout(&o)
     );
 
+    // `trace` tells where an invoice's rows came from.
+    let o = run(dir.path(), &["trace", "536365", "--format", "csv"]);
+    let t = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first = t.lines().nth(1).unwrap_or_default();
+    assert!(
+        first.contains(",file,") && first.contains("2010-12-01.csv") && first.contains(",2,"),
+        "{t}"
+    );
+    assert_eq!(
+        t.lines().count(),
+        8,
+        "the invoice's 7 lines and a header: {t}"
+    );
+
     // `report all` runs every report in one session: one file each, equal to the single report.
     let out = dir.path().join("all");
     let o = run(
