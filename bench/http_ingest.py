@@ -30,7 +30,7 @@ data_dir = os.path.join(work, "serve")
 shutil.rmtree(data_dir, ignore_errors=True)
 server = subprocess.Popen([shopstream, "--data-dir", data_dir, "serve", "--listen", "127.0.0.1:0"],
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-url = re.search(r"http://[\d.:]+", server.stdout.readline()).group(0)
+url = re.search(r"http://[\d.:]+", server.stdout.readline()).group(0).rstrip(":")
 
 
 def status():
