@@ -50,6 +50,9 @@ pub struct LiveConfig {
     /// Paginated JSON APIs polled into the topic (`[[live.pollers]]`).
     #[serde(default)]
     pub pollers: Vec<shopstream_ingest::sources::api::PollerConfig>,
+    /// Flows: `POST /v1/flows/{name}/records` through steps into a topic (`[[live.flows]]`).
+    #[serde(default)]
+    pub flows: Vec<shopstream_ingest::sources::flow::FlowConfig>,
 }
 
 fn default_landing_poll_ms() -> u64 {
@@ -76,6 +79,7 @@ impl Default for LiveConfig {
             landing_dir: String::new(),
             landing_poll_ms: default_landing_poll_ms(),
             pollers: Vec::new(),
+            flows: Vec::new(),
         }
     }
 }

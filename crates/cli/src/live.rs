@@ -36,6 +36,14 @@ fn open_log(ctx: &Ctx) -> anyhow::Result<Arc<Log>> {
     let live = &ctx.config.live;
     log.create_topic(&live.topic, live.partitions, live.log.clone())
         .with_context(|| format!("topic `{}`", live.topic))?;
+    for flow in &live.flows {
+        if log.topic(&flow.topic).is_err() {
+            log.create_topic(&flow.topic, live.partitions, live.log.clone())
+                .with_context(|| format!("topic `{}` of flow `{}`", flow.topic, flow.name))?;
+        }
+        log.create_topic(&flow.dead_letter_topic(), 1, live.log.clone())
+            .with_context(|| format!("dead-letter topic of flow `{}`", flow.name))?;
+    }
     Ok(log)
 }
 
@@ -99,6 +107,7 @@ pub async fn start(ctx: &Ctx, listen: Option<String>) -> anyhow::Result<Live> {
         server,
         HashMap::from([(live.topic.clone(), progress)]),
         Some(landing_progress),
+        live.flows.clone(),
     );
     let (http_stop, rx) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(shopstream_server::serve(listener, router(state), async {

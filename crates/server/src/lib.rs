@@ -28,6 +28,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use shopstream_engine::stream::landing::LandingProgress;
 use shopstream_engine::stream::topic_load::LoadProgress;
+use shopstream_ingest::sources::flow::FlowConfig;
 use shopstream_log::{Log, Topic};
 
 /// Records per partition whose idempotency keys are remembered across restarts.
@@ -148,21 +149,29 @@ pub struct AppState {
     pub(crate) http: HttpMetrics,
     pub(crate) loads: HashMap<String, Arc<LoadProgress>>,
     pub(crate) landing: Option<Arc<LandingProgress>>,
+    pub(crate) flows: Vec<FlowConfig>,
 }
 
 impl AppState {
     /// State over `log`; `loads` maps each loaded topic to its load's progress (for lag and back-pressure);
-    /// `landing` is the landing folder's, when one is watched.
+    /// `landing` is the landing folder's, when one is watched; `flows` are served at `/v1/flows/{name}`
+    /// (their topics must exist).
     pub fn new(
         log: Arc<Log>,
         config: ServerConfig,
         loads: HashMap<String, Arc<LoadProgress>>,
         landing: Option<Arc<LandingProgress>>,
+        flows: Vec<FlowConfig>,
     ) -> Arc<AppState> {
         let mut idempotency = Idempotency::default();
         let capacity = IDEMPOTENCY_WINDOW * 8;
+        let dead_letter_topics: Vec<String> =
+            flows.iter().map(FlowConfig::dead_letter_topic).collect();
+        // Keys come from where requests' records are stored, not from dead-letter topics (written first).
         for topic in log.topics() {
-            ingest::reload_keys(&topic, &mut idempotency, capacity);
+            if !dead_letter_topics.iter().any(|d| d == topic.name()) {
+                ingest::reload_keys(&topic, &mut idempotency, capacity);
+            }
         }
         Arc::new(AppState {
             log,
@@ -172,6 +181,7 @@ impl AppState {
             http: HttpMetrics::default(),
             loads,
             landing,
+            flows,
         })
     }
 
@@ -240,6 +250,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok\n" }))
         .route("/v1/topics/{topic}/records", post(ingest::post_records))
+        .route("/v1/flows/{flow}/records", post(ingest::post_flow_records))
         .route("/v1/status", get(metrics::status))
         .route("/metrics", get(metrics::prometheus))
         .layer(DefaultBodyLimit::max(limit))

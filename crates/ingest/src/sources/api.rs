@@ -288,6 +288,7 @@ impl Poller {
                         index: (skip + i + 1) as u64,
                         fields,
                         checkpoint: Some(checkpoint.clone()),
+                        reason: None,
                     }
                     .to_bytes(),
                 )

@@ -6,6 +6,7 @@
 //! tables with [`EnvelopeBatcher`], through the same mappings and dead-letter rules as files.
 
 pub mod api;
+pub mod flow;
 pub mod http;
 
 use std::collections::HashMap;
@@ -31,6 +32,9 @@ pub struct Envelope {
     /// nor repeats).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<Value>,
+    /// In a flow's dead-letter topic: why a step rejected the record (its fields are as received).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl Envelope {

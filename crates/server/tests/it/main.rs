@@ -27,6 +27,7 @@ fn start(config: ServerConfig) -> Server {
         config,
         HashMap::from([("orders".to_string(), progress)]),
         None,
+        Vec::new(),
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (listener, addr) = rt.block_on(bind("127.0.0.1:0")).unwrap();
@@ -104,7 +105,13 @@ fn idempotency_keys_survive_a_restart() {
         let (log, _) = Log::open(dir.path()).unwrap();
         log.create_topic("orders", 2, PartitionConfig::default())
             .unwrap();
-        AppState::new(log, ServerConfig::default(), HashMap::new(), None)
+        AppState::new(
+            log,
+            ServerConfig::default(),
+            HashMap::new(),
+            None,
+            Vec::new(),
+        )
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut url = String::new();
@@ -273,4 +280,76 @@ fn back_pressure_answers_429_with_retry_after_or_holds() {
         "the request is held, not answered"
     );
     assert!(started.elapsed() >= Duration::from_millis(500));
+}
+
+#[test]
+fn a_flow_renames_casts_filters_and_dead_letters_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = Log::open(dir.path()).unwrap();
+    log.create_topic("orders", 2, PartitionConfig::default())
+        .unwrap();
+    log.create_topic("shop.dead", 1, PartitionConfig::default())
+        .unwrap();
+    let flow: shopstream_ingest::sources::flow::FlowConfig = toml::from_str(
+        r#"
+        name = "shop"
+        steps = [
+          { rename = { order_id = "InvoiceNo", qty = "Quantity" } },
+          { cast = { field = "Quantity", to = "integer" } },
+          { filter = { field = "Country", not_in = ["Test"] } },
+        ]"#,
+    )
+    .unwrap();
+    let state = AppState::new(
+        log.clone(),
+        ServerConfig::default(),
+        HashMap::new(),
+        None,
+        vec![flow],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (listener, addr) = rt.block_on(bind("127.0.0.1:0")).unwrap();
+    rt.spawn(shopstream_server::serve(
+        listener,
+        router(state),
+        std::future::pending(),
+    ));
+    let body = "order_id,qty,Country\n1,6,France\n2,lots,France\n3,1,Test\n4,2.0,Spain\n";
+    let mut resp = ureq::post(format!("http://{addr}/v1/flows/shop/records"))
+        .header("Content-Type", "text/csv")
+        .send(body)
+        .unwrap();
+    assert_eq!(
+        resp.headers().get("x-shopstream-dead-lettered").unwrap(),
+        "1"
+    );
+    assert_eq!(resp.headers().get("x-shopstream-filtered").unwrap(), "1");
+    let answer = resp.body_mut().read_to_string().unwrap();
+    assert!(answer.contains(r#""accepted":2"#), "{answer}");
+    let orders = log.topic("orders").unwrap();
+    let mut kept = Vec::new();
+    for p in orders.partitions() {
+        for r in p.read(0, usize::MAX, usize::MAX).unwrap() {
+            let env: shopstream_ingest::sources::Envelope =
+                serde_json::from_slice(&r.value).unwrap();
+            kept.push((
+                env.fields["InvoiceNo"].clone(),
+                env.fields["Quantity"].clone(),
+            ));
+        }
+    }
+    assert_eq!(kept, vec![("1".into(), 6.into()), ("4".into(), 2.into())]);
+    let dead = log
+        .topic("shop.dead")
+        .unwrap()
+        .read(0, 0, usize::MAX)
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    let env: shopstream_ingest::sources::Envelope = serde_json::from_slice(&dead[0].value).unwrap();
+    assert_eq!(
+        env.fields["order_id"], "2",
+        "dead letters keep the record as received"
+    );
+    assert_eq!(env.index, 2);
+    assert!(env.reason.unwrap().contains("`lots` is not a whole number"));
 }
