@@ -15,6 +15,18 @@ struct Server {
     _rt: tokio::runtime::Runtime,
 }
 
+/// Serves `state` on a free port for the rest of the test.
+fn serve_forever(state: Arc<AppState>) -> (tokio::runtime::Runtime, std::net::SocketAddr) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (listener, addr) = rt.block_on(bind("127.0.0.1:0")).unwrap();
+    rt.spawn(shopstream_server::serve(
+        listener,
+        router(state),
+        std::future::pending(),
+    ));
+    (rt, addr)
+}
+
 fn start(config: ServerConfig) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = Log::open(dir.path()).unwrap();
@@ -29,13 +41,7 @@ fn start(config: ServerConfig) -> Server {
         None,
         Vec::new(),
     );
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let (listener, addr) = rt.block_on(bind("127.0.0.1:0")).unwrap();
-    rt.spawn(shopstream_server::serve(
-        listener,
-        router(state),
-        std::future::pending(),
-    ));
+    let (rt, addr) = serve_forever(state);
     Server {
         url: format!("http://{addr}"),
         log,
@@ -307,13 +313,7 @@ fn a_flow_renames_casts_filters_and_dead_letters_with_the_reason() {
         None,
         vec![flow],
     );
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let (listener, addr) = rt.block_on(bind("127.0.0.1:0")).unwrap();
-    rt.spawn(shopstream_server::serve(
-        listener,
-        router(state),
-        std::future::pending(),
-    ));
+    let (_rt, addr) = serve_forever(state);
     let body = "order_id,qty,Country\n1,6,France\n2,lots,France\n3,1,Test\n4,2.0,Spain\n";
     let mut resp = ureq::post(format!("http://{addr}/v1/flows/shop/records"))
         .header("Content-Type", "text/csv")
