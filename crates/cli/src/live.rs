@@ -242,8 +242,7 @@ pub fn feed_store(
     })
 }
 
-pub fn status(ctx: &Ctx, url: Option<String>) -> anyhow::Result<()> {
-    let base = url.unwrap_or_else(|| format!("http://{}", ctx.config.server.listen));
+fn fetch_status(ctx: &Ctx, base: &str) -> anyhow::Result<serde_json::Value> {
     let mut req = ureq::get(format!("{}/v1/status", base.trim_end_matches('/')));
     if !ctx.config.server.token.is_empty() {
         req = req.header(
@@ -256,19 +255,54 @@ pub fn status(ctx: &Ctx, url: Option<String>) -> anyhow::Result<()> {
         .with_context(|| format!("asking {base} (is `shopstream serve` running?)"))?
         .body_mut()
         .read_to_string()?;
-    let s: serde_json::Value = serde_json::from_str(&body)?;
+    Ok(serde_json::from_str(&body)?)
+}
+
+pub fn status(ctx: &Ctx, url: Option<String>) -> anyhow::Result<()> {
+    let base = url.unwrap_or_else(|| format!("http://{}", ctx.config.server.listen));
+    // Two samples a second apart give the rates.
+    let before = fetch_status(ctx, &base)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let s = fetch_status(ctx, &base)?;
+    let rate = |k: &str| {
+        s[k].as_u64()
+            .unwrap_or(0)
+            .saturating_sub(before[k].as_u64().unwrap_or(0))
+    };
     println!(
-        "{:<16} {:>9} {:>12} {:>12} {:>10}",
-        "partition", "start", "end", "loaded", "lag"
+        "{:<20} {:>9} {:>12} {:>12} {:>10} {:>10}",
+        "topic/partition", "start", "end", "loaded", "lag", "in/s"
     );
+    let before_parts = before["partitions"].as_array().cloned().unwrap_or_default();
     for p in s["partitions"].as_array().into_iter().flatten() {
+        let name = format!("{}/{}", p["topic"].as_str().unwrap_or("?"), p["partition"]);
+        let prev = before_parts
+            .iter()
+            .find(|b| b["topic"] == p["topic"] && b["partition"] == p["partition"])
+            .and_then(|b| b["end_offset"].as_u64())
+            .unwrap_or(0);
+        let loaded = p["loaded_offset"]
+            .as_u64()
+            .map_or("-".to_string(), |v| v.to_string());
         println!(
-            "{:<16} {:>9} {:>12} {:>12} {:>10}",
-            format!("{}/{}", p["topic"].as_str().unwrap_or("?"), p["partition"]),
+            "{name:<20} {:>9} {:>12} {loaded:>12} {:>10} {:>10}",
             p["start_offset"],
             p["end_offset"],
-            p["loaded_offset"],
-            p["lag"]
+            p["lag"],
+            p["end_offset"].as_u64().unwrap_or(0).saturating_sub(prev)
+        );
+    }
+    println!(
+        "rates: {} records/s received over HTTP, {} records/s loaded into the lake",
+        rate("http_accepted_records"),
+        rate("loaded_records")
+    );
+    for flow in &ctx.config.live.flows {
+        println!(
+            "flow {}: -> {} (dead letters in {})",
+            flow.name,
+            flow.topic,
+            flow.dead_letter_topic()
         );
     }
     for k in [
@@ -280,6 +314,8 @@ pub fn status(ctx: &Ctx, url: Option<String>) -> anyhow::Result<()> {
         "loaded_records",
         "dead_letters",
         "lake_commits",
+        "landing_processed_files",
+        "landing_failed_files",
         "log_recovered_truncations",
     ] {
         println!("{k:<28} {}", s[k]);

@@ -169,7 +169,7 @@ fn lake_holds_every_acknowledged_record_once_after_repeated_sigkill() {
 #[test]
 fn landed_files_load_once_and_move_to_processed_or_failed() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, _url) = start(dir.path());
+    let (mut child, url) = start(dir.path());
     let landing = dir.path().join("landing");
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../testdata/online-retail/2010-12-01.csv");
@@ -193,6 +193,16 @@ fn landed_files_load_once_and_move_to_processed_or_failed() {
         assert!(Instant::now() < deadline, "the second copy was not handled");
         std::thread::sleep(Duration::from_millis(100));
     }
+    let status = stdout(&run(dir.path(), &["status", "--url", &url]));
+    assert!(
+        status.contains("orders/0") && status.contains("records/s"),
+        "{status}"
+    );
+    let processed = status
+        .lines()
+        .find(|l| l.starts_with("landing_processed_files"))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(processed.ends_with(" 2"), "{status}");
     child.kill().unwrap();
     child.wait().unwrap();
     let out = stdout(&run(
