@@ -332,7 +332,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                  CASE WHEN o.source_file LIKE 'http:%' THEN 'HTTP request' \
                       WHEN o.source_file LIKE 'api:%' THEN 'API page' ELSE 'file' END AS came_in, \
                  o.source_file AS source, o.source_sheet AS sheet, o.source_line AS line, \
-                 r.load_time AS loaded_at, o.load_id \
+                 r.received_at, r.load_time AS loaded_at, o.load_id \
                  FROM orders o LEFT JOIN raw_orders r ON r.source_file = o.source_file \
                  AND r.source_line = o.source_line AND r.load_id = o.load_id \
                  WHERE o.invoice_no = '{}' ORDER BY r.load_time, o.source_file, o.source_line",

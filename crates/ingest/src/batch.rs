@@ -121,6 +121,9 @@ pub struct OrderBatcher {
     raw_text: [StringBuilder; 8],
     raw_prov: Provenance4,
     raw_load_time: TimestampMicrosecondBuilder,
+    raw_received: TimestampMicrosecondBuilder,
+    /// When the rows being pushed were received (live records), µs since the epoch.
+    received_us: Option<i64>,
     // orders
     invoice_no: StringBuilder,
     stock_code: StringBuilder,
@@ -173,6 +176,8 @@ impl OrderBatcher {
             raw_text: std::array::from_fn(|_| StringBuilder::with_capacity(cap, cap * 8)),
             raw_prov: Provenance4::new(cap),
             raw_load_time: TimestampMicrosecondBuilder::with_capacity(cap),
+            raw_received: TimestampMicrosecondBuilder::with_capacity(cap),
+            received_us: None,
             invoice_no: StringBuilder::with_capacity(cap, cap * 6),
             stock_code: StringBuilder::with_capacity(cap, cap * 6),
             description: StringBuilder::with_capacity(cap, cap * 32),
@@ -199,6 +204,11 @@ impl OrderBatcher {
     pub fn set_source(&mut self, source: Arc<str>, mapping: ResolvedMapping) {
         self.provenance.source_file = source;
         self.mapping = mapping;
+    }
+
+    /// Sets when the rows that follow were received (live records; `None` for files).
+    pub fn set_received(&mut self, received_us: Option<i64>) {
+        self.received_us = received_us;
     }
 
     /// Switches the sheet recorded in provenance (Excel workbooks), keeping counts.
@@ -276,6 +286,7 @@ impl OrderBatcher {
                     b.append_option(self.mapping.raw(OrderField::ALL[i], row));
                 }
                 self.raw_prov.push(&self.provenance, line);
+                self.raw_received.append_option(self.received_us);
                 self.raw_load_time
                     .append_value(self.provenance.load_time_us);
 
@@ -328,6 +339,7 @@ impl OrderBatcher {
         let mut raw: Vec<ArrayRef> = self.raw_text.iter_mut().map(finish_text).collect();
         raw.extend(self.raw_prov.finish());
         raw.push(finish_primitive(&mut self.raw_load_time));
+        raw.push(finish_primitive(&mut self.raw_received));
 
         let mut orders: Vec<ArrayRef> = vec![
             finish_text(&mut self.invoice_no),

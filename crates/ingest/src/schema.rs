@@ -104,6 +104,8 @@ pub static RAW_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         .collect();
     fields.extend(provenance_fields());
     fields.push(Field::new("load_time", timestamp(), false));
+    // Live records: when the server acknowledged them (stored in the log); empty for files.
+    fields.push(Field::new("received_at", timestamp(), true));
     Arc::new(Schema::new(fields))
 });
 

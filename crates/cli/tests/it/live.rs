@@ -158,11 +158,17 @@ fn lake_holds_every_acknowledged_record_once_after_repeated_sigkill() {
     );
     let raw = stdout(&run(
         dir.path(),
-        &["sql", "--format", "csv", "SELECT COUNT(*) FROM raw_orders"],
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "SELECT COUNT(*), COUNT(received_at), MIN(received_at <= load_time) FROM raw_orders",
+        ],
     ));
     assert_eq!(
-        raw.lines().nth(1).unwrap().parse::<u64>().unwrap(),
-        counts[0]
+        raw.lines().nth(1).unwrap(),
+        format!("{n},{n},true", n = counts[0]),
+        "raw = orders, each with when it was received, before it was loaded"
     );
 }
 

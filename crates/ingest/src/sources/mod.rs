@@ -89,9 +89,10 @@ impl EnvelopeBatcher {
         }
     }
 
-    /// Adds one log record's bytes: an envelope becomes an order or a dead letter; bytes that are not an
-    /// envelope become a dead letter too, naming the log position `at`.
-    pub fn push(&mut self, bytes: &[u8], at: &str) {
+    /// Adds one log record's bytes, received at `received_ms`: an envelope becomes an order or a dead
+    /// letter; bytes that are not an envelope become a dead letter too, naming the log position `at`.
+    pub fn push(&mut self, bytes: &[u8], received_ms: i64, at: &str) {
+        self.batcher.set_received(Some(received_ms * 1000));
         let envelope: Envelope = match serde_json::from_slice(bytes) {
             Ok(e) => e,
             Err(e) => {
