@@ -81,7 +81,18 @@ pub async fn start(ctx: &Ctx, listen: Option<String>) -> anyhow::Result<Live> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut pollers = Vec::new();
     for p in &live.pollers {
-        let poller = Poller::new(&log, p.clone())
+        let flow = if p.flow.is_empty() {
+            None
+        } else {
+            Some(
+                live.flows
+                    .iter()
+                    .find(|f| f.name == p.flow)
+                    .cloned()
+                    .ok_or_else(|| anyhow::anyhow!("poller `{}`: no flow `{}`", p.name, p.flow))?,
+            )
+        };
+        let poller = Poller::new(&log, p.clone(), flow)
             .map_err(|e| anyhow::anyhow!("poller `{}`: {e}", p.name))?;
         let stop = stop.clone();
         pollers.push(

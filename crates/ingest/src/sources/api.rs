@@ -16,7 +16,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shopstream_log::{Log, NewRecord, Topic};
 
+use serde_json::Map;
+
 use super::Envelope;
+use super::flow::{FlowConfig, Outcome};
 
 /// How the API pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -72,6 +75,9 @@ pub struct PollerConfig {
     /// `Authorization` header value, if the API needs one.
     #[serde(default)]
     pub authorization: String,
+    /// A flow (`[[live.flows]]`) whose steps the records pass through; its topic replaces `topic`.
+    #[serde(default)]
+    pub flow: String,
 }
 
 fn default_topic() -> String {
@@ -128,6 +134,7 @@ pub struct PollerProgress {
 /// A running poller; see the module documentation.
 pub struct Poller {
     config: PollerConfig,
+    flow: Option<(FlowConfig, Arc<Topic>)>,
     topic: Arc<Topic>,
     partition: u32,
     checkpoint: Checkpoint,
@@ -140,9 +147,24 @@ fn source_of(name: &str) -> String {
 }
 
 impl Poller {
-    /// A poller resuming from the last checkpoint it stored in its topic.
-    pub fn new(log: &Log, config: PollerConfig) -> Result<Poller, String> {
-        let topic = log.topic(&config.topic).map_err(|e| e.to_string())?;
+    /// A poller resuming from the last checkpoint it stored in its topic; `flow` is the flow named by
+    /// `config.flow` (its topic and dead-letter topic must exist).
+    pub fn new(
+        log: &Log,
+        config: PollerConfig,
+        flow: Option<FlowConfig>,
+    ) -> Result<Poller, String> {
+        let flow = match flow {
+            Some(f) => {
+                let dead = log
+                    .topic(&f.dead_letter_topic())
+                    .map_err(|e| e.to_string())?;
+                Some((f, dead))
+            }
+            None => None,
+        };
+        let topic_name = flow.as_ref().map_or(&config.topic, |(f, _)| &f.topic);
+        let topic = log.topic(topic_name).map_err(|e| e.to_string())?;
         let source = source_of(&config.name);
         let partition = topic.partition_for_key(source.as_bytes());
         let checkpoint =
@@ -162,6 +184,7 @@ impl Poller {
             .into();
         Ok(Poller {
             config,
+            flow,
             topic,
             partition,
             checkpoint,
@@ -269,31 +292,46 @@ impl Poller {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         let page_label = format!("{source}#{}", self.checkpoint.position);
-        let batch: Vec<NewRecord> = fresh
-            .iter()
-            .enumerate()
-            .map(|(i, item)| {
-                let fields = match item {
-                    Value::Object(o) => o.clone(),
-                    other => {
-                        let mut m = serde_json::Map::new();
-                        m.insert("value".into(), other.clone());
-                        m
+        let envelope = |i: usize, fields: Map<String, Value>, reason: Option<String>| {
+            NewRecord::new(
+                now_ms,
+                Envelope {
+                    source: page_label.clone(),
+                    index: (skip + i + 1) as u64,
+                    fields,
+                    checkpoint: Some(checkpoint.clone()),
+                    reason,
+                }
+                .to_bytes(),
+            )
+        };
+        let (mut batch, mut dead) = (Vec::new(), Vec::new());
+        for (i, item) in fresh.iter().enumerate() {
+            let fields = match item {
+                Value::Object(o) => o.clone(),
+                other => Map::from_iter([("value".to_string(), other.clone())]),
+            };
+            match &self.flow {
+                None => batch.push(envelope(i, fields, None)),
+                Some((flow, _)) => match flow.apply(fields.clone()) {
+                    Outcome::Keep(kept) => batch.push(envelope(i, kept, None)),
+                    Outcome::Filtered => {}
+                    Outcome::Dead(step, why) => {
+                        dead.push(envelope(i, fields, Some(format!("step {step}: {why}"))))
                     }
-                };
-                NewRecord::new(
-                    now_ms,
-                    Envelope {
-                        source: page_label.clone(),
-                        index: (skip + i + 1) as u64,
-                        fields,
-                        checkpoint: Some(checkpoint.clone()),
-                        reason: None,
-                    }
-                    .to_bytes(),
-                )
-            })
-            .collect();
+                },
+            }
+        }
+        // Dead letters first (a crash in between may record them twice, never lose them); the page's
+        // checkpoint is stored with its records. A page with no record to keep stores no checkpoint: after a
+        // restart it is fetched again, and its dead letters may be recorded again (never lost).
+        if let Some((_, dead_topic)) = &self.flow
+            && !dead.is_empty()
+        {
+            dead_topic
+                .append(0, &dead)
+                .map_err(|e| format!("appending to `{}`: {e}", dead_topic.name()))?;
+        }
         self.topic
             .append(self.partition, &batch)
             .map_err(|e| format!("appending to `{}`: {e}", self.config.topic))?;
@@ -301,7 +339,7 @@ impl Poller {
             .records
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         self.checkpoint = after;
-        Ok(batch.len())
+        Ok(fresh.len())
     }
 
     /// Polls until `stop` is set: pages back to back while there are new records, then every `interval_ms`;

@@ -155,8 +155,9 @@ fn every_page_style_takes_each_record_once_across_restarts() {
             interval_ms: 10,
             timeout_ms: 2000,
             authorization: String::new(),
+            flow: String::new(),
         };
-        let mut poller = Poller::new(&log, config.clone()).unwrap();
+        let mut poller = Poller::new(&log, config.clone(), None).unwrap();
         poll_until_caught_up(&mut poller);
         assert_eq!(
             stored_ids(&log),
@@ -167,12 +168,12 @@ fn every_page_style_takes_each_record_once_across_restarts() {
         // The last page grows; a restarted poller resumes from the checkpoint in the log.
         *api.items.lock().unwrap() = 333;
         drop(poller);
-        let mut poller = Poller::new(&log, config.clone()).unwrap();
+        let mut poller = Poller::new(&log, config.clone(), None).unwrap();
         poll_until_caught_up(&mut poller);
         drop(poller);
         drop(log);
         let (log, _) = Log::open(dir.path()).unwrap();
-        let mut poller = Poller::new(&log, config).unwrap();
+        let mut poller = Poller::new(&log, config, None).unwrap();
         poll_until_caught_up(&mut poller);
         assert_eq!(
             stored_ids(&log),
@@ -181,4 +182,43 @@ fn every_page_style_takes_each_record_once_across_restarts() {
         );
         assert!(poller.progress().pages.load(Ordering::Relaxed) > 0);
     }
+}
+
+#[test]
+fn a_poller_can_pass_its_records_through_a_flow() {
+    let api = start_api();
+    *api.items.lock().unwrap() = 60;
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = Log::open(dir.path()).unwrap();
+    log.create_topic("orders", 1, PartitionConfig::default())
+        .unwrap();
+    log.create_topic("shop.dead", 1, PartitionConfig::default())
+        .unwrap();
+    let flow: shopstream_ingest::sources::flow::FlowConfig = toml::from_str(
+        r#"
+        name = "shop"
+        steps = [
+          { filter = { field = "InvoiceNo", not_in = ["5"] } },
+          { cast = { field = "InvoiceNo", to = "integer" } },
+          { rename = { InvoiceNo = "id" } },
+        ]"#,
+    )
+    .unwrap();
+    let config: PollerConfig = toml::from_str(&format!(
+        "name = \"shop\"\nurl = \"{}/items\"\nstyle = \"page\"\npage_size = 25\nflow = \"shop\"",
+        api.base
+    ))
+    .unwrap();
+    let mut poller = Poller::new(&log, config, Some(flow)).unwrap();
+    poll_until_caught_up(&mut poller);
+    let records = log.topic("orders").unwrap().read(0, 0, usize::MAX).unwrap();
+    let ids: Vec<i64> = records
+        .iter()
+        .map(|r| {
+            let env: Envelope = serde_json::from_slice(&r.value).unwrap();
+            env.fields["id"].as_i64().unwrap()
+        })
+        .collect();
+    let want: Vec<i64> = (0..60).filter(|&i| i != 5).collect();
+    assert_eq!(ids, want, "filtered, cast and renamed by the flow");
 }
