@@ -14,7 +14,7 @@ use shopstream_ingest::ReadOptions;
 use shopstream_ingest::generate::{Generator, ONLINE_RETAIL_HEADER};
 use shopstream_ingest::sources::api::Poller;
 use shopstream_log::Log;
-use shopstream_server::{AppState, bind, router};
+use shopstream_server::{AppState, app, bind};
 
 use crate::Ctx;
 
@@ -60,6 +60,7 @@ pub struct Live {
 /// Starts the HTTP ingest, the continuous lake load and the landing folder watcher.
 pub async fn start(ctx: &Ctx, listen: Option<String>) -> anyhow::Result<Live> {
     let lake = ctx.lake()?;
+    let query_lake = ctx.lake()?;
     let log = open_log(ctx)?;
     let live = &ctx.config.live;
     let mut load = TopicLoadConfig::new(&live.topic);
@@ -121,9 +122,13 @@ pub async fn start(ctx: &Ctx, listen: Option<String>) -> anyhow::Result<Live> {
         live.flows.clone(),
     );
     let (http_stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let http = tokio::spawn(shopstream_server::serve(listener, router(state), async {
-        let _ = rx.await;
-    }));
+    let http = tokio::spawn(shopstream_server::serve(
+        listener,
+        app(state, Some(query_lake)),
+        async {
+            let _ = rx.await;
+        },
+    ));
     Ok(Live {
         url: format!("http://{addr}"),
         stop,

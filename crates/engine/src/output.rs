@@ -76,6 +76,16 @@ pub fn write(result: &QueryResult, format: OutputFormat, w: &mut dyn Write) -> R
     Ok(())
 }
 
+/// Writes `result` as an Arrow IPC stream (for clients that read Arrow: pyarrow, Polars, DuckDB).
+pub fn write_arrow_ipc(result: &QueryResult, w: &mut dyn Write) -> Result<()> {
+    let mut writer =
+        arrow::ipc::writer::StreamWriter::try_new(&mut *w, &result.schema).map_err(out_err)?;
+    for b in &result.batches {
+        writer.write(b).map_err(out_err)?;
+    }
+    writer.finish().map_err(out_err)
+}
+
 /// Writes `result` as a zstd Parquet file.
 pub fn write_parquet(result: &QueryResult, path: &std::path::Path) -> Result<()> {
     let file = std::fs::File::create(path)

@@ -12,6 +12,7 @@
 
 mod ingest;
 mod metrics;
+pub mod query;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -244,21 +245,27 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The routes.
+/// The routes: ingest, status and metrics.
 pub fn router(state: Arc<AppState>) -> Router {
+    app(state, None)
+}
+
+/// All routes: [`router`]'s, plus the query API over `lake` when given; the token and body limit apply to all.
+pub fn app(state: Arc<AppState>, lake: Option<shopstream_engine::Lake>) -> Router {
     let limit = state.config.max_body_mb * 1024 * 1024;
-    Router::new()
+    let mut routes = Router::new()
         .route("/health", get(|| async { "ok\n" }))
         .route("/v1/topics/{topic}/records", post(ingest::post_records))
         .route("/v1/flows/{flow}/records", post(ingest::post_flow_records))
         .route("/v1/status", get(metrics::status))
         .route("/metrics", get(metrics::prometheus))
+        .with_state(state.clone());
+    if let Some(lake) = lake {
+        routes = routes.merge(query::routes(lake));
+    }
+    routes
         .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            require_token,
-        ))
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(state, require_token))
 }
 
 /// Binds `listen`, returning the listener and the address actually bound (port 0 picks one).

@@ -50,6 +50,18 @@ fn start(config: ServerConfig) -> Server {
     }
 }
 
+/// The status of a GET without credentials.
+fn anonymous_get(url: &str) -> u16 {
+    ureq::get(url)
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// Posts and returns (status, body), whatever the status.
 fn post(s: &Server, content_type: &str, body: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let mut req = ureq::post(format!("{}/v1/topics/orders/records", s.url))
@@ -202,14 +214,7 @@ fn a_token_guards_every_route_but_health() {
     );
     assert_eq!(code, 200);
     for path in ["/metrics", "/v1/status"] {
-        let status = ureq::get(format!("{}{path}", s.url))
-            .config()
-            .http_status_as_error(false)
-            .build()
-            .call()
-            .unwrap()
-            .status();
-        assert_eq!(status.as_u16(), 401, "{path}");
+        assert_eq!(anonymous_get(&format!("{}{path}", s.url)), 401, "{path}");
     }
     let health = ureq::get(format!("{}/health", s.url))
         .call()
@@ -352,4 +357,69 @@ fn a_flow_renames_casts_filters_and_dead_letters_with_the_reason() {
     );
     assert_eq!(env.index, 2);
     assert!(env.reason.unwrap().contains("`lots` is not a whole number"));
+}
+
+#[test]
+fn the_query_api_answers_sql_and_reports_in_json_csv_and_arrow() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = shopstream_engine::Lake::local(&dir.path().join("lake")).unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/online-retail/2010-12-01.csv");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(shopstream_engine::load::load_files(
+        &lake,
+        &[fixture],
+        &shopstream_ingest::ReadOptions::default(),
+        &shopstream_engine::load::WriteOptions::default(),
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        &|_| {},
+    ))
+    .unwrap();
+    let (log, _) = Log::open(&dir.path().join("log")).unwrap();
+    let config = ServerConfig {
+        token: "t".into(),
+        ..ServerConfig::default()
+    };
+    let state = AppState::new(log, config, HashMap::new(), None, Vec::new());
+    let (listener, addr) = rt.block_on(bind("127.0.0.1:0")).unwrap();
+    rt.spawn(shopstream_server::serve(
+        listener,
+        shopstream_server::app(state, Some(lake)),
+        std::future::pending(),
+    ));
+    let get = |path: &str| {
+        let mut r = ureq::get(format!("http://{addr}{path}"))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .header("Authorization", "Bearer t")
+            .call()
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.body_mut().read_to_vec().unwrap())
+    };
+    let (code, body) = get("/api/sql?q=SELECT%20COUNT(*)%20AS%20n%20FROM%20orders");
+    assert_eq!(code, 200);
+    assert_eq!(String::from_utf8(body).unwrap().trim(), r#"[{"n":3108}]"#);
+    let (code, body) = get("/api/reports/top_countries_by_quantity?n=2&format=csv");
+    assert_eq!(code, 200);
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        "country,units,lines\nUnited Kingdom,24092,2937\nNorway,1852,73\n"
+    );
+    let (code, body) = get("/api/sql?q=SELECT%20country%20FROM%20orders&format=arrow");
+    assert_eq!(code, 200);
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None).unwrap();
+    let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(rows, 3108);
+    let (code, body) = get("/api/sql?q=DROP%20TABLE%20orders");
+    assert_eq!(code, 400, "{}", String::from_utf8_lossy(&body));
+    let (code, _) = get("/api/reports/nope");
+    assert_eq!(code, 404);
+    assert_eq!(
+        anonymous_get(&format!("http://{addr}/api/sql?q=SELECT%201")),
+        401,
+        "the token guards the query API too"
+    );
 }
