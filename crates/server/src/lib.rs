@@ -12,6 +12,7 @@
 
 mod ingest;
 mod metrics;
+pub mod panels;
 pub mod query;
 
 use std::collections::{HashMap, VecDeque};

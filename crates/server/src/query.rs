@@ -1,7 +1,8 @@
 //! The query API: read-only SQL and the built-in reports over the lake, as JSON, CSV or Arrow IPC.
 //!
-//! `GET /api/sql?q=…` (or `POST /api/sql` with the statement as the body), `GET /api/reports` and
-//! `GET /api/reports/{name}?n=…` (parameters by name). `format=json|csv|arrow` picks the output (JSON by
+//! `GET /api/sql?q=…` (or `POST /api/sql` with the statement as the body), `GET /api/reports`,
+//! `GET /api/reports/{name}?n=…` (parameters by name), the dashboard's `GET /api/panels/{name}` ([`crate::panels`])
+//! and `GET /api/openapi.json`. `format=json|csv|arrow` picks the output (JSON by
 //! default). Every request opens the catalog afresh, so answers include what the live load committed a moment
 //! ago. Statements that write are refused (400), as in `shopstream sql`.
 
@@ -110,11 +111,77 @@ async fn report_run(
     }
 }
 
+async fn panel_run(
+    State(lake): State<Arc<Lake>>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let params = match crate::panels::PanelParams::parse(&q) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match crate::panels::sql(&name, &params) {
+        Some(sql) => run(&lake, &sql, q.get("format").map(String::as_str)).await,
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no panel `{name}` (panels: {})",
+                crate::panels::PANELS.join(", ")
+            ),
+        ),
+    }
+}
+
+/// The OpenAPI description of the server's routes.
+pub fn openapi() -> serde_json::Value {
+    let format = json!({"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "csv", "arrow"]}});
+    let path_param =
+        |n: &str| json!({"name": n, "in": "path", "required": true, "schema": {"type": "string"}});
+    let ok = |d: &str| json!({"200": {"description": d}, "400": {"description": "bad request, with the reason"}, "401": {"description": "token required"}});
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "shopstream", "version": env!("CARGO_PKG_VERSION")},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}],
+        "paths": {
+            "/health": {"get": {"summary": "liveness (no token needed)", "security": [], "responses": {"200": {"description": "ok"}}}},
+            "/v1/topics/{topic}/records": {"post": {
+                "summary": "store records durably (JSON, NDJSON or CSV body); answers after fsync",
+                "parameters": [path_param("topic"), {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
+                "requestBody": {"content": {"application/json": {}, "application/x-ndjson": {}, "text/csv": {}}},
+                "responses": {"200": {"description": "stored: topic, partition, offsets, duplicate"}, "400": {"description": "bad body, with the line"}, "413": {"description": "body too large"}, "415": {"description": "unsupported content type"}, "429": {"description": "back-pressure; see Retry-After"}}}},
+            "/v1/flows/{flow}/records": {"post": {
+                "summary": "records through a flow's steps into its topic; rejected ones to its dead-letter topic",
+                "parameters": [path_param("flow"), {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
+                "responses": ok("stored; X-Shopstream-Dead-Lettered and X-Shopstream-Filtered count the rest")}},
+            "/v1/status": {"get": {"summary": "partitions (end, loaded, lag) and counters", "responses": ok("status")}},
+            "/metrics": {"get": {"summary": "Prometheus text", "responses": ok("metrics")}},
+            "/api/sql": {
+                "get": {"summary": "read-only SQL", "parameters": [{"name": "q", "in": "query", "required": true, "schema": {"type": "string"}}, format.clone()], "responses": ok("rows")},
+                "post": {"summary": "read-only SQL (the statement, or {\"sql\": …}, as the body)", "parameters": [format.clone()], "responses": ok("rows")}},
+            "/api/reports": {"get": {"summary": "the built-in reports and their parameters", "responses": ok("list")}},
+            "/api/reports/{name}": {"get": {"summary": "run a report; its parameters as query parameters", "parameters": [path_param("name"), format.clone()], "responses": ok("rows")}},
+            "/api/panels/{name}": {"get": {
+                "summary": format!("dashboard panels: {}", crate::panels::PANELS.join(", ")),
+                "parameters": [path_param("name"), format,
+                    {"name": "from", "in": "query", "schema": {"type": "string", "format": "date"}},
+                    {"name": "to", "in": "query", "schema": {"type": "string", "format": "date"}},
+                    {"name": "country", "in": "query", "schema": {"type": "string"}},
+                    {"name": "grain", "in": "query", "schema": {"type": "string", "enum": ["day", "week", "month"]}},
+                    {"name": "n", "in": "query", "schema": {"type": "integer"}}],
+                "responses": ok("rows")}},
+            "/api/openapi.json": {"get": {"summary": "this description", "responses": ok("OpenAPI 3")}},
+        }
+    })
+}
+
 /// The query routes over `lake`.
 pub fn routes(lake: Lake) -> Router {
     Router::new()
         .route("/api/sql", get(sql_get).post(sql_post))
         .route("/api/reports", get(report_list))
         .route("/api/reports/{name}", get(report_run))
+        .route("/api/panels/{name}", get(panel_run))
+        .route("/api/openapi.json", get(|| async { axum::Json(openapi()) }))
         .with_state(Arc::new(lake))
 }

@@ -417,6 +417,75 @@ fn the_query_api_answers_sql_and_reports_in_json_csv_and_arrow() {
     assert_eq!(code, 400, "{}", String::from_utf8_lossy(&body));
     let (code, _) = get("/api/reports/nope");
     assert_eq!(code, 404);
+
+    // Panels: a KPI equals the SQL answer; filters and grains apply; the previous period is compared.
+    let json = |path: &str| -> serde_json::Value {
+        let (code, body) = get(path);
+        assert_eq!(code, 200, "{path}: {}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).unwrap()
+    };
+    let revenue = json("/api/sql?q=SELECT%20ROUND(SUM(line_revenue),2)%20AS%20r%20FROM%20orders%20WHERE%20NOT%20is_cancellation")[0]["r"].clone();
+    let kpis = json("/api/panels/kpis?from=2010-12-01&to=2010-12-02");
+    let kpi = |m: &str| {
+        kpis.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["metric"] == m)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(kpi("revenue")["value"], revenue);
+    assert_eq!(kpi("revenue")["previous"], 0.0, "nothing on the day before");
+    assert_eq!(kpis.as_array().unwrap().len(), 7);
+    assert!(kpi("cancellation_rate")["value"].as_f64().unwrap() > 0.0);
+    let france = json("/api/panels/countries?country=France");
+    assert_eq!(france.as_array().unwrap().len(), 1);
+    assert_eq!(france[0]["country"], "France");
+    assert_eq!(
+        json("/api/panels/revenue_over_time?grain=month")
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        json("/api/panels/top_products?n=3")
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    let (code, _) = get("/api/panels/kpis?from=yesterday");
+    assert_eq!(code, 400);
+
+    // Every route the OpenAPI description lists is served.
+    let spec = json("/api/openapi.json");
+    for (path, ops) in spec["paths"].as_object().unwrap() {
+        let concrete = path
+            .replace("{topic}", "orders")
+            .replace("{flow}", "none")
+            .replace("{name}", "kpis");
+        for method in ops.as_object().unwrap().keys() {
+            let req = ureq::http::Request::builder()
+                .method(method.to_uppercase().as_str())
+                .uri(format!("http://{addr}{concrete}"))
+                .header("Authorization", "Bearer t")
+                .header("Content-Type", "application/json")
+                .body(String::from("{}"))
+                .unwrap();
+            let mut resp = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .new_agent()
+                .run(req)
+                .unwrap();
+            let status = resp.status();
+            let body = resp.body_mut().read_to_string().unwrap_or_default();
+            // The application's own 404s (no such topic, flow or report) say so in JSON; a missing route is empty.
+            let served = status.as_u16() != 404 || body.contains("\"error\"");
+            assert!(served, "{method} {concrete}: {status}");
+        }
+    }
     assert_eq!(
         anonymous_get(&format!("http://{addr}/api/sql?q=SELECT%201")),
         401,

@@ -1,0 +1,249 @@
+//! The dashboard's panel queries: KPIs with the change against the previous period, revenue over time,
+//! countries, top products and customers — each one SQL statement over `orders`, filtered by a date range and
+//! optionally a country.
+//!
+//! `GET /api/panels/{name}?from=YYYY-MM-DD&to=YYYY-MM-DD&country=…&grain=day|week|month&n=…`. `from` is
+//! inclusive, `to` exclusive; without them the range is all the data. Parameters are validated (dates parsed,
+//! the country quoted), never pasted into SQL as given. Cancellations count in the cancellation rate only;
+//! revenue, orders and units are of sales.
+
+use chrono::NaiveDate;
+
+/// Panel names.
+pub const PANELS: [&str; 5] = [
+    "kpis",
+    "revenue_over_time",
+    "countries",
+    "top_products",
+    "top_customers",
+];
+
+/// A panel's parameters, validated.
+#[derive(Debug, Clone, Default)]
+pub struct PanelParams {
+    /// First day (inclusive).
+    pub from: Option<NaiveDate>,
+    /// Last day (exclusive).
+    pub to: Option<NaiveDate>,
+    /// Only this country.
+    pub country: Option<String>,
+    /// Time bucket for series.
+    pub grain: Grain,
+    /// Rows for top-N panels.
+    pub n: u32,
+}
+
+/// Time bucket of a series.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Grain {
+    /// Days.
+    #[default]
+    Day,
+    /// Weeks (starting Monday).
+    Week,
+    /// Months.
+    Month,
+}
+
+impl PanelParams {
+    /// Parses query parameters; `Err` names the bad one.
+    pub fn parse(q: &std::collections::HashMap<String, String>) -> Result<PanelParams, String> {
+        let date = |k: &str| -> Result<Option<NaiveDate>, String> {
+            q.get(k)
+                .filter(|v| !v.is_empty())
+                .map(|v| {
+                    NaiveDate::parse_from_str(v, "%Y-%m-%d")
+                        .map_err(|_| format!("`{k}`: `{v}` is not a date (YYYY-MM-DD)"))
+                })
+                .transpose()
+        };
+        let grain = match q.get("grain").map(String::as_str) {
+            None | Some("day") => Grain::Day,
+            Some("week") => Grain::Week,
+            Some("month") => Grain::Month,
+            Some(g) => return Err(format!("`grain`: `{g}` is not day, week or month")),
+        };
+        let n = match q.get("n") {
+            None => 10,
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or_else(|| format!("`n`: `{v}` is not a number from 1 to 1000"))?,
+        };
+        Ok(PanelParams {
+            from: date("from")?,
+            to: date("to")?,
+            country: q.get("country").filter(|c| !c.is_empty()).cloned(),
+            grain,
+            n,
+        })
+    }
+
+    fn filter(&self, from: Option<NaiveDate>, to: Option<NaiveDate>) -> String {
+        let mut w = vec!["TRUE".to_string()];
+        if let Some(f) = from {
+            w.push(format!("invoice_date >= TIMESTAMP '{f} 00:00:00'"));
+        }
+        if let Some(t) = to {
+            w.push(format!("invoice_date < TIMESTAMP '{t} 00:00:00'"));
+        }
+        if let Some(c) = &self.country {
+            w.push(format!("country = '{}'", c.replace('\'', "''")));
+        }
+        w.join(" AND ")
+    }
+
+    /// The previous period of the same length, when the range is bounded.
+    fn previous(&self) -> Option<(NaiveDate, NaiveDate)> {
+        let (f, t) = (self.from?, self.to?);
+        Some((f - (t - f), f))
+    }
+}
+
+fn kpi_select(filter: &str) -> String {
+    format!(
+        "SELECT \
+           COALESCE(SUM(CASE WHEN NOT is_cancellation THEN line_revenue END), 0) AS revenue, \
+           COUNT(DISTINCT CASE WHEN NOT is_cancellation THEN invoice_no END) AS orders, \
+           COALESCE(SUM(CASE WHEN NOT is_cancellation THEN quantity END), 0) AS units, \
+           COUNT(DISTINCT CASE WHEN NOT is_cancellation THEN customer_id END) AS customers, \
+           COUNT(DISTINCT CASE WHEN is_cancellation THEN invoice_no END) AS cancelled_orders \
+         FROM orders WHERE {filter}"
+    )
+}
+
+/// The SQL of panel `name`, or `None` for an unknown panel.
+pub fn sql(name: &str, p: &PanelParams) -> Option<String> {
+    let filter = p.filter(p.from, p.to);
+    Some(match name {
+        "kpis" => {
+            let (pf, pt) = p.previous().unzip();
+            let previous = p.filter(pf, pt);
+            let repeat = |f: &str| {
+                format!(
+                    "(SELECT CAST(COUNT(*) FILTER (WHERE n > 1) AS DOUBLE) / NULLIF(COUNT(*), 0) FROM \
+                     (SELECT customer_id, COUNT(DISTINCT invoice_no) AS n FROM orders \
+                      WHERE {f} AND NOT is_cancellation AND customer_id IS NOT NULL GROUP BY customer_id))"
+                )
+            };
+            let has_previous = p.previous().is_some();
+            format!(
+                "WITH cur AS ({cur}), prev AS ({prev}) \
+                 SELECT 'revenue' AS metric, ROUND(cur.revenue, 2) AS value, {pv_rev} AS previous FROM cur, prev \
+                 UNION ALL SELECT 'orders', CAST(cur.orders AS DOUBLE), {pv_orders} FROM cur, prev \
+                 UNION ALL SELECT 'average_order_value', ROUND(cur.revenue / NULLIF(cur.orders, 0), 2), \
+                   {pv_aov} FROM cur, prev \
+                 UNION ALL SELECT 'units', CAST(cur.units AS DOUBLE), {pv_units} FROM cur, prev \
+                 UNION ALL SELECT 'customers', CAST(cur.customers AS DOUBLE), {pv_cust} FROM cur, prev \
+                 UNION ALL SELECT 'repeat_customer_rate', ROUND({rep_cur}, 4), {pv_rep} FROM cur, prev \
+                 UNION ALL SELECT 'cancellation_rate', \
+                   ROUND(CAST(cur.cancelled_orders AS DOUBLE) / NULLIF(cur.orders + cur.cancelled_orders, 0), 4), \
+                   {pv_canc} FROM cur, prev",
+                cur = kpi_select(&filter),
+                prev = kpi_select(&previous),
+                pv_rev = if has_previous {
+                    "ROUND(prev.revenue, 2)"
+                } else {
+                    "CAST(NULL AS DOUBLE)"
+                },
+                pv_orders = if has_previous {
+                    "CAST(prev.orders AS DOUBLE)"
+                } else {
+                    "CAST(NULL AS DOUBLE)"
+                },
+                pv_aov = if has_previous {
+                    "ROUND(prev.revenue / NULLIF(prev.orders, 0), 2)"
+                } else {
+                    "CAST(NULL AS DOUBLE)"
+                },
+                pv_units = if has_previous {
+                    "CAST(prev.units AS DOUBLE)"
+                } else {
+                    "CAST(NULL AS DOUBLE)"
+                },
+                pv_cust = if has_previous {
+                    "CAST(prev.customers AS DOUBLE)"
+                } else {
+                    "CAST(NULL AS DOUBLE)"
+                },
+                rep_cur = repeat(&filter),
+                pv_rep = if has_previous {
+                    format!("ROUND({}, 4)", repeat(&previous))
+                } else {
+                    "CAST(NULL AS DOUBLE)".into()
+                },
+                pv_canc = if has_previous {
+                    "ROUND(CAST(prev.cancelled_orders AS DOUBLE) / NULLIF(prev.orders + prev.cancelled_orders, 0), 4)"
+                } else {
+                    "CAST(NULL AS DOUBLE)"
+                },
+            )
+        }
+        "revenue_over_time" => {
+            let bucket = match p.grain {
+                Grain::Day => "date_trunc('day', invoice_date)",
+                Grain::Week => "date_trunc('week', invoice_date)",
+                Grain::Month => "date_trunc('month', invoice_date)",
+            };
+            format!(
+                "SELECT CAST({bucket} AS DATE) AS period, ROUND(SUM(line_revenue), 2) AS revenue, \
+                 COUNT(DISTINCT invoice_no) AS orders \
+                 FROM orders WHERE {filter} AND NOT is_cancellation GROUP BY 1 ORDER BY 1"
+            )
+        }
+        "countries" => format!(
+            "SELECT country, ROUND(SUM(line_revenue), 2) AS revenue, COUNT(DISTINCT invoice_no) AS orders, \
+             COUNT(DISTINCT customer_id) AS customers \
+             FROM orders WHERE {filter} AND NOT is_cancellation GROUP BY country \
+             ORDER BY revenue DESC, country"
+        ),
+        "top_products" => format!(
+            "SELECT stock_code, MIN(description) AS description, ROUND(SUM(line_revenue), 2) AS revenue, \
+             SUM(quantity) AS units FROM orders WHERE {filter} AND NOT is_cancellation \
+             GROUP BY stock_code ORDER BY revenue DESC, stock_code LIMIT {n}",
+            n = p.n
+        ),
+        "top_customers" => format!(
+            "SELECT customer_id, MIN(country) AS country, ROUND(SUM(line_revenue), 2) AS revenue, \
+             COUNT(DISTINCT invoice_no) AS orders FROM orders \
+             WHERE {filter} AND NOT is_cancellation AND customer_id IS NOT NULL \
+             GROUP BY customer_id ORDER BY revenue DESC, customer_id LIMIT {n}",
+            n = p.n
+        ),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_validated_and_quoted() {
+        let q = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(PanelParams::parse(&q(&[("from", "2011-13-01")])).is_err());
+        assert!(PanelParams::parse(&q(&[("grain", "hour")])).is_err());
+        assert!(PanelParams::parse(&q(&[("n", "0")])).is_err());
+        let p = PanelParams::parse(&q(&[("country", "Cote d'Ivoire'; DROP TABLE orders; --")]))
+            .unwrap();
+        let s = sql("countries", &p).unwrap();
+        assert!(
+            s.contains("country = 'Cote d''Ivoire''; DROP TABLE orders; --'"),
+            "{s}"
+        );
+        let p = PanelParams::parse(&q(&[("from", "2011-01-10"), ("to", "2011-01-20")])).unwrap();
+        assert_eq!(
+            p.previous(),
+            Some((
+                NaiveDate::from_ymd_opt(2010, 12, 31).unwrap(),
+                NaiveDate::from_ymd_opt(2011, 1, 10).unwrap()
+            ))
+        );
+    }
+}
