@@ -10,12 +10,15 @@
 use chrono::NaiveDate;
 
 /// Panel names.
-pub const PANELS: [&str; 5] = [
+pub const PANELS: [&str; 8] = [
     "kpis",
     "revenue_over_time",
     "countries",
     "top_products",
     "top_customers",
+    "rfm_segments",
+    "new_vs_returning",
+    "basket_size",
 ];
 
 /// A panel's parameters, validated.
@@ -210,6 +213,44 @@ pub fn sql(name: &str, p: &PanelParams) -> Option<String> {
              WHERE {filter} AND NOT is_cancellation AND customer_id IS NOT NULL \
              GROUP BY customer_id ORDER BY revenue DESC, customer_id LIMIT {n}",
             n = p.n
+        ),
+        // Segments as in the `rfm` report, over the selected range: recency from the range's last day.
+        "rfm_segments" => format!(
+            "WITH sales AS (SELECT * FROM orders WHERE {filter} AND NOT is_cancellation AND customer_id IS NOT NULL), \
+             as_of AS (SELECT MAX(invoice_date) AS t FROM sales), \
+             per_customer AS (SELECT customer_id, \
+                 date_part('day', (SELECT t FROM as_of) - MAX(invoice_date)) AS recency_days, \
+                 COUNT(DISTINCT invoice_no) AS frequency, SUM(line_revenue) AS monetary \
+               FROM sales GROUP BY customer_id), \
+             scored AS (SELECT *, NTILE(5) OVER (ORDER BY recency_days DESC, customer_id) AS r, \
+                 NTILE(5) OVER (ORDER BY frequency, customer_id) AS f, \
+                 NTILE(5) OVER (ORDER BY monetary, customer_id) AS m FROM per_customer) \
+             SELECT CASE WHEN r >= 4 AND f >= 4 AND m >= 4 THEN 'champions' \
+                         WHEN r >= 3 AND f >= 3 THEN 'loyal' WHEN r >= 4 THEN 'recent' \
+                         WHEN r <= 2 AND f >= 3 THEN 'at risk' ELSE 'hibernating' END AS segment, \
+                    COUNT(*) AS customers, ROUND(SUM(monetary), 2) AS revenue \
+             FROM scored GROUP BY 1 ORDER BY customers DESC, segment"
+        ),
+        // New: the customer's first purchase ever is in the range; returning: they bought before it.
+        "new_vs_returning" => format!(
+            "WITH first AS (SELECT customer_id, MIN(invoice_date) AS first_at FROM orders \
+                WHERE NOT is_cancellation AND customer_id IS NOT NULL GROUP BY customer_id), \
+             active AS (SELECT DISTINCT customer_id FROM orders \
+                WHERE {filter} AND NOT is_cancellation AND customer_id IS NOT NULL) \
+             SELECT CASE WHEN f.first_at >= {start} THEN 'new' ELSE 'returning' END AS customers, \
+                    COUNT(*) AS count \
+             FROM active a JOIN first f ON a.customer_id = f.customer_id GROUP BY 1 ORDER BY 1",
+            start = p.from.map_or_else(
+                || "(SELECT MIN(invoice_date) FROM orders)".to_string(),
+                |f| format!("TIMESTAMP '{f} 00:00:00'")
+            )
+        ),
+        "basket_size" => format!(
+            "WITH baskets AS (SELECT invoice_no, COUNT(*) AS lines, SUM(quantity) AS units, \
+                SUM(line_revenue) AS value FROM orders WHERE {filter} AND NOT is_cancellation GROUP BY invoice_no) \
+             SELECT COUNT(*) AS orders, ROUND(AVG(lines), 2) AS avg_lines, ROUND(AVG(units), 2) AS avg_units, \
+                    ROUND(AVG(value), 2) AS avg_value, \
+                    approx_percentile_cont(lines, 0.5) AS median_lines FROM baskets"
         ),
         _ => return None,
     })

@@ -457,6 +457,29 @@ fn the_query_api_answers_sql_and_reports_in_json_csv_and_arrow() {
     );
     let (code, _) = get("/api/panels/kpis?from=yesterday");
     assert_eq!(code, 400);
+    let segments = json("/api/panels/rfm_segments");
+    let customers: u64 = segments
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["customers"].as_u64().unwrap())
+        .sum();
+    let identified = json("/api/sql?q=SELECT%20COUNT(DISTINCT%20customer_id)%20AS%20c%20FROM%20orders%20WHERE%20NOT%20is_cancellation")[0]["c"].as_u64().unwrap();
+    assert_eq!(
+        customers, identified,
+        "every identified customer is in one segment"
+    );
+    let nvr = json("/api/panels/new_vs_returning");
+    assert_eq!(
+        nvr[0]["customers"], "new",
+        "one day of data: every customer is new"
+    );
+    assert_eq!(nvr[0]["count"].as_u64().unwrap(), identified);
+    let basket = json("/api/panels/basket_size");
+    assert_eq!(
+        basket[0]["orders"],
+        kpi("orders")["value"].as_f64().unwrap() as u64
+    );
 
     // Every route the OpenAPI description lists is served.
     let spec = json("/api/openapi.json");
