@@ -1,9 +1,10 @@
-//! shopstream's processing: the Delta Lake tables, loading files into them exactly once, SQL on
-//! Apache DataFusion over all of them, and the built-in reports.
+//! shopstream's processing: the Delta Lake tables, loading files and log topics into them exactly once,
+//! SQL on Apache DataFusion over all of them, and the built-in reports.
 //!
-//! The ingest crate turns files into Arrow batches; this crate owns where they go ([`lake`],
-//! [`load`]) and how they are queried ([`sql`], [`reports`], [`output`]). Streaming jobs (windows,
-//! watermarks, checkpoints) will live here too, on the same tables and catalog.
+//! The ingest crate turns files and live records into Arrow batches; this crate owns where they go
+//! ([`lake`], [`sink`], [`load`], and the continuous jobs in [`stream`]: topic load, landing folder) and how
+//! they are queried ([`sql`], [`reports`], [`output`]). Windows, watermarks and checkpointed state will join
+//! [`stream`], on the same tables and catalog.
 
 pub mod error;
 pub mod lake;

@@ -108,7 +108,6 @@ pub struct TableSink {
     open: Vec<OpenWriter>,
     closed: Vec<Add>,
     tick: u64,
-    rows: u64,
 }
 
 impl TableSink {
@@ -126,7 +125,6 @@ impl TableSink {
             open: Vec::new(),
             closed: Vec::new(),
             tick: 0,
-            rows: 0,
         }
     }
 
@@ -135,17 +133,11 @@ impl TableSink {
         self.kind
     }
 
-    /// Rows written so far.
-    pub fn rows(&self) -> u64 {
-        self.rows
-    }
-
     /// Writes one batch (in the table's schema, partition column included).
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        self.rows += batch.num_rows() as u64;
         let Some(col) = self.partition_column else {
             let i = self.writer_for(String::new()).await?;
             let w = &mut self.open[i].writer;

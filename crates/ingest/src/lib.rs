@@ -1,9 +1,10 @@
 //! shopstream's sources: read files of orders in any common layout and map them onto the canonical
 //! orders schema, with every record either loaded or dead-lettered with its reason.
 //!
-//! This crate knows nothing of the lake or of SQL (it builds without DataFusion): it turns files into
-//! Arrow batches for the `raw`, `orders` and `dead_letters` tables ([`schema`]), and it generates
-//! realistic test data ([`generate`]). The engine crate decides where those batches are written.
+//! This crate knows nothing of the lake or of SQL (it builds without DataFusion and tokio): it turns files
+//! into Arrow batches for the `raw`, `orders` and `dead_letters` tables ([`schema`]), turns live records
+//! (HTTP bodies, polled API pages, flows) into envelopes in the log and back into batches ([`sources`]), and
+//! generates realistic test data ([`generate`]). The engine crate decides where those batches are written.
 
 pub mod batch;
 pub mod error;

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -103,7 +103,6 @@ pub struct Log {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     groups: Mutex<HashMap<String, BTreeMap<String, u64>>>,
     metrics: LogMetrics,
-    stop: Arc<AtomicBool>,
 }
 
 fn valid_name(kind: &str, name: &str) -> Result<()> {
@@ -195,7 +194,6 @@ impl Log {
             topics: RwLock::new(topics),
             groups: Mutex::new(groups),
             metrics,
-            stop: Arc::new(AtomicBool::new(false)),
         });
         Self::start_interval_syncer(&log);
         Ok((log, recoveries))
@@ -235,13 +233,12 @@ impl Log {
     /// One thread syncs partitions under [`SyncPolicy::IntervalMs`]; it stops when the log is dropped.
     fn start_interval_syncer(log: &Arc<Log>) {
         let weak = Arc::downgrade(log);
-        let stop = log.stop.clone();
         std::thread::Builder::new()
             .name("shopstream-log-sync".into())
             .spawn(move || {
                 let mut last: HashMap<String, std::time::Instant> = HashMap::new();
                 let mut any_interval = false;
-                while !stop.load(Ordering::Relaxed) {
+                loop {
                     // Idle at 10 Hz until some partition syncs on an interval, then tick every millisecond.
                     let tick = if any_interval { 1 } else { 100 };
                     std::thread::sleep(std::time::Duration::from_millis(tick));
@@ -368,11 +365,5 @@ impl Log {
             .unwrap_or_else(|e| e.into_inner())
             .get(group)
             .and_then(|o| o.get(&format!("{topic}/{partition}")).copied())
-    }
-}
-
-impl Drop for Log {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
     }
 }

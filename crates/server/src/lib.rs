@@ -1,5 +1,7 @@
-//! shopstream's HTTP server: live records into the log, and the figures of the running flow.
+//! shopstream's HTTP server: live records into the log, the figures of the running flow, and read-only
+//! queries over the lake ([`query`]: SQL, reports, the dashboard's [`panels`], the OpenAPI description).
 //!
+//! `POST /v1/flows/{flow}/records` runs a flow's steps first (rejected records to its dead-letter topic).
 //! `POST /v1/topics/{topic}/records` takes JSON, NDJSON or CSV ([`shopstream_ingest::sources::http`]) and
 //! answers only once the records are durable in the log: all records of a request go into one checksummed
 //! batch of one partition, so a request is stored whole or not at all. An `Idempotency-Key` header makes

@@ -186,11 +186,9 @@ impl TopicLoader {
             .collect();
         let mut buffered = 0;
         for (n, r) in records.iter().enumerate() {
-            batcher.push(
-                &r.value,
-                r.timestamp_ms,
-                &format!("log:{topic}/{p}@{}", r.offset),
-            );
+            batcher.push(&r.value, r.timestamp_ms, &|| {
+                format!("log:{topic}/{p}@{}", r.offset)
+            });
             buffered += 1;
             if buffered == BATCH_ROWS || n + 1 == records.len() {
                 buffered = 0;

@@ -9,6 +9,7 @@ pub mod api;
 pub mod flow;
 pub mod http;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -44,11 +45,11 @@ impl Envelope {
     }
 }
 
-fn value_text(v: &Value) -> String {
+fn value_text(v: &Value) -> Cow<'_, str> {
     match v {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+        Value::Null => Cow::Borrowed(""),
+        Value::String(s) => Cow::Borrowed(s),
+        other => Cow::Owned(other.to_string()),
     }
 }
 
@@ -90,13 +91,14 @@ impl EnvelopeBatcher {
     }
 
     /// Adds one log record's bytes, received at `received_ms`: an envelope becomes an order or a dead
-    /// letter; bytes that are not an envelope become a dead letter too, naming the log position `at`.
-    pub fn push(&mut self, bytes: &[u8], received_ms: i64, at: &str) {
+    /// letter; bytes that are not an envelope become a dead letter too, naming the log position `at` (only
+    /// formatted then).
+    pub fn push(&mut self, bytes: &[u8], received_ms: i64, at: &dyn Fn() -> String) {
         self.batcher.set_received(Some(received_ms * 1000));
         let envelope: Envelope = match serde_json::from_slice(bytes) {
             Ok(e) => e,
             Err(e) => {
-                let _ = self.switch(Arc::from(at), None);
+                let _ = self.switch(&at(), None);
                 self.batcher.push_unreadable(
                     0,
                     &format!("not a shopstream record: {e}"),
@@ -105,36 +107,34 @@ impl EnvelopeBatcher {
                 return;
             }
         };
-        let columns: Vec<String> = envelope.fields.keys().cloned().collect();
-        let source: Arc<str> = match &self.current {
-            Some((_, s)) if **s == *envelope.source => s.clone(),
-            _ => Arc::from(envelope.source.as_str()),
-        };
-        if let Err(e) = self.switch(source, Some(&columns)) {
+        if let Err(e) = self.switch(&envelope.source, Some(&envelope.fields)) {
             let text = serde_json::to_string(&envelope.fields).unwrap_or_default();
             self.batcher.push_unreadable(envelope.index, &e, &text);
             return;
         }
-        let texts: Vec<String> = columns
-            .iter()
-            .map(|c| value_text(&envelope.fields[c]))
-            .collect();
-        let row: Vec<&str> = texts.iter().map(String::as_str).collect();
+        // Values in field order, which is the order the current mapping was resolved for.
+        let texts: Vec<Cow<'_, str>> = envelope.fields.values().map(value_text).collect();
+        let row: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
         self.batcher.push_row(envelope.index, &row);
     }
 
-    /// Points provenance at `source` and the mapping at `columns` (kept when unchanged).
-    fn switch(&mut self, source: Arc<str>, columns: Option<&Vec<String>>) -> Result<(), String> {
-        let cols = columns.cloned().unwrap_or_default();
+    /// Points provenance at `source` and the mapping at the layout of `fields` (`None`: an unreadable
+    /// record). Records of one source mostly share both, so nothing is copied unless they change.
+    fn switch(&mut self, source: &str, fields: Option<&Map<String, Value>>) -> Result<(), String> {
+        let same_layout = |c: &Vec<String>| match fields {
+            Some(f) => c.iter().eq(f.keys()),
+            None => c.is_empty(),
+        };
         if let Some((c, s)) = &self.current
-            && *c == cols
-            && Arc::ptr_eq(s, &source)
+            && same_layout(c)
+            && **s == *source
         {
             return Ok(());
         }
+        let cols: Vec<String> = fields.map_or_else(Vec::new, |f| f.keys().cloned().collect());
         let mapping = match self.resolved.get(&cols) {
             Some(m) => m.clone(),
-            None if columns.is_none() => {
+            None if fields.is_none() => {
                 let canonical: Vec<String> = crate::schema::ORDER_FIELDS
                     .iter()
                     .map(|s| s.to_string())
@@ -149,6 +149,7 @@ impl EnvelopeBatcher {
                 m
             }
         };
+        let source: Arc<str> = Arc::from(source);
         self.batcher.set_source(source.clone(), mapping);
         self.current = Some((cols, source));
         Ok(())
