@@ -27,6 +27,9 @@ pub struct Config {
     /// `[live]`: the topic of live orders and its log settings.
     #[serde(default)]
     pub live: LiveConfig,
+    /// `[postgres]`: the Postgres wire endpoint.
+    #[serde(default)]
+    pub postgres: shopstream_server::postgres::PostgresConfig,
 }
 
 /// The live path: the topic order records arrive in, and how the log keeps it.

@@ -50,6 +50,9 @@ fn open_log(ctx: &Ctx) -> anyhow::Result<Arc<Log>> {
 /// The live parts running in this process.
 pub struct Live {
     pub url: String,
+    /// The Postgres endpoint's address, when it runs.
+    pub postgres: Option<std::net::SocketAddr>,
+    pg: Option<tokio::task::JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     pollers: Vec<std::thread::JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<shopstream_engine::Result<()>>>,
@@ -58,9 +61,14 @@ pub struct Live {
 }
 
 /// Starts the HTTP ingest, the continuous lake load and the landing folder watcher.
-pub async fn start(ctx: &Ctx, listen: Option<String>) -> anyhow::Result<Live> {
+pub async fn start(
+    ctx: &Ctx,
+    listen: Option<String>,
+    pg_listen: Option<String>,
+) -> anyhow::Result<Live> {
     let lake = ctx.lake()?;
-    let query_lake = ctx.lake()?;
+    // One catalog for the HTTP queries, the dashboard and the Postgres endpoint.
+    let catalog = shopstream_server::postgres::open_catalog(ctx.lake()?).await?;
     let log = open_log(ctx)?;
     let live = &ctx.config.live;
     let mut load = TopicLoadConfig::new(&live.topic);
@@ -121,16 +129,36 @@ pub async fn start(ctx: &Ctx, listen: Option<String>) -> anyhow::Result<Live> {
         Some(landing_progress),
         live.flows.clone(),
     );
+    let mut pg_config = ctx.config.postgres.clone();
+    match pg_listen.as_deref() {
+        Some("off") => pg_config.enabled = false,
+        Some(l) => pg_config.listen = l.to_string(),
+        None => {}
+    }
+    let (pg, postgres) = if pg_config.enabled {
+        let endpoint = shopstream_server::postgres::bind(
+            &pg_config,
+            &ctx.config.server.token,
+            catalog.clone(),
+        )
+        .await?;
+        let addr = endpoint.addr;
+        (Some(tokio::spawn(endpoint.run())), Some(addr))
+    } else {
+        (None, None)
+    };
     let (http_stop, rx) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(shopstream_server::serve(
         listener,
-        app(state, Some(query_lake)),
+        app(state, Some(catalog)),
         async {
             let _ = rx.await;
         },
     ));
     Ok(Live {
         url: format!("http://{addr}"),
+        postgres,
+        pg,
         stop,
         pollers,
         tasks,
@@ -176,6 +204,9 @@ impl Live {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.http_stop.send(());
+        if let Some(pg) = self.pg {
+            pg.abort();
+        }
         for p in self.pollers {
             let _ = p.join();
         }
@@ -187,8 +218,12 @@ impl Live {
     }
 }
 
-pub async fn serve(ctx: &Ctx, listen: Option<String>) -> anyhow::Result<()> {
-    let mut live = start(ctx, listen).await?;
+pub async fn serve(
+    ctx: &Ctx,
+    listen: Option<String>,
+    pg_listen: Option<String>,
+) -> anyhow::Result<()> {
+    let mut live = start(ctx, listen, pg_listen).await?;
     println!(
         "shopstream serving on {}: POST /v1/topics/{}/records (JSON, NDJSON, CSV), /v1/status, /metrics; \
          landing folder {}",
@@ -196,6 +231,17 @@ pub async fn serve(ctx: &Ctx, listen: Option<String>) -> anyhow::Result<()> {
         ctx.config.live.topic,
         ctx.config.landing_dir(&ctx.data_dir).display()
     );
+    println!(
+        "dashboard: {url}/  SQL explorer: {url}/explorer",
+        url = live.url
+    );
+    if let Some(a) = live.postgres {
+        println!(
+            "postgres: {a} (psql -h {} -p {} shopstream)",
+            a.ip(),
+            a.port()
+        );
+    }
     std::io::stdout().flush()?;
     let r = live.run_until_interrupted(None).await;
     let stopped = live.stop().await;

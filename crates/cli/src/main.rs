@@ -134,6 +134,9 @@ enum Command {
         /// Address to listen on (default: `[server] listen`; port 0 picks a free port).
         #[arg(long)]
         listen: Option<String>,
+        /// Address of the Postgres endpoint (default: `[postgres] listen`; `off` disables it).
+        #[arg(long)]
+        pg_listen: Option<String>,
     },
     /// Where an invoice's lake rows came from: file and line, HTTP request or API page, and when they were loaded.
     Trace {
@@ -164,6 +167,9 @@ enum Command {
         /// Address of the HTTP server (default: `[server] listen`).
         #[arg(long)]
         listen: Option<String>,
+        /// Address of the Postgres endpoint (default: `[postgres] listen`; `off` disables it).
+        #[arg(long)]
+        pg_listen: Option<String>,
     },
 }
 
@@ -324,7 +330,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             generate(rows, seed, format, &out, dirty)?;
             Ok(())
         }
-        Command::Serve { listen } => live::serve(&ctx, listen).await,
+        Command::Serve { listen, pg_listen } => live::serve(&ctx, listen, pg_listen).await,
         Command::Status { url } => live::status(&ctx, url),
         Command::Trace { invoice, format } => {
             let sql = format!(
@@ -346,9 +352,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             rate,
             live_seconds,
             listen,
+            pg_listen,
         } => {
             demo(&ctx, from, rows).await?;
-            live_demo(&ctx, rate, live_seconds, listen).await
+            live_demo(&ctx, rate, live_seconds, listen, pg_listen).await
         }
     }
 }
@@ -664,15 +671,22 @@ async fn live_demo(
     rate: u64,
     seconds: Option<u64>,
     listen: Option<String>,
+    pg_listen: Option<String>,
 ) -> anyhow::Result<()> {
-    let mut live = live::start(ctx, listen).await?;
+    let mut live = live::start(ctx, listen, pg_listen).await?;
     let topic = ctx.config.live.topic.clone();
     let landing = ctx.config.landing_dir(&ctx.data_dir);
     println!(
         "\nLive: a simulated store sends {rate} order lines/s to {url}/v1/topics/{topic}/records; the lake grows as they\n\
-         arrive. Drop CSV/Excel/JSONL files into {landing} to load them. Status: {url}/v1/status, {url}/metrics.\n\
+         arrive. Dashboard: {url}/  SQL explorer: {url}/explorer{pg}\n\
+         Drop CSV/Excel/JSONL files into {landing} to load them. Status: {url}/v1/status, {url}/metrics.\n\
          {until}",
         url = live.url,
+        pg = live
+            .postgres
+            .as_ref()
+            .map(|a| format!("  Postgres: psql -h {} -p {} shopstream", a.ip(), a.port()))
+            .unwrap_or_default(),
         landing = landing.display(),
         until = match seconds {
             Some(s) => format!("Running for {s} s."),

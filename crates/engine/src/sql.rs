@@ -3,7 +3,13 @@
 //! Every Delta table is registered through delta-rs' `TableProvider` (file skipping on partition
 //! values and column statistics); a table not created yet is registered empty with its schema, so
 //! queries and reports work on a fresh lake. Statements that write or change the catalog are refused.
+//!
+//! [`Catalog`] is a snapshot for one command. [`LiveCatalog`] is the long-lived one of a server (HTTP
+//! queries, dashboard panels, the Postgres endpoint): it keeps each table's Delta state and, before a
+//! statement, looks for the next commit (one existence check per table) and replays only the new
+//! commits, so answers include what the live load committed a moment ago without re-reading the logs.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -11,6 +17,7 @@ use arrow::datatypes::SchemaRef;
 use datafusion::datasource::MemTable;
 use datafusion::execution::config::SessionConfig;
 use datafusion::prelude::{SQLOptions, SessionContext};
+use deltalake::DeltaTable;
 
 use crate::error::{EngineError, Result};
 use crate::lake::{Lake, TableKind};
@@ -36,33 +43,56 @@ impl QueryResult {
     }
 }
 
+/// The session settings every catalog uses.
+fn session_config() -> Result<SessionConfig> {
+    // DATAFUSION_* environment variables tune the engine as in every DataFusion program
+    // (e.g. DATAFUSION_EXECUTION_TARGET_PARTITIONS=8).
+    let mut config = SessionConfig::from_env()?
+        .with_information_schema(true)
+        .with_default_catalog_and_schema("shopstream", "public");
+    // Filters evaluated while decoding Parquet skip most of the work of selective queries.
+    if std::env::var_os("DATAFUSION_EXECUTION_PARQUET_PUSHDOWN_FILTERS").is_none() {
+        config = config.set_bool("datafusion.execution.parquet.pushdown_filters", true);
+    }
+    Ok(config)
+}
+
+/// Registers `table` (or an empty table with the schema, when it does not exist yet) as `kind`'s name.
+async fn register(ctx: &SessionContext, kind: TableKind, table: Option<&DeltaTable>) -> Result<()> {
+    match table {
+        Some(table) => {
+            table
+                .update_datafusion_session(&ctx.state())
+                .map_err(EngineError::delta(kind.name()))?;
+            let provider = table.table_provider().await.map_err(EngineError::Sql)?;
+            ctx.register_table(kind.name(), provider)?;
+        }
+        None => {
+            let empty = MemTable::try_new(kind.schema(), vec![vec![]])?;
+            ctx.register_table(kind.name(), Arc::new(empty))?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `sql` on `ctx` if it only reads, and collects the result.
+async fn run_read_only(ctx: &SessionContext, sql: &str) -> Result<QueryResult> {
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let df = ctx.sql_with_options(sql, options).await?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await?;
+    Ok(QueryResult { schema, batches })
+}
+
 impl Catalog {
     /// Opens a session with every lake table registered under its name.
     pub async fn open(lake: &Lake) -> Result<Catalog> {
-        // DATAFUSION_* environment variables tune the engine as in every DataFusion program
-        // (e.g. DATAFUSION_EXECUTION_TARGET_PARTITIONS=8).
-        let mut config = SessionConfig::from_env()?
-            .with_information_schema(true)
-            .with_default_catalog_and_schema("shopstream", "public");
-        // Filters evaluated while decoding Parquet skip most of the work of selective queries.
-        if std::env::var_os("DATAFUSION_EXECUTION_PARQUET_PUSHDOWN_FILTERS").is_none() {
-            config = config.set_bool("datafusion.execution.parquet.pushdown_filters", true);
-        }
-        let ctx = SessionContext::new_with_config(config);
+        let ctx = SessionContext::new_with_config(session_config()?);
         for kind in TableKind::ALL {
-            match lake.open(kind).await? {
-                Some(table) => {
-                    table
-                        .update_datafusion_session(&ctx.state())
-                        .map_err(EngineError::delta(kind.name()))?;
-                    let provider = table.table_provider().await.map_err(EngineError::Sql)?;
-                    ctx.register_table(kind.name(), provider)?;
-                }
-                None => {
-                    let empty = MemTable::try_new(kind.schema(), vec![vec![]])?;
-                    ctx.register_table(kind.name(), Arc::new(empty))?;
-                }
-            }
+            register(&ctx, kind, lake.open(kind).await?.as_ref()).await?;
         }
         Ok(Catalog { ctx })
     }
@@ -74,13 +104,162 @@ impl Catalog {
 
     /// Runs one read-only statement and collects its result.
     pub async fn query(&self, sql: &str) -> Result<QueryResult> {
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
-        let df = self.ctx.sql_with_options(sql, options).await?;
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await?;
-        Ok(QueryResult { schema, batches })
+        run_read_only(&self.ctx, sql).await
+    }
+}
+
+/// A server's catalog: one session for its lifetime, brought up to date before each statement.
+pub struct LiveCatalog {
+    lake: Lake,
+    ctx: SessionContext,
+    /// Each table's Delta state (`None`: not created yet); the lock also serializes refreshes.
+    tables: tokio::sync::Mutex<HashMap<TableKind, Option<DeltaTable>>>,
+}
+
+impl LiveCatalog {
+    /// Opens every table of `lake` in a session configured with `configure` (e.g. the pg_catalog schema)
+    /// before the tables are registered.
+    pub async fn open(lake: Lake) -> Result<Arc<LiveCatalog>> {
+        Self::open_with(lake, SessionContext::new_with_config(session_config()?)).await
+    }
+
+    /// As [`open`](Self::open), in the session `ctx` (which must use the `shopstream` catalog and `public`
+    /// schema as defaults; see [`session_config`]).
+    pub async fn open_with(lake: Lake, ctx: SessionContext) -> Result<Arc<LiveCatalog>> {
+        // A schema whose tables are replaced in one step when a new commit is found, so a statement
+        // planned meanwhile sees the old or the new version, never no table.
+        if let Some(catalog) = ctx.catalog("shopstream") {
+            catalog.register_schema("public", Arc::new(SwappableSchema::default()))?;
+        }
+        let mut tables = HashMap::new();
+        for kind in TableKind::ALL {
+            let table = lake.open(kind).await?;
+            register(&ctx, kind, table.as_ref()).await?;
+            tables.insert(kind, table);
+        }
+        Ok(Arc::new(LiveCatalog {
+            lake,
+            ctx,
+            tables: tokio::sync::Mutex::new(tables),
+        }))
+    }
+
+    /// The settings a session for [`open_with`](Self::open_with) should start from.
+    pub fn session_config() -> Result<SessionConfig> {
+        session_config()
+    }
+
+    /// The session (shared: register nothing per request on it).
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Brings every table to its latest commit; returns whether any changed. A table with no next commit
+    /// costs one existence check of its next log file.
+    pub async fn refresh(&self) -> Result<bool> {
+        let mut tables = self.tables.lock().await;
+        let mut changed = false;
+        for kind in TableKind::ALL {
+            let slot = tables.entry(kind).or_insert(None);
+            match slot {
+                None => {
+                    if let Some(table) = self.lake.open(kind).await? {
+                        register(&self.ctx, kind, Some(&table)).await?;
+                        *slot = Some(table);
+                        changed = true;
+                    }
+                }
+                Some(table) => {
+                    if has_next_commit(table).await? {
+                        table
+                            .update_incremental(None)
+                            .await
+                            .map_err(EngineError::delta(kind.name()))?;
+                        register(&self.ctx, kind, Some(table)).await?;
+                        changed = true;
+                    }
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    /// The Delta version of each existing table, as last refreshed.
+    pub async fn versions(&self) -> Vec<(TableKind, i64)> {
+        let tables = self.tables.lock().await;
+        TableKind::ALL
+            .iter()
+            .filter_map(|k| {
+                let v = tables.get(k)?.as_ref()?.version()?;
+                Some((*k, v as i64))
+            })
+            .collect()
+    }
+
+    /// Refreshes, then runs one read-only statement and collects its result.
+    pub async fn query(&self, sql: &str) -> Result<QueryResult> {
+        self.refresh().await?;
+        run_read_only(&self.ctx, sql).await
+    }
+}
+
+/// A schema whose `register_table` replaces an existing table atomically.
+#[derive(Debug, Default)]
+struct SwappableSchema {
+    tables: std::sync::RwLock<HashMap<String, Arc<dyn datafusion::catalog::TableProvider>>>,
+}
+
+#[async_trait::async_trait]
+impl datafusion::catalog::SchemaProvider for SwappableSchema {
+    fn table_names(&self) -> Vec<String> {
+        let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
+        tables.keys().cloned().collect()
+    }
+
+    async fn table(
+        &self,
+        name: &str,
+    ) -> datafusion::error::Result<Option<Arc<dyn datafusion::catalog::TableProvider>>> {
+        let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
+        Ok(tables.get(name).cloned())
+    }
+
+    fn register_table(
+        &self,
+        name: String,
+        table: Arc<dyn datafusion::catalog::TableProvider>,
+    ) -> datafusion::error::Result<Option<Arc<dyn datafusion::catalog::TableProvider>>> {
+        let mut tables = self.tables.write().unwrap_or_else(|e| e.into_inner());
+        Ok(tables.insert(name, table))
+    }
+
+    fn deregister_table(
+        &self,
+        name: &str,
+    ) -> datafusion::error::Result<Option<Arc<dyn datafusion::catalog::TableProvider>>> {
+        let mut tables = self.tables.write().unwrap_or_else(|e| e.into_inner());
+        Ok(tables.remove(name))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
+        tables.contains_key(name)
+    }
+}
+
+/// Whether the commit after the loaded version exists.
+async fn has_next_commit(table: &DeltaTable) -> Result<bool> {
+    let Some(version) = table.version() else {
+        return Ok(true);
+    };
+    let next = deltalake::Path::from(format!("_delta_log/{:020}.json", version + 1));
+    use object_store::ObjectStoreExt;
+    match table.log_store().object_store(None).head(&next).await {
+        Ok(_) => Ok(true),
+        Err(object_store::Error::NotFound { .. }) => Ok(false),
+        Err(e) => Err(EngineError::Delta {
+            table: table.log_store().root_url().to_string(),
+            source: e.into(),
+        }),
     }
 }

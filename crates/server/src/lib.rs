@@ -12,9 +12,12 @@
 //! route but `/health` needs `Authorization: Bearer <token>`. `/metrics` (Prometheus text) and `/v1/status`
 //! (JSON) give log ends, loaded offsets, lag, request counts and dead letters.
 
+pub mod dashboard;
+mod info_schema;
 mod ingest;
 mod metrics;
 pub mod panels;
+pub mod postgres;
 pub mod query;
 
 use std::collections::{HashMap, VecDeque};
@@ -225,7 +228,8 @@ async fn require_token(
     next: Next,
 ) -> Response {
     let token = &state.config.token;
-    if token.is_empty() || request.uri().path() == "/health" {
+    let path = request.uri().path();
+    if token.is_empty() || path == "/health" || dashboard::is_page(path) {
         return next.run(request).await;
     }
     let given = headers
@@ -254,7 +258,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// All routes: [`router`]'s, plus the query API over `lake` when given; the token and body limit apply to all.
-pub fn app(state: Arc<AppState>, lake: Option<shopstream_engine::Lake>) -> Router {
+pub fn app(state: Arc<AppState>, lake: Option<Arc<shopstream_engine::LiveCatalog>>) -> Router {
     let limit = state.config.max_body_mb * 1024 * 1024;
     let mut routes = Router::new()
         .route("/health", get(|| async { "ok\n" }))
@@ -264,7 +268,7 @@ pub fn app(state: Arc<AppState>, lake: Option<shopstream_engine::Lake>) -> Route
         .route("/metrics", get(metrics::prometheus))
         .with_state(state.clone());
     if let Some(lake) = lake {
-        routes = routes.merge(query::routes(lake));
+        routes = routes.merge(query::routes(lake)).merge(dashboard::routes());
     }
     routes
         .layer(DefaultBodyLimit::max(limit))

@@ -2,7 +2,7 @@
 //! countries, top products and customers — each one SQL statement over `orders`, filtered by a date range and
 //! optionally a country.
 //!
-//! `GET /api/panels/{name}?from=YYYY-MM-DD&to=YYYY-MM-DD&country=…&grain=day|week|month&n=…`. `from` is
+//! `GET /api/panels/{name}?from=YYYY-MM-DD&to=YYYY-MM-DD&country=…&customer=…&grain=day|week|month&n=…`. `from` is
 //! inclusive, `to` exclusive; without them the range is all the data. Parameters are validated (dates parsed,
 //! the country quoted), never pasted into SQL as given. Cancellations count in the cancellation rate only;
 //! revenue, orders and units are of sales.
@@ -10,7 +10,8 @@
 use chrono::NaiveDate;
 
 /// Panel names.
-pub const PANELS: [&str; 8] = [
+pub const PANELS: [&str; 10] = [
+    "date_range",
     "kpis",
     "revenue_over_time",
     "countries",
@@ -19,6 +20,7 @@ pub const PANELS: [&str; 8] = [
     "rfm_segments",
     "new_vs_returning",
     "basket_size",
+    "invoices",
 ];
 
 /// A panel's parameters, validated.
@@ -30,6 +32,8 @@ pub struct PanelParams {
     pub to: Option<NaiveDate>,
     /// Only this country.
     pub country: Option<String>,
+    /// Only this customer (the `invoices` drill-down).
+    pub customer: Option<i64>,
     /// Time bucket for series.
     pub grain: Grain,
     /// Rows for top-N panels.
@@ -78,6 +82,16 @@ impl PanelParams {
             from: date("from")?,
             to: date("to")?,
             country: q.get("country").filter(|c| !c.is_empty()).cloned(),
+            customer: q
+                .get("customer")
+                .filter(|c| !c.is_empty())
+                .map(|c| {
+                    // Ids arrive as `17850` or as the export's `17850.0`.
+                    let t = c.strip_suffix(".0").unwrap_or(c);
+                    t.parse::<i64>()
+                        .map_err(|_| format!("`customer`: `{c}` is not a customer id"))
+                })
+                .transpose()?,
             grain,
             n,
         })
@@ -93,6 +107,9 @@ impl PanelParams {
         }
         if let Some(c) = &self.country {
             w.push(format!("country = '{}'", c.replace('\'', "''")));
+        }
+        if let Some(c) = self.customer {
+            w.push(format!("customer_id = {c}"));
         }
         w.join(" AND ")
     }
@@ -120,6 +137,12 @@ fn kpi_select(filter: &str) -> String {
 pub fn sql(name: &str, p: &PanelParams) -> Option<String> {
     let filter = p.filter(p.from, p.to);
     Some(match name {
+        // The span of the data, for the date picker's presets (filters other than dates apply).
+        "date_range" => format!(
+            "SELECT CAST(MIN(invoice_date) AS DATE) AS first_day, CAST(MAX(invoice_date) AS DATE) AS last_day, \
+             COUNT(*) AS lines FROM orders WHERE {}",
+            p.filter(None, None)
+        ),
         "kpis" => {
             let (pf, pt) = p.previous().unzip();
             let previous = p.filter(pf, pt);
@@ -251,6 +274,14 @@ pub fn sql(name: &str, p: &PanelParams) -> Option<String> {
              SELECT COUNT(*) AS orders, ROUND(AVG(lines), 2) AS avg_lines, ROUND(AVG(units), 2) AS avg_units, \
                     ROUND(AVG(value), 2) AS avg_value, \
                     approx_percentile_cont(lines, 0.5) AS median_lines FROM baskets"
+        ),
+        // Drill-down: a customer's (or a country's) invoices, newest first; cancellations included and marked.
+        "invoices" => format!(
+            "SELECT invoice_no, MIN(invoice_date) AS invoice_date, MIN(customer_id) AS customer_id, \
+             MIN(country) AS country, COUNT(*) AS lines, SUM(quantity) AS units, \
+             ROUND(SUM(line_revenue), 2) AS revenue, BOOL_OR(is_cancellation) AS cancelled \
+             FROM orders WHERE {filter} GROUP BY invoice_no ORDER BY invoice_date DESC, invoice_no LIMIT {n}",
+            n = p.n
         ),
         _ => return None,
     })

@@ -3,8 +3,8 @@
 //! `GET /api/sql?q=…` (or `POST /api/sql` with the statement as the body), `GET /api/reports`,
 //! `GET /api/reports/{name}?n=…` (parameters by name), the dashboard's `GET /api/panels/{name}` ([`crate::panels`])
 //! and `GET /api/openapi.json`. `format=json|csv|arrow` picks the output (JSON by
-//! default). Every request opens the catalog afresh, so answers include what the live load committed a moment
-//! ago. Statements that write are refused (400), as in `shopstream sql`.
+//! default). The server's [`LiveCatalog`] looks for new Delta commits before each statement, so answers
+//! include what the live load committed a moment ago. Statements that write are refused (400), as in `shopstream sql`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -17,18 +17,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 use shopstream_engine::output::{OutputFormat, write, write_arrow_ipc};
-use shopstream_engine::{Catalog, Lake, reports};
+use shopstream_engine::{LiveCatalog, reports};
 
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, axum::Json(json!({ "error": message.to_string() }))).into_response()
 }
 
-async fn run(lake: &Lake, sql: &str, format: Option<&str>) -> Response {
-    let result = match Catalog::open(lake).await {
-        Ok(c) => c.query(sql).await,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
-    };
-    let result = match result {
+async fn run(lake: &LiveCatalog, sql: &str, format: Option<&str>) -> Response {
+    let result = match lake.query(sql).await {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("{e:#}")),
     };
@@ -57,7 +53,7 @@ async fn run(lake: &Lake, sql: &str, format: Option<&str>) -> Response {
 }
 
 async fn sql_get(
-    State(lake): State<Arc<Lake>>,
+    State(lake): State<Arc<LiveCatalog>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let Some(sql) = q.get("q") else {
@@ -67,7 +63,7 @@ async fn sql_get(
 }
 
 async fn sql_post(
-    State(lake): State<Arc<Lake>>,
+    State(lake): State<Arc<LiveCatalog>>,
     Query(q): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Response {
@@ -95,7 +91,7 @@ async fn report_list() -> Response {
 }
 
 async fn report_run(
-    State(lake): State<Arc<Lake>>,
+    State(lake): State<Arc<LiveCatalog>>,
     Path(name): Path<String>,
     Query(mut q): Query<HashMap<String, String>>,
 ) -> Response {
@@ -112,7 +108,7 @@ async fn report_run(
 }
 
 async fn panel_run(
-    State(lake): State<Arc<Lake>>,
+    State(lake): State<Arc<LiveCatalog>>,
     Path(name): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
@@ -167,6 +163,7 @@ pub fn openapi() -> serde_json::Value {
                     {"name": "from", "in": "query", "schema": {"type": "string", "format": "date"}},
                     {"name": "to", "in": "query", "schema": {"type": "string", "format": "date"}},
                     {"name": "country", "in": "query", "schema": {"type": "string"}},
+                    {"name": "customer", "in": "query", "schema": {"type": "string"}},
                     {"name": "grain", "in": "query", "schema": {"type": "string", "enum": ["day", "week", "month"]}},
                     {"name": "n", "in": "query", "schema": {"type": "integer"}}],
                 "responses": ok("rows")}},
@@ -176,12 +173,12 @@ pub fn openapi() -> serde_json::Value {
 }
 
 /// The query routes over `lake`.
-pub fn routes(lake: Lake) -> Router {
+pub fn routes(lake: Arc<LiveCatalog>) -> Router {
     Router::new()
         .route("/api/sql", get(sql_get).post(sql_post))
         .route("/api/reports", get(report_list))
         .route("/api/reports/{name}", get(report_run))
         .route("/api/panels/{name}", get(panel_run))
         .route("/api/openapi.json", get(|| async { axum::Json(openapi()) }))
-        .with_state(Arc::new(lake))
+        .with_state(lake)
 }

@@ -12,7 +12,7 @@ use crate::{run, shopstream, stdout};
 /// Starts `serve` on a free port; returns the child and its base URL.
 fn start(dir: &std::path::Path) -> (Child, String) {
     let mut child = shopstream(dir)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--pg-listen", "off"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -382,9 +382,12 @@ fn the_query_api_answers_sql_and_reports_in_json_csv_and_arrow() {
     };
     let state = AppState::new(log, config, HashMap::new(), None, Vec::new());
     let (listener, addr) = rt.block_on(bind("127.0.0.1:0")).unwrap();
+    let catalog = rt
+        .block_on(shopstream_server::postgres::open_catalog(lake.clone()))
+        .unwrap();
     rt.spawn(shopstream_server::serve(
         listener,
-        shopstream_server::app(state, Some(lake)),
+        shopstream_server::app(state, Some(catalog)),
         std::future::pending(),
     ));
     let get = |path: &str| {
@@ -514,4 +517,72 @@ fn the_query_api_answers_sql_and_reports_in_json_csv_and_arrow() {
         401,
         "the token guards the query API too"
     );
+
+    // Drill-down: a customer's invoices, as many as the SQL answer has.
+    let customer = json("/api/panels/top_customers?n=1")[0]["customer_id"].clone();
+    let invoices = json(&format!("/api/panels/invoices?customer={customer}&n=1000"));
+    let distinct = json(&format!(
+        "/api/sql?q=SELECT%20COUNT(DISTINCT%20invoice_no)%20AS%20c%20FROM%20orders%20WHERE%20customer_id={customer}"
+    ))[0]["c"]
+        .clone();
+    assert_eq!(
+        invoices.as_array().unwrap().len() as u64,
+        distinct.as_u64().unwrap()
+    );
+    assert!(
+        invoices
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["customer_id"] == customer)
+    );
+    let (code, _) = get("/api/panels/invoices?customer=abc");
+    assert_eq!(code, 400, "a customer id is a number");
+    let span = json("/api/panels/date_range");
+    assert_eq!(span[0]["first_day"], "2010-12-01");
+
+    // The catalog is long-lived and follows new commits: a second load shows without a restart.
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/online-retail/2011-11-14.csv");
+    rt.block_on(shopstream_engine::load::load_files(
+        &lake,
+        &[fixture],
+        &shopstream_ingest::ReadOptions::default(),
+        &shopstream_engine::load::WriteOptions::default(),
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        &|_| {},
+    ))
+    .unwrap();
+    let after = json("/api/sql?q=SELECT%20COUNT(*)%20AS%20n%20FROM%20orders")[0]["n"]
+        .as_u64()
+        .unwrap();
+    assert!(after > 3108, "the new load is visible: {after}");
+
+    // The PostgreSQL-shaped information_schema the BI tools read.
+    let cols = json(
+        "/api/sql?q=SELECT%20column_name,data_type,udt_name%20FROM%20information_schema.columns%20WHERE%20table_name='orders'%20AND%20column_name='quantity'",
+    );
+    assert_eq!(cols[0]["data_type"], "bigint");
+    assert_eq!(cols[0]["udt_name"], "int8");
+
+    // The dashboard's pages and assets are embedded and served without the token; nothing else is.
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/explorer", "text/html"),
+        ("/assets/echarts.min.js", "text/javascript"),
+        ("/assets/world.json", "application/json"),
+    ] {
+        let mut r = ureq::get(format!("http://{addr}{path}")).call().unwrap();
+        let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(ct.starts_with(kind), "{path}: {ct}");
+        assert!(
+            r.body_mut().read_to_vec().unwrap().len() > 1000,
+            "{path} has content"
+        );
+    }
+    assert_eq!(
+        anonymous_get(&format!("http://{addr}/assets/..%2FCargo.toml")),
+        404
+    );
+    assert_eq!(anonymous_get(&format!("http://{addr}/assets/nope.js")), 404);
 }
