@@ -2,7 +2,7 @@
 import json, os, platform, re, subprocess, sys, time, urllib.request
 
 shopstream, data_dir = sys.argv[1], sys.argv[2]
-server = subprocess.Popen([shopstream, "--data-dir", data_dir, "serve", "--listen", "127.0.0.1:0"],
+server = subprocess.Popen([shopstream, "--data-dir", data_dir, "serve", "--listen", "127.0.0.1:0", "--pg-listen", "off"],
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 url = re.search(r"http://[\d.:]+", server.stdout.readline()).group(0).rstrip(":")
 PANELS = ["kpis", "revenue_over_time", "countries", "top_products", "top_customers", "rfm_segments",
