@@ -117,14 +117,9 @@ pub struct LiveCatalog {
 }
 
 impl LiveCatalog {
-    /// Opens every table of `lake` in a session configured with `configure` (e.g. the pg_catalog schema)
-    /// before the tables are registered.
-    pub async fn open(lake: Lake) -> Result<Arc<LiveCatalog>> {
-        Self::open_with(lake, SessionContext::new_with_config(session_config()?)).await
-    }
-
-    /// As [`open`](Self::open), in the session `ctx` (which must use the `shopstream` catalog and `public`
-    /// schema as defaults; see [`session_config`]).
+    /// Opens every table of `lake` in the session `ctx`, which must use the `shopstream` catalog and
+    /// `public` schema as defaults (start from [`session_config`](Self::session_config)); what else the
+    /// session holds (e.g. a `pg_catalog` schema) is the caller's.
     pub async fn open_with(lake: Lake, ctx: SessionContext) -> Result<Arc<LiveCatalog>> {
         // A schema whose tables are replaced in one step when a new commit is found, so a statement
         // planned meanwhile sees the old or the new version, never no table.
@@ -182,18 +177,6 @@ impl LiveCatalog {
             }
         }
         Ok(changed)
-    }
-
-    /// The Delta version of each existing table, as last refreshed.
-    pub async fn versions(&self) -> Vec<(TableKind, i64)> {
-        let tables = self.tables.lock().await;
-        TableKind::ALL
-            .iter()
-            .filter_map(|k| {
-                let v = tables.get(k)?.as_ref()?.version()?;
-                Some((*k, v as i64))
-            })
-            .collect()
     }
 
     /// Refreshes, then runs one read-only statement and collects its result.

@@ -40,10 +40,10 @@ fn asset(name: &str) -> Response {
     };
     let body = match std::env::var_os("SHOPSTREAM_WEB_DIR") {
         Some(dir) => match std::fs::read(std::path::Path::new(&dir).join(name)) {
-            Ok(b) => b,
+            Ok(b) => axum::body::Body::from(b),
             Err(e) => return (StatusCode::NOT_FOUND, format!("{name}: {e}\n")).into_response(),
         },
-        None => bytes.to_vec(),
+        None => axum::body::Body::from(bytes),
     };
     // Pages are small and change with the binary: revalidate them; the chart library is cacheable.
     let cache = if name.ends_with(".html") {

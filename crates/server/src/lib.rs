@@ -1,5 +1,7 @@
 //! shopstream's HTTP server: live records into the log, the figures of the running flow, and read-only
-//! queries over the lake ([`query`]: SQL, reports, the dashboard's [`panels`], the OpenAPI description).
+//! queries over the lake ([`query`]: SQL, reports, the dashboard's [`panels`], the OpenAPI description), the
+//! embedded dashboard pages ([`dashboard`]), and beside it the Postgres wire endpoint ([`postgres`]) over the
+//! same live catalog.
 //!
 //! `POST /v1/flows/{flow}/records` runs a flow's steps first (rejected records to its dead-letter topic).
 //! `POST /v1/topics/{topic}/records` takes JSON, NDJSON or CSV ([`shopstream_ingest::sources::http`]) and
@@ -9,7 +11,7 @@
 //! a restart (the keys of the last [`IDEMPOTENCY_WINDOW`] records per partition are reloaded from the log).
 //! When the lake load falls behind by more than the configured records or bytes, new requests get
 //! `429 Too Many Requests` with `Retry-After` (or wait for room, if configured). With a token configured every
-//! route but `/health` needs `Authorization: Bearer <token>`. `/metrics` (Prometheus text) and `/v1/status`
+//! route but `/health` and the (data-free) pages needs `Authorization: Bearer <token>`. `/metrics` (Prometheus text) and `/v1/status`
 //! (JSON) give log ends, loaded offsets, lag, request counts and dead letters.
 
 pub mod dashboard;

@@ -474,6 +474,22 @@ impl ShopstreamHook {
         }
     }
 
+    /// Refuses writes; answers savepoints, `DISCARD` and `SHOW` of our settings; `None` for the rest.
+    async fn answer(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        client: &dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        if !allowed(statement) {
+            return Some(Err(read_only_error(statement)));
+        }
+        if let Some(r) = savepoint(statement) {
+            return Some(Ok(r));
+        }
+        self.show(statement, ctx, client).await
+    }
+
     async fn show(
         &self,
         statement: &Statement,
@@ -520,16 +536,10 @@ impl QueryHook for ShopstreamHook {
         ctx: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        if !allowed(statement) {
-            return Some(Err(read_only_error(statement)));
-        }
-        if let Some(r) = savepoint(statement) {
-            return Some(Ok(r));
-        }
         if let Some(Err(e)) = self.refresh().await {
             return Some(Err(e));
         }
-        self.show(statement, ctx, client).await
+        self.answer(statement, ctx, client).await
     }
 
     async fn handle_extended_parse_query(
@@ -560,13 +570,8 @@ impl QueryHook for ShopstreamHook {
         ctx: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        if !allowed(statement) {
-            return Some(Err(read_only_error(statement)));
-        }
-        if let Some(r) = savepoint(statement) {
-            return Some(Ok(r));
-        }
-        self.show(statement, ctx, client).await
+        // The catalog was refreshed when the statement was parsed.
+        self.answer(statement, ctx, client).await
     }
 }
 

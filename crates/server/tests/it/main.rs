@@ -363,18 +363,21 @@ fn a_flow_renames_casts_filters_and_dead_letters_with_the_reason() {
 fn the_query_api_answers_sql_and_reports_in_json_csv_and_arrow() {
     let dir = tempfile::tempdir().unwrap();
     let lake = shopstream_engine::Lake::local(&dir.path().join("lake")).unwrap();
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../testdata/online-retail/2010-12-01.csv");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(shopstream_engine::load::load_files(
-        &lake,
-        &[fixture],
-        &shopstream_ingest::ReadOptions::default(),
-        &shopstream_engine::load::WriteOptions::default(),
-        Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        &|_| {},
-    ))
-    .unwrap();
+    let load = |day: &str| {
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../../testdata/online-retail/{day}.csv"));
+        rt.block_on(shopstream_engine::load::load_files(
+            &lake,
+            &[fixture],
+            &shopstream_ingest::ReadOptions::default(),
+            &shopstream_engine::load::WriteOptions::default(),
+            Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            &|_| {},
+        ))
+        .unwrap();
+    };
+    load("2010-12-01");
     let (log, _) = Log::open(&dir.path().join("log")).unwrap();
     let config = ServerConfig {
         token: "t".into(),
@@ -542,17 +545,7 @@ fn the_query_api_answers_sql_and_reports_in_json_csv_and_arrow() {
     assert_eq!(span[0]["first_day"], "2010-12-01");
 
     // The catalog is long-lived and follows new commits: a second load shows without a restart.
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../testdata/online-retail/2011-11-14.csv");
-    rt.block_on(shopstream_engine::load::load_files(
-        &lake,
-        &[fixture],
-        &shopstream_ingest::ReadOptions::default(),
-        &shopstream_engine::load::WriteOptions::default(),
-        Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        &|_| {},
-    ))
-    .unwrap();
+    load("2011-11-14");
     let after = json("/api/sql?q=SELECT%20COUNT(*)%20AS%20n%20FROM%20orders")[0]["n"]
         .as_u64()
         .unwrap();
