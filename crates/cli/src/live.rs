@@ -68,7 +68,8 @@ pub async fn start(
 ) -> anyhow::Result<Live> {
     let lake = ctx.lake()?;
     // One catalog for the HTTP queries, the dashboard and the Postgres endpoint.
-    let catalog = shopstream_server::postgres::open_catalog(ctx.lake()?).await?;
+    let catalog =
+        shopstream_server::postgres::open_catalog(ctx.lake()?, &ctx.config.postgres.user).await?;
     let log = open_log(ctx)?;
     let live = &ctx.config.live;
     let mut load = TopicLoadConfig::new(&live.topic);

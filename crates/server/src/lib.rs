@@ -19,6 +19,7 @@ mod info_schema;
 mod ingest;
 mod metrics;
 pub mod panels;
+mod pg_compat;
 pub mod postgres;
 pub mod query;
 

@@ -54,6 +54,8 @@ use pgwire::tokio::tokio_rustls::rustls;
 use serde::Deserialize;
 use shopstream_engine::LiveCatalog;
 
+use crate::pg_compat::CompatService;
+
 /// The PostgreSQL version the endpoint reports (drivers gate features on it).
 pub const PG_VERSION: &str = "16.6";
 /// The same as a number, as in `server_version_num`.
@@ -663,7 +665,7 @@ impl StartupHandler for Startup {
 }
 
 struct Handlers {
-    service: Arc<DfSessionService>,
+    service: Arc<CompatService>,
     credentials: Option<Arc<Credentials>>,
     connections: Arc<ConnectionManager>,
 }
@@ -732,6 +734,7 @@ pub struct PostgresEndpoint {
 /// API and the Postgres endpoint share it.
 pub async fn open_catalog(
     lake: shopstream_engine::Lake,
+    user: &str,
 ) -> Result<Arc<LiveCatalog>, PostgresError> {
     let err = |e: &dyn std::fmt::Display| PostgresError::Catalog(e.to_string());
     let config = LiveCatalog::session_config()
@@ -751,6 +754,9 @@ pub async fn open_catalog(
         )
         .map_err(|e| err(&e))?;
     setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider).map_err(|e| err(&e))?;
+    crate::pg_compat::extend_pg_catalog(&ctx, DATABASE, user)
+        .await
+        .map_err(|e| err(&e))?;
     register_functions(&ctx);
     LiveCatalog::open_with(lake, ctx).await.map_err(|e| err(&e))
 }
@@ -767,10 +773,9 @@ pub async fn bind(
         catalog: catalog.clone(),
     })];
     hooks.extend(default_hooks());
-    let service = Arc::new(DfSessionService::new_with_hooks(
-        Arc::new(ctx.clone()),
-        hooks,
-    ));
+    let service = Arc::new(CompatService::new(Arc::new(
+        DfSessionService::new_with_hooks(Arc::new(ctx.clone()), hooks),
+    )));
     let password = if config.password.is_empty() {
         token
     } else {

@@ -34,6 +34,10 @@ with psycopg.connect(dsn) as conn:
         ("France",),
     ).fetchone()
     check(row[0] > 0, f"bound parameter: {row[0]} French lines, revenue {row[1]}")
+    # A parameter inside a select-list subquery must not shift the ones after it (SQLAlchemy's column
+    # query binds a string there, then a smallint).
+    row = conn.execute("SELECT (SELECT %s::VARCHAR) AS x, %s::SMALLINT + 1 AS y", ["a", 41]).fetchone()
+    check(row[1] == 42, f"parameter after a subquery's parameter: {row[1]}")
     conn.execute("SET TIME ZONE 'UTC'")
     conn.execute("BEGIN")
     conn.execute("COMMIT")
@@ -51,9 +55,30 @@ check({"orders", "raw_orders", "dead_letters", "loads"} <= tables, f"inspector t
 check(insp.has_table("orders", schema="public"), "inspector has_table(orders)")
 check(insp.get_view_names(schema="public") == [], "no views")
 check(insp.get_foreign_keys("orders", schema="public") == [], "no foreign keys")
-# Not yet: get_columns, get_pk_constraint and get_indexes send pg_catalog queries that datafusion-postgres
-# 0.19 cannot plan (unnest over a subquery; parameter types inside a correlated subquery). Columns and
-# their types come from information_schema meanwhile, as Superset's generic SQL path reads them:
+# What Superset reads when a table is added as a dataset: columns with types, keys, indexes.
+columns = {c["name"]: c for c in insp.get_columns("orders", schema="public")}
+check(
+    isinstance(columns.get("quantity", {}).get("type"), sa.BigInteger),
+    f"get_columns: orders.quantity {columns.get('quantity')}",
+)
+check(
+    isinstance(columns.get("invoice_date", {}).get("type"), sa.TIMESTAMP),
+    f"get_columns: orders.invoice_date {columns.get('invoice_date')}",
+)
+check(
+    isinstance(columns.get("unit_price", {}).get("type"), sa.Float),
+    f"get_columns: orders.unit_price {columns.get('unit_price')}",
+)
+check(columns["invoice_no"]["nullable"] is False, f"get_columns: invoice_no not null {columns['invoice_no']}")
+check(columns["customer_id"]["nullable"] is True, f"get_columns: customer_id nullable {columns['customer_id']}")
+check(len(columns) >= 10, f"get_columns: {len(columns)} columns")
+check(
+    insp.get_pk_constraint("orders", schema="public")["constrained_columns"] == [],
+    "get_pk_constraint: no primary key",
+)
+check(insp.get_indexes("orders", schema="public") == [], "get_indexes: no indexes")
+check(insp.get_unique_constraints("orders", schema="public") == [], "get_unique_constraints: none")
+# Superset's generic SQL path reads column types from information_schema:
 with engine.connect() as c:
     cols = dict(
         c.execute(

@@ -386,7 +386,10 @@ fn the_query_api_answers_sql_and_reports_in_json_csv_and_arrow() {
     let state = AppState::new(log, config, HashMap::new(), None, Vec::new());
     let (listener, addr) = rt.block_on(bind("127.0.0.1:0")).unwrap();
     let catalog = rt
-        .block_on(shopstream_server::postgres::open_catalog(lake.clone()))
+        .block_on(shopstream_server::postgres::open_catalog(
+            lake.clone(),
+            "shopstream",
+        ))
         .unwrap();
     rt.spawn(shopstream_server::serve(
         listener,
