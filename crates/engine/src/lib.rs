@@ -17,4 +17,4 @@ pub mod stream;
 
 pub use error::{EngineError, Result};
 pub use lake::{Lake, TableKind};
-pub use sql::{Catalog, LiveCatalog};
+pub use sql::{Catalog, LiveCatalog, QueryResult, run_read_only};

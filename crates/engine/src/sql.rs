@@ -75,8 +75,9 @@ async fn register(ctx: &SessionContext, kind: TableKind, table: Option<&DeltaTab
     Ok(())
 }
 
-/// Runs `sql` on `ctx` if it only reads, and collects the result.
-async fn run_read_only(ctx: &SessionContext, sql: &str) -> Result<QueryResult> {
+/// Runs `sql` on `ctx` if it only reads, and collects the result (for sessions of the caller's own, e.g.
+/// over tables derived from the lake).
+pub async fn run_read_only(ctx: &SessionContext, sql: &str) -> Result<QueryResult> {
     let options = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
@@ -177,6 +178,12 @@ impl LiveCatalog {
             }
         }
         Ok(changed)
+    }
+
+    /// The version of `kind`'s table as of the last [`refresh`](Self::refresh) (`None`: not created yet).
+    pub async fn version(&self, kind: TableKind) -> Option<u64> {
+        let tables = self.tables.lock().await;
+        tables.get(&kind)?.as_ref()?.version()
     }
 
     /// Refreshes, then runs one read-only statement and collects its result.

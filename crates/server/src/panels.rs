@@ -7,7 +7,12 @@
 //! the country quoted), never pasted into SQL as given. Cancellations count in the cancellation rate only;
 //! revenue, orders and units are of sales.
 
+use std::sync::Arc;
+
 use chrono::NaiveDate;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use shopstream_engine::{LiveCatalog, QueryResult, TableKind};
 
 /// Panel names.
 pub const PANELS: [&str; 10] = [
@@ -121,7 +126,55 @@ impl PanelParams {
     }
 }
 
-fn kpi_select(filter: &str) -> String {
+/// Where a panel's statement reads: the order lines themselves, or the aggregates of [`PanelStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `orders`, one row per invoice line.
+    Lines,
+    /// `invoices` (one row per invoice, with its line count and sums) and `product_days` (one row per
+    /// product, day, country and cancellation flag), kept by [`PanelStore`].
+    Aggregates,
+}
+
+impl Source {
+    /// The table of invoice-level panels.
+    fn invoices(self) -> &'static str {
+        match self {
+            Source::Lines => "orders",
+            Source::Aggregates => "invoices",
+        }
+    }
+    /// The table of the product panel.
+    fn products(self) -> &'static str {
+        match self {
+            Source::Lines => "orders",
+            Source::Aggregates => "product_days",
+        }
+    }
+    /// The number of order lines of a group of rows.
+    fn lines(self) -> &'static str {
+        match self {
+            Source::Lines => "COUNT(*)",
+            Source::Aggregates => "SUM(lines)",
+        }
+    }
+}
+
+/// One row per invoice (an invoice whose lines differ in time, customer or country has a row for each):
+/// the line count and the sums the panels need. Sums of these are the sums of the lines, and counts of
+/// distinct invoices and customers are the same, so every panel but a customer's drill-down reads it.
+const INVOICES_SQL: &str = "SELECT invoice_no, invoice_date, customer_id, country, is_cancellation, \
+    COUNT(*) AS lines, SUM(quantity) AS quantity, SUM(line_revenue) AS line_revenue \
+    FROM orders GROUP BY invoice_no, invoice_date, customer_id, country, is_cancellation";
+
+/// One row per product, day, country and cancellation flag, `invoice_date` being the day's midnight: the
+/// panels filter dates at midnight, so the same filters select the same lines.
+const PRODUCT_DAYS_SQL: &str = "SELECT stock_code, date_trunc('day', invoice_date) AS invoice_date, country, \
+    is_cancellation, MIN(description) AS description, SUM(quantity) AS quantity, \
+    SUM(line_revenue) AS line_revenue \
+    FROM orders GROUP BY stock_code, date_trunc('day', invoice_date), country, is_cancellation";
+
+fn kpi_select(filter: &str, table: &str) -> String {
     format!(
         "SELECT \
            COALESCE(SUM(CASE WHEN NOT is_cancellation THEN line_revenue END), 0) AS revenue, \
@@ -129,18 +182,25 @@ fn kpi_select(filter: &str) -> String {
            COALESCE(SUM(CASE WHEN NOT is_cancellation THEN quantity END), 0) AS units, \
            COUNT(DISTINCT CASE WHEN NOT is_cancellation THEN customer_id END) AS customers, \
            COUNT(DISTINCT CASE WHEN is_cancellation THEN invoice_no END) AS cancelled_orders \
-         FROM orders WHERE {filter}"
+         FROM {table} WHERE {filter}"
     )
 }
 
-/// The SQL of panel `name`, or `None` for an unknown panel.
+/// The SQL of panel `name` over the order lines, or `None` for an unknown panel.
 pub fn sql(name: &str, p: &PanelParams) -> Option<String> {
+    sql_over(name, p, Source::Lines)
+}
+
+/// The SQL of panel `name` reading `src`, or `None` for an unknown panel. The aggregates have no
+/// customer per product, so a customer filter needs [`Source::Lines`].
+pub fn sql_over(name: &str, p: &PanelParams, src: Source) -> Option<String> {
     let filter = p.filter(p.from, p.to);
+    let (t, lines) = (src.invoices(), src.lines());
     Some(match name {
         // The span of the data, for the date picker's presets (filters other than dates apply).
         "date_range" => format!(
             "SELECT CAST(MIN(invoice_date) AS DATE) AS first_day, CAST(MAX(invoice_date) AS DATE) AS last_day, \
-             COUNT(*) AS lines FROM orders WHERE {}",
+             {lines} AS lines FROM {t} WHERE {}",
             p.filter(None, None)
         ),
         "kpis" => {
@@ -149,7 +209,7 @@ pub fn sql(name: &str, p: &PanelParams) -> Option<String> {
             let repeat = |f: &str| {
                 format!(
                     "(SELECT CAST(COUNT(*) FILTER (WHERE n > 1) AS DOUBLE) / NULLIF(COUNT(*), 0) FROM \
-                     (SELECT customer_id, COUNT(DISTINCT invoice_no) AS n FROM orders \
+                     (SELECT customer_id, COUNT(DISTINCT invoice_no) AS n FROM {t} \
                       WHERE {f} AND NOT is_cancellation AND customer_id IS NOT NULL GROUP BY customer_id))"
                 )
             };
@@ -166,8 +226,8 @@ pub fn sql(name: &str, p: &PanelParams) -> Option<String> {
                  UNION ALL SELECT 'cancellation_rate', \
                    ROUND(CAST(cur.cancelled_orders AS DOUBLE) / NULLIF(cur.orders + cur.cancelled_orders, 0), 4), \
                    {pv_canc} FROM cur, prev",
-                cur = kpi_select(&filter),
-                prev = kpi_select(&previous),
+                cur = kpi_select(&filter, t),
+                prev = kpi_select(&previous, t),
                 pv_rev = if has_previous {
                     "ROUND(prev.revenue, 2)"
                 } else {
@@ -215,31 +275,32 @@ pub fn sql(name: &str, p: &PanelParams) -> Option<String> {
             format!(
                 "SELECT CAST({bucket} AS DATE) AS period, ROUND(SUM(line_revenue), 2) AS revenue, \
                  COUNT(DISTINCT invoice_no) AS orders \
-                 FROM orders WHERE {filter} AND NOT is_cancellation GROUP BY 1 ORDER BY 1"
+                 FROM {t} WHERE {filter} AND NOT is_cancellation GROUP BY 1 ORDER BY 1"
             )
         }
         "countries" => format!(
             "SELECT country, ROUND(SUM(line_revenue), 2) AS revenue, COUNT(DISTINCT invoice_no) AS orders, \
              COUNT(DISTINCT customer_id) AS customers \
-             FROM orders WHERE {filter} AND NOT is_cancellation GROUP BY country \
+             FROM {t} WHERE {filter} AND NOT is_cancellation GROUP BY country \
              ORDER BY revenue DESC, country"
         ),
         "top_products" => format!(
             "SELECT stock_code, MIN(description) AS description, ROUND(SUM(line_revenue), 2) AS revenue, \
-             SUM(quantity) AS units FROM orders WHERE {filter} AND NOT is_cancellation \
+             SUM(quantity) AS units FROM {products} WHERE {filter} AND NOT is_cancellation \
              GROUP BY stock_code ORDER BY revenue DESC, stock_code LIMIT {n}",
-            n = p.n
+            n = p.n,
+            products = src.products()
         ),
         "top_customers" => format!(
             "SELECT customer_id, MIN(country) AS country, ROUND(SUM(line_revenue), 2) AS revenue, \
-             COUNT(DISTINCT invoice_no) AS orders FROM orders \
+             COUNT(DISTINCT invoice_no) AS orders FROM {t} \
              WHERE {filter} AND NOT is_cancellation AND customer_id IS NOT NULL \
              GROUP BY customer_id ORDER BY revenue DESC, customer_id LIMIT {n}",
             n = p.n
         ),
         // Segments as in the `rfm` report, over the selected range: recency from the range's last day.
         "rfm_segments" => format!(
-            "WITH sales AS (SELECT * FROM orders WHERE {filter} AND NOT is_cancellation AND customer_id IS NOT NULL), \
+            "WITH sales AS (SELECT * FROM {t} WHERE {filter} AND NOT is_cancellation AND customer_id IS NOT NULL), \
              as_of AS (SELECT MAX(invoice_date) AS t FROM sales), \
              per_customer AS (SELECT customer_id, \
                  date_part('day', (SELECT t FROM as_of) - MAX(invoice_date)) AS recency_days, \
@@ -256,21 +317,21 @@ pub fn sql(name: &str, p: &PanelParams) -> Option<String> {
         ),
         // New: the customer's first purchase ever is in the range; returning: they bought before it.
         "new_vs_returning" => format!(
-            "WITH first AS (SELECT customer_id, MIN(invoice_date) AS first_at FROM orders \
+            "WITH first AS (SELECT customer_id, MIN(invoice_date) AS first_at FROM {t} \
                 WHERE NOT is_cancellation AND customer_id IS NOT NULL GROUP BY customer_id), \
-             active AS (SELECT DISTINCT customer_id FROM orders \
+             active AS (SELECT DISTINCT customer_id FROM {t} \
                 WHERE {filter} AND NOT is_cancellation AND customer_id IS NOT NULL) \
              SELECT CASE WHEN f.first_at >= {start} THEN 'new' ELSE 'returning' END AS customers, \
                     COUNT(*) AS count \
              FROM active a JOIN first f ON a.customer_id = f.customer_id GROUP BY 1 ORDER BY 1",
             start = p.from.map_or_else(
-                || "(SELECT MIN(invoice_date) FROM orders)".to_string(),
+                || format!("(SELECT MIN(invoice_date) FROM {t})"),
                 |f| format!("TIMESTAMP '{f} 00:00:00'")
             )
         ),
         "basket_size" => format!(
-            "WITH baskets AS (SELECT invoice_no, COUNT(*) AS lines, SUM(quantity) AS units, \
-                SUM(line_revenue) AS value FROM orders WHERE {filter} AND NOT is_cancellation GROUP BY invoice_no) \
+            "WITH baskets AS (SELECT invoice_no, {lines} AS lines, SUM(quantity) AS units, \
+                SUM(line_revenue) AS value FROM {t} WHERE {filter} AND NOT is_cancellation GROUP BY invoice_no) \
              SELECT COUNT(*) AS orders, ROUND(AVG(lines), 2) AS avg_lines, ROUND(AVG(units), 2) AS avg_units, \
                     ROUND(AVG(value), 2) AS avg_value, \
                     approx_percentile_cont(lines, 0.5) AS median_lines FROM baskets"
@@ -278,13 +339,91 @@ pub fn sql(name: &str, p: &PanelParams) -> Option<String> {
         // Drill-down: a customer's (or a country's) invoices, newest first; cancellations included and marked.
         "invoices" => format!(
             "SELECT invoice_no, MIN(invoice_date) AS invoice_date, MIN(customer_id) AS customer_id, \
-             MIN(country) AS country, COUNT(*) AS lines, SUM(quantity) AS units, \
+             MIN(country) AS country, {lines} AS lines, SUM(quantity) AS units, \
              ROUND(SUM(line_revenue), 2) AS revenue, BOOL_OR(is_cancellation) AS cancelled \
-             FROM orders WHERE {filter} GROUP BY invoice_no ORDER BY invoice_date DESC, invoice_no LIMIT {n}",
+             FROM {t} WHERE {filter} GROUP BY invoice_no ORDER BY invoice_date DESC, invoice_no LIMIT {n}",
             n = p.n
         ),
         _ => return None,
     })
+}
+
+/// The aggregates as of one version of `orders`.
+struct Aggregates {
+    orders_version: Option<u64>,
+    ctx: SessionContext,
+}
+
+/// Answers panels from aggregates of `orders` kept in memory ([`Source::Aggregates`]): about 20 lines
+/// per invoice, so the panels read a twentieth of the rows. They are rebuilt, once, by the first panel
+/// request after `orders` has a new commit; requests meanwhile wait for them.
+pub struct PanelStore {
+    catalog: Arc<LiveCatalog>,
+    aggregates: tokio::sync::Mutex<Option<Aggregates>>,
+}
+
+impl PanelStore {
+    /// A store over `catalog`, built on first use.
+    pub fn new(catalog: Arc<LiveCatalog>) -> PanelStore {
+        PanelStore {
+            catalog,
+            aggregates: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Runs panel `name`; `None` for an unknown panel.
+    pub async fn run(
+        &self,
+        name: &str,
+        p: &PanelParams,
+    ) -> Option<shopstream_engine::Result<QueryResult>> {
+        if p.customer.is_some() {
+            let sql = sql_over(name, p, Source::Lines)?;
+            return Some(self.catalog.query(&sql).await);
+        }
+        let sql = sql_over(name, p, Source::Aggregates)?;
+        Some(
+            async {
+                let ctx = self.current().await?;
+                shopstream_engine::run_read_only(&ctx, &sql).await
+            }
+            .await,
+        )
+    }
+
+    /// The aggregates' session, rebuilt first if `orders` changed.
+    async fn current(&self) -> shopstream_engine::Result<SessionContext> {
+        self.catalog.refresh().await?;
+        let mut slot = self.aggregates.lock().await;
+        let version = self.catalog.version(TableKind::Orders).await;
+        if let Some(a) = slot.as_ref().filter(|a| a.orders_version == version) {
+            return Ok(a.ctx.clone());
+        }
+        let started = std::time::Instant::now();
+        let ctx = SessionContext::new_with_config(LiveCatalog::session_config()?);
+        let partitions = ctx.state().config().target_partitions().max(1);
+        for (name, sql) in [
+            ("invoices", INVOICES_SQL),
+            ("product_days", PRODUCT_DAYS_SQL),
+        ] {
+            let result = self.catalog.query(sql).await?;
+            // Spread over the session's partitions, so panels scan them in parallel.
+            let mut parts = vec![Vec::new(); partitions];
+            for (i, batch) in result.batches.into_iter().enumerate() {
+                parts[i % partitions].push(batch);
+            }
+            ctx.register_table(name, Arc::new(MemTable::try_new(result.schema, parts)?))?;
+        }
+        tracing::info!(
+            "panel aggregates for orders version {version:?} built in {} ms",
+            started.elapsed().as_millis()
+        );
+        *slot = Some(Aggregates {
+            orders_version: version,
+            ctx: ctx.clone(),
+        });
+        Ok(ctx)
+    }
 }
 
 #[cfg(test)]

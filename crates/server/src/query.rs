@@ -17,14 +17,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 use shopstream_engine::output::{OutputFormat, write, write_arrow_ipc};
-use shopstream_engine::{LiveCatalog, reports};
+use shopstream_engine::{LiveCatalog, QueryResult, reports};
 
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, axum::Json(json!({ "error": message.to_string() }))).into_response()
 }
 
 async fn run(lake: &LiveCatalog, sql: &str, format: Option<&str>) -> Response {
-    let result = match lake.query(sql).await {
+    respond(lake.query(sql).await, format)
+}
+
+/// A query's result in `format` (JSON by default), or its error.
+fn respond(result: shopstream_engine::Result<QueryResult>, format: Option<&str>) -> Response {
+    let result = match result {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("{e:#}")),
     };
@@ -108,7 +113,7 @@ async fn report_run(
 }
 
 async fn panel_run(
-    State(lake): State<Arc<LiveCatalog>>,
+    State(panels): State<Arc<crate::panels::PanelStore>>,
     Path(name): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
@@ -116,8 +121,8 @@ async fn panel_run(
         Ok(p) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    match crate::panels::sql(&name, &params) {
-        Some(sql) => run(&lake, &sql, q.get("format").map(String::as_str)).await,
+    match panels.run(&name, &params).await {
+        Some(result) => respond(result, q.get("format").map(String::as_str)),
         None => error(
             StatusCode::NOT_FOUND,
             format!(
@@ -178,7 +183,11 @@ pub fn routes(lake: Arc<LiveCatalog>) -> Router {
         .route("/api/sql", get(sql_get).post(sql_post))
         .route("/api/reports", get(report_list))
         .route("/api/reports/{name}", get(report_run))
-        .route("/api/panels/{name}", get(panel_run))
         .route("/api/openapi.json", get(|| async { axum::Json(openapi()) }))
-        .with_state(lake)
+        .with_state(lake.clone())
+        .merge(
+            Router::new()
+                .route("/api/panels/{name}", get(panel_run))
+                .with_state(Arc::new(crate::panels::PanelStore::new(lake))),
+        )
 }

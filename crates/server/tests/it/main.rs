@@ -554,6 +554,70 @@ fn the_query_api_answers_sql_and_reports_in_json_csv_and_arrow() {
         .unwrap();
     assert!(after > 3108, "the new load is visible: {after}");
 
+    // Panels read aggregates kept in memory, rebuilt after that load: each answers what its statement
+    // over the order lines answers (sums to the cent; the lines statement through /api/sql).
+    let encode = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    fn same(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+        match (a, b) {
+            (serde_json::Value::Array(a), serde_json::Value::Array(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same(x, y))
+            }
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                a.len() == b.len() && a.iter().all(|(k, v)| b.get(k).is_some_and(|w| same(v, w)))
+            }
+            (serde_json::Value::Number(x), serde_json::Value::Number(y)) => {
+                (x.as_f64().unwrap() - y.as_f64().unwrap()).abs() <= 0.011
+            }
+            _ => a == b,
+        }
+    }
+    let mut compared = 0;
+    for panel in shopstream_server::panels::PANELS {
+        for filter in [
+            "",
+            "from=2011-11-14&to=2011-11-15",
+            "country=France",
+            "from=2010-12-01&to=2011-12-01&grain=week",
+            "country=United%20Kingdom&grain=month&n=5",
+        ] {
+            let q: HashMap<String, String> = filter
+                .split('&')
+                .filter(|kv| !kv.is_empty())
+                .map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap();
+                    (k.to_string(), v.replace("%20", " "))
+                })
+                .collect();
+            let params = shopstream_server::panels::PanelParams::parse(&q).unwrap();
+            let sql = shopstream_server::panels::sql(panel, &params).unwrap();
+            let mut from_lines = json(&format!("/api/sql?q={}", encode(&sql)));
+            let mut from_panel = json(&format!("/api/panels/{panel}?{filter}"));
+            if panel == "kpis" {
+                // One row per metric, in no particular order.
+                for rows in [&mut from_lines, &mut from_panel] {
+                    rows.as_array_mut()
+                        .unwrap()
+                        .sort_by_key(|r| r["metric"].to_string());
+                }
+            }
+            assert!(
+                same(&from_panel, &from_lines),
+                "{panel}?{filter}: panel {from_panel} vs lines {from_lines}"
+            );
+            compared += from_lines.as_array().unwrap().len();
+        }
+    }
+    assert!(compared > 100, "{compared} rows compared");
+
     // The PostgreSQL-shaped information_schema the BI tools read.
     let cols = json(
         "/api/sql?q=SELECT%20column_name,data_type,udt_name%20FROM%20information_schema.columns%20WHERE%20table_name='orders'%20AND%20column_name='quantity'",
