@@ -3,7 +3,7 @@
 //! `GET /api/sql?q=…` (or `POST /api/sql` with the statement as the body), `GET /api/reports`,
 //! `GET /api/reports/{name}?n=…` (parameters by name), the dashboard's `GET /api/panels/{name}` ([`crate::panels`])
 //! and `GET /api/openapi.json`. `format=json|csv|arrow` picks the output (JSON by
-//! default). The server's [`LiveCatalog`] looks for new Delta commits before each statement, so answers
+//! default); a panel's `format=sql` gives its statement over the order lines instead. The server's [`LiveCatalog`] looks for new Delta commits before each statement, so answers
 //! include what the live load committed a moment ago. Statements that write are refused (400), as in `shopstream sql`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -121,6 +121,12 @@ async fn panel_run(
         Ok(p) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
+    // The panel's statement over the order lines, to rerun or adapt it in the explorer or elsewhere.
+    if q.get("format").map(String::as_str) == Some("sql")
+        && let Some(sql) = crate::panels::sql(&name, &params)
+    {
+        return ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], sql).into_response();
+    }
     match panels.run(&name, &params).await {
         Some(result) => respond(result, q.get("format").map(String::as_str)),
         None => error(
@@ -164,7 +170,9 @@ pub fn openapi() -> serde_json::Value {
             "/api/reports/{name}": {"get": {"summary": "run a report; its parameters as query parameters", "parameters": [path_param("name"), format.clone()], "responses": ok("rows")}},
             "/api/panels/{name}": {"get": {
                 "summary": format!("dashboard panels: {}", crate::panels::PANELS.join(", ")),
-                "parameters": [path_param("name"), format,
+                "parameters": [path_param("name"),
+                    {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "csv", "arrow", "sql"]},
+                     "description": "sql: the panel's statement over the order lines, as text"},
                     {"name": "from", "in": "query", "schema": {"type": "string", "format": "date"}},
                     {"name": "to", "in": "query", "schema": {"type": "string", "format": "date"}},
                     {"name": "country", "in": "query", "schema": {"type": "string"}},

@@ -599,6 +599,8 @@ fn the_query_api_answers_sql_and_reports_in_json_csv_and_arrow() {
                 .collect();
             let params = shopstream_server::panels::PanelParams::parse(&q).unwrap();
             let sql = shopstream_server::panels::sql(panel, &params).unwrap();
+            let (code, text) = get(&format!("/api/panels/{panel}?{filter}&format=sql"));
+            assert_eq!((code, String::from_utf8(text).unwrap()), (200, sql.clone()));
             let mut from_lines = json(&format!("/api/sql?q={}", encode(&sql)));
             let mut from_panel = json(&format!("/api/panels/{panel}?{filter}"));
             if panel == "kpis" {
