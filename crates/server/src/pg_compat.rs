@@ -8,11 +8,16 @@
 //!   a set-returning function DataFusion lacks, becomes `unnest(generate_series(1, array_length(a, d)))`
 //!   (SQLAlchemy's primary-key, unique and index queries). Grafana's "schema on the `search_path`" subquery, which
 //!   the pg-catalog parser blanks out, becomes `array_has` over `current_setting('search_path')`.
+//!   pgjdbc's `information_schema._pg_expandarray(a)` rows (`.x`, `.n`) become `unnest(a)` and
+//!   `unnest` of its subscripts (keys and indexes); its `typinput = 'array_in'::regproc` compares
+//!   names; its type cache's correlated `(SELECT c.relkind = 'c' …)` becomes an `IN` subquery.
 //! - **Parameter types**: a `$n::type` inside a subquery is left untyped by datafusion-postgres, which
 //!   then decodes the bound value as the wrong type (SQLAlchemy's column query); [`CompatParser`] types
-//!   every cast placeholder in the plan, subqueries included.
+//!   every cast placeholder in the plan, subqueries included, and puts back the placeholders of a
+//!   subquery the pg-catalog rewrite dropped, so later values keep their positions.
 //! - **Catalog**: `pg_index`'s and `pg_constraint`'s vector and array columns become arrays so `unnest` and subscripts
-//!   work, and `pg_user` exists (Npgsql's `GetSchema`). See [`extend_pg_catalog`].
+//!   work, `pg_user` exists (Npgsql's `GetSchema`), and `pg_settings` lists the endpoint's settings
+//!   (pgjdbc reads `max_index_keys` there). See [`extend_pg_catalog`].
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -37,7 +42,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, Expr as SqlExpr, Statement, visit_expressions_mut,
+    AccessExpr, BinaryOperator, Expr as SqlExpr, Statement, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser as SqlParser;
@@ -68,10 +73,11 @@ const REGPROC_COLUMNS: &[&str] = &[
 
 /// Text swaps made before parsing: (what the client sends, what answers it), compared token by token
 /// (whitespace and the case of keywords ignored).
-const TEXT_SWAPS: &[(&str, &str)] = &[(
-    // Grafana's table and column lists (postgresMetaQuery.ts): is the schema on the search path? As
-    // a function rather than a subquery, since the table list also sorts by it.
-    r#"quote_ident(table_schema) IN (
+const TEXT_SWAPS: &[(&str, &str)] = &[
+    (
+        // Grafana's table and column lists (postgresMetaQuery.ts): is the schema on the search path? As
+        // a function rather than a subquery, since the table list also sorts by it.
+        r#"quote_ident(table_schema) IN (
         SELECT
             CASE WHEN trim(s[i]) = '"$user"' THEN user ELSE trim(s[i]) END
         FROM
@@ -81,8 +87,15 @@ const TEXT_SWAPS: &[(&str, &str)] = &[(
             ) as i,
             string_to_array(current_setting('search_path'),',') s
     )"#,
-    "array_has(string_to_array(replace(current_setting('search_path'), ' ', ''), ','), quote_ident(table_schema))",
-)];
+        "array_has(string_to_array(replace(current_setting('search_path'), ' ', ''), ','), quote_ident(table_schema))",
+    ),
+    (
+        // pgjdbc's type cache (TypeInfoCache, used by getTypeInfo): a correlated scalar subquery DataFusion
+        // cannot plan under OR; the same as an IN subquery.
+        "(SELECT c.relkind = 'c' FROM pg_catalog.pg_class c WHERE c.oid = t.typrelid)",
+        "t.typrelid IN (SELECT c.oid FROM pg_catalog.pg_class c WHERE c.relkind = 'c')",
+    ),
+];
 
 /// A token compared loosely: unquoted words in lower case.
 fn loose(token: &Token) -> Token {
@@ -124,7 +137,7 @@ fn byte_offset(sql: &str, at: Location) -> usize {
 /// Applies [`TEXT_SWAPS`], splicing the original text so everything else stays byte for byte.
 fn swap_text(sql: &str) -> Cow<'_, str> {
     let lower = sql.to_ascii_lowercase();
-    if !lower.contains("current_setting") {
+    if !lower.contains("current_setting") && !lower.contains("relkind = 'c'") {
         return Cow::Borrowed(sql);
     }
     let Some(input) = tokens(sql) else {
@@ -175,6 +188,17 @@ fn column_name(e: &SqlExpr) -> Option<String> {
     }
 }
 
+/// Replaces `e` by the expression `sql`; false (and `e` unchanged) if it does not parse.
+fn replace(e: &mut SqlExpr, sql: &str) -> bool {
+    match parse_expr(sql) {
+        Some(new) => {
+            *e = new;
+            true
+        }
+        None => false,
+    }
+}
+
 fn parse_expr(sql: &str) -> Option<SqlExpr> {
     SqlParser::new(&PostgreSqlDialect {})
         .try_with_sql(sql)
@@ -183,8 +207,74 @@ fn parse_expr(sql: &str) -> Option<SqlExpr> {
         .ok()
 }
 
-/// Rewrites one expression in place; true when it changed.
-fn rewrite_expr(e: &mut SqlExpr) -> bool {
+/// The function's name (last part, lower case) and its arguments' text, without the parentheses.
+fn function_call(e: &SqlExpr) -> Option<(String, String)> {
+    let SqlExpr::Function(f) = e else {
+        return None;
+    };
+    let name = f.name.0.last()?.as_ident()?.value.to_ascii_lowercase();
+    let args = f.args.to_string();
+    let args = args.strip_prefix('(')?.strip_suffix(')')?.to_string();
+    Some((name, args))
+}
+
+/// A `'name'::regproc` literal's name, without a `pg_catalog.` prefix.
+fn regproc_literal(e: &SqlExpr) -> Option<String> {
+    let SqlExpr::Cast {
+        expr, data_type, ..
+    } = e
+    else {
+        return None;
+    };
+    if !data_type
+        .to_string()
+        .to_ascii_lowercase()
+        .ends_with("regproc")
+    {
+        return None;
+    }
+    let name = match &**expr {
+        SqlExpr::Value(v) => v.value.clone().into_string()?,
+        _ => return None,
+    };
+    Some(
+        name.strip_prefix("pg_catalog.")
+            .unwrap_or(&name)
+            .to_string(),
+    )
+}
+
+/// Rewrites one expression in place (children first); true when it changed. `expandarray`: the
+/// statement uses `information_schema._pg_expandarray`, whose rows' `.x` and `.n` fields are read.
+fn rewrite_expr(e: &mut SqlExpr, expandarray: bool) -> bool {
+    // _pg_expandarray(a) yields (x, n) rows: the elements of `a` and their subscripts. As columns:
+    // `(…).x` is `unnest(a)`, `(…).n` is `unnest(generate_series(1, array_length(a, 1)))`.
+    if expandarray {
+        if let Some((name, args)) = function_call(e)
+            && name == "_pg_expandarray"
+        {
+            return replace(e, &format!("unnest({args})"));
+        }
+        if let SqlExpr::CompoundFieldAccess { root, access_chain } = e
+            && let [AccessExpr::Dot(SqlExpr::Identifier(field))] = access_chain.as_slice()
+        {
+            let mut root = &**root;
+            while let SqlExpr::Nested(inner) = root {
+                root = inner;
+            }
+            let field = field.value.to_ascii_lowercase();
+            let new = match (function_call(root), field.as_str()) {
+                (Some((f, args)), "n") if f == "unnest" => {
+                    format!("unnest(generate_series(1, array_length({args}, 1)))")
+                }
+                (Some((f, _)), "x") if f == "unnest" => root.to_string(),
+                // A column that holds an expanded array's `x`.
+                (None, "x") if column_name(root).is_some() => root.to_string(),
+                _ => return false,
+            };
+            return replace(e, &new);
+        }
+    }
     match e {
         SqlExpr::BinaryOp {
             left,
@@ -194,6 +284,17 @@ fn rewrite_expr(e: &mut SqlExpr) -> bool {
             let is_regproc =
                 |e: &SqlExpr| column_name(e).is_some_and(|n| REGPROC_COLUMNS.contains(&n.as_str()));
             let is_oid = |e: &SqlExpr| column_name(e).is_some_and(|n| n == "oid");
+            // `typinput = 'array_in'::regproc`: the catalog keeps names, so compare names.
+            if is_regproc(left)
+                && let Some(name) = regproc_literal(right)
+            {
+                return replace(right, &format!("'{}'", name.replace('\'', "''")));
+            }
+            if is_regproc(right)
+                && let Some(name) = regproc_literal(left)
+            {
+                return replace(left, &format!("'{}'", name.replace('\'', "''")));
+            }
             let side = if is_regproc(left) && is_oid(right) {
                 left
             } else if is_regproc(right) && is_oid(left) {
@@ -201,13 +302,8 @@ fn rewrite_expr(e: &mut SqlExpr) -> bool {
             } else {
                 return false;
             };
-            match parse_expr(&format!("to_regproc({side})")) {
-                Some(new) => {
-                    **side = new;
-                    true
-                }
-                None => false,
-            }
+            let new = format!("to_regproc({side})");
+            replace(side, &new)
         }
         SqlExpr::Function(f)
             if f.name
@@ -217,16 +313,8 @@ fn rewrite_expr(e: &mut SqlExpr) -> bool {
                 .is_some_and(|i| i.value.eq_ignore_ascii_case("generate_subscripts")) =>
         {
             // generate_subscripts(array, dim) → the subscripts 1..=array_length(array, dim), row by row.
-            match parse_expr(&format!(
-                "unnest(generate_series(1, array_length{}))",
-                f.args
-            )) {
-                Some(new) => {
-                    *e = new;
-                    true
-                }
-                None => false,
-            }
+            let new = format!("unnest(generate_series(1, array_length{}))", f.args);
+            replace(e, &new)
         }
         _ => false,
     }
@@ -236,8 +324,10 @@ fn rewrite_expr(e: &mut SqlExpr) -> bool {
 pub fn rewrite(sql: &str) -> Cow<'_, str> {
     let swapped = swap_text(sql);
     let lower = swapped.to_ascii_lowercase();
-    let wants_ast =
-        lower.contains("generate_subscripts") || REGPROC_COLUMNS.iter().any(|c| lower.contains(c));
+    let expandarray = lower.contains("_pg_expandarray");
+    let wants_ast = expandarray
+        || lower.contains("generate_subscripts")
+        || REGPROC_COLUMNS.iter().any(|c| lower.contains(c));
     if !wants_ast {
         return swapped;
     }
@@ -247,7 +337,7 @@ pub fn rewrite(sql: &str) -> Cow<'_, str> {
     let mut changed = false;
     for statement in &mut statements {
         let _ = visit_expressions_mut(statement, |e: &mut SqlExpr| {
-            changed |= rewrite_expr(e);
+            changed |= rewrite_expr(e, expandarray);
             ControlFlow::<()>::Continue(())
         });
     }
@@ -674,6 +764,54 @@ async fn with_arrays(
     Ok(Arc::new(MemTable::try_new(new_schema, vec![out])?))
 }
 
+/// `pg_settings` with the endpoint's settings (what `SHOW` answers), in the pg-catalog's columns:
+/// drivers read e.g. `max_index_keys` there (pgjdbc's key and index metadata).
+async fn pg_settings(
+    inner: &Arc<dyn SchemaProvider>,
+    settings: &[(&str, &str)],
+) -> Result<Arc<dyn TableProvider>> {
+    let schema = match inner.table("pg_settings").await? {
+        Some(t) => t.schema(),
+        None => Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, true),
+            Field::new("setting", DataType::Utf8, true),
+        ])),
+    };
+    let text = |values: Vec<&str>, to: &DataType| -> Result<ArrayRef> {
+        Ok(datafusion::arrow::compute::cast(
+            &(Arc::new(StringArray::from(values)) as ArrayRef),
+            to,
+        )?)
+    };
+    let names: Vec<&str> = settings.iter().map(|s| s.0).collect();
+    let values: Vec<&str> = settings.iter().map(|s| s.1).collect();
+    let all = |v: &'static str| vec![v; settings.len()];
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match f.name().as_str() {
+            "name" => text(names.clone(), f.data_type()),
+            "setting" | "reset_val" | "boot_val" => text(values.clone(), f.data_type()),
+            "context" => text(all("internal"), f.data_type()),
+            "source" => text(all("default"), f.data_type()),
+            "vartype" => text(all("string"), f.data_type()),
+            _ => Ok(datafusion::arrow::array::new_null_array(
+                f.data_type(),
+                settings.len(),
+            )),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let nullable = Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ));
+    let batch = RecordBatch::try_new(nullable.clone(), columns)?;
+    Ok(Arc::new(MemTable::try_new(nullable, vec![vec![batch]])?))
+}
+
 /// `pg_user`: the one login the endpoint has.
 fn pg_user(user: &str) -> Result<Arc<dyn TableProvider>> {
     let schema = Arc::new(Schema::new(vec![
@@ -706,9 +844,14 @@ fn pg_user(user: &str) -> Result<Arc<dyn TableProvider>> {
 }
 
 /// Installs the catalog mends in a session that already has datafusion-pg-catalog's `pg_catalog`:
-/// `pg_index` and `pg_constraint` with array columns, `pg_class` with `reloptions`, `pg_user` for `user`, and the `to_regproc`, `pg_type_is_visible` and
+/// `pg_index` and `pg_constraint` with array columns, `pg_class` with `reloptions`, `pg_user` for `user`, `pg_settings` of `settings`, and the `to_regproc`, `pg_type_is_visible` and
 /// `pg_get_indexdef` functions.
-pub async fn extend_pg_catalog(ctx: &SessionContext, database: &str, user: &str) -> Result<()> {
+pub async fn extend_pg_catalog(
+    ctx: &SessionContext,
+    database: &str,
+    user: &str,
+    settings: &[(&str, &str)],
+) -> Result<()> {
     let missing = |what: &str| datafusion::error::DataFusionError::Plan(format!("no {what}"));
     let catalog = ctx.catalog(database).ok_or_else(|| missing("catalog"))?;
     let inner = catalog
@@ -796,6 +939,7 @@ pub async fn extend_pg_catalog(ctx: &SessionContext, database: &str, user: &str)
         .into_view();
     extra.insert("pg_class", pg_class);
     extra.insert("pg_user", pg_user(user)?);
+    extra.insert("pg_settings", pg_settings(&inner, settings).await?);
     catalog.register_schema("pg_catalog", Arc::new(ExtendedPgCatalog { inner, extra }))?;
     Ok(())
 }
@@ -834,6 +978,30 @@ mod tests {
             out,
             "SELECT t FROM x WHERE array_has(string_to_array(replace(current_setting('search_path'), ' ', ''), ','), quote_ident(table_schema)) AND é = 'it''s'"
         );
+    }
+
+    #[test]
+    fn pg_expandarray_becomes_unnest() {
+        // pgjdbc 42.5's getPrimaryKeys, abridged.
+        let out = rewrite(
+            "SELECT result.KEY_SEQ FROM (SELECT (information_schema._pg_expandarray(i.indkey)).n AS KEY_SEQ, \
+             information_schema._pg_expandarray(i.indkey) AS KEYS, a.attnum AS A_ATTNUM \
+             FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid) result \
+             WHERE result.A_ATTNUM = (result.KEYS).x",
+        );
+        assert!(
+            out.contains("unnest(generate_series(1, array_length(i.indkey, 1))) AS KEY_SEQ"),
+            "{out}"
+        );
+        assert!(out.contains("unnest(i.indkey) AS KEYS"), "{out}");
+        assert!(out.contains("result.A_ATTNUM = result.KEYS"), "{out}");
+    }
+
+    #[test]
+    fn regproc_literals_compare_as_names() {
+        let out =
+            rewrite("SELECT typinput = 'pg_catalog.array_in'::regproc AS is_array FROM pg_type");
+        assert!(out.contains("typinput = 'array_in'"), "{out}");
     }
 
     #[test]

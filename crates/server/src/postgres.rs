@@ -754,7 +754,7 @@ pub async fn open_catalog(
         )
         .map_err(|e| err(&e))?;
     setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider).map_err(|e| err(&e))?;
-    crate::pg_compat::extend_pg_catalog(&ctx, DATABASE, user)
+    crate::pg_compat::extend_pg_catalog(&ctx, DATABASE, user, &settings())
         .await
         .map_err(|e| err(&e))?;
     register_functions(&ctx);

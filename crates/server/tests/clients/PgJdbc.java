@@ -12,6 +12,14 @@ public class PgJdbc {
         System.out.println("ok: " + what);
     }
 
+    static int count(ResultSet rs) throws SQLException {
+        int n = 0;
+        try (rs) {
+            while (rs.next()) n++;
+        }
+        return n;
+    }
+
     public static void main(String[] args) throws Exception {
         String url = args[0];
         long expected = Long.parseLong(args[3]);
@@ -29,6 +37,19 @@ public class PgJdbc {
             }
             check(cols.size() >= 10, "getColumns(orders): " + cols);
             check("int8".equals(cols.get("quantity")), "quantity is int8: " + cols.get("quantity"));
+            // What Metabase's sync and DBeaver's navigator ask next: keys, indexes, types. The lake's
+            // tables have no keys or indexes.
+            check(count(md.getPrimaryKeys(null, "public", "orders")) == 0, "getPrimaryKeys(orders): none");
+            check(count(md.getImportedKeys(null, "public", "orders")) == 0, "getImportedKeys(orders): none");
+            check(count(md.getExportedKeys(null, "public", "orders")) == 0, "getExportedKeys(orders): none");
+            check(count(md.getIndexInfo(null, "public", "orders", false, true)) == 0, "getIndexInfo(orders): none");
+            check(count(md.getBestRowIdentifier(null, "public", "orders", DatabaseMetaData.bestRowSession, true)) == 0,
+                "getBestRowIdentifier(orders): none");
+            Set<String> types = new TreeSet<>();
+            try (ResultSet rs = md.getTypeInfo()) {
+                while (rs.next()) types.add(rs.getString("TYPE_NAME"));
+            }
+            check(types.containsAll(List.of("int8", "text", "float8", "timestamp", "bool")), "getTypeInfo: " + types.size() + " types");
             try (Statement s = c.createStatement(); ResultSet rs = s.executeQuery("SELECT COUNT(*) FROM orders")) {
                 rs.next();
                 check(rs.getLong(1) == expected, "count(orders) = " + rs.getLong(1) + ", expected " + expected);
