@@ -186,6 +186,48 @@ impl LiveCatalog {
         tables.get(&kind)?.as_ref()?.version()
     }
 
+    /// The URIs of the data files of `kind`'s table as of the last [`refresh`](Self::refresh) (empty: not
+    /// created yet).
+    pub async fn files(&self, kind: TableKind) -> Result<Vec<String>> {
+        let tables = self.tables.lock().await;
+        match tables.get(&kind) {
+            Some(Some(table)) => Ok(table
+                .get_file_uris()
+                .map_err(EngineError::delta(kind.name()))?
+                .collect()),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Runs one read-only statement over a table `name` made of just `files` (data files, e.g. those a
+    /// commit added: see [`files`](Self::files)), read as plain Parquet: partition columns are not in
+    /// them. For work on what new commits added without reading the rest.
+    pub async fn query_files(
+        &self,
+        files: &[String],
+        name: &str,
+        sql: &str,
+    ) -> Result<QueryResult> {
+        use datafusion::datasource::file_format::parquet::ParquetFormat;
+        use datafusion::datasource::listing::{
+            ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+        };
+        // The same object stores as the catalog's (the lake may be on S3).
+        let ctx = SessionContext::new_with_config_rt(session_config()?, self.ctx.runtime_env());
+        let urls = files
+            .iter()
+            .map(ListingTableUrl::parse)
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .infer_schema(&ctx.state())
+            .await?;
+        ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
+        run_read_only(&ctx, sql).await
+    }
+
     /// Refreshes, then runs one read-only statement and collects its result.
     pub async fn query(&self, sql: &str) -> Result<QueryResult> {
         self.refresh().await?;

@@ -1,14 +1,19 @@
 //! The dashboard's panel queries: KPIs with the change against the previous period, revenue over time,
-//! countries, top products and customers — each one SQL statement over `orders`, filtered by a date range and
-//! optionally a country.
+//! countries, top products and customers — each one SQL statement, filtered by a date range and optionally a
+//! country or customer. [`sql`] gives it over the order lines (`orders`); [`PanelStore`] answers it from
+//! aggregates of `orders` kept in memory, with the same result.
 //!
 //! `GET /api/panels/{name}?from=YYYY-MM-DD&to=YYYY-MM-DD&country=…&customer=…&grain=day|week|month&n=…`. `from` is
 //! inclusive, `to` exclusive; without them the range is all the data. Parameters are validated (dates parsed,
 //! the country quoted), never pasted into SQL as given. Cancellations count in the cancellation rate only;
 //! revenue, orders and units are of sales.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
+use arrow::compute::concat_batches;
+use arrow::datatypes::SchemaRef;
 use chrono::NaiveDate;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
@@ -155,14 +160,14 @@ impl Source {
     fn lines(self) -> &'static str {
         match self {
             Source::Lines => "COUNT(*)",
-            Source::Aggregates => "SUM(lines)",
+            Source::Aggregates => "COALESCE(SUM(lines), 0)",
         }
     }
 }
 
 /// One row per invoice (an invoice whose lines differ in time, customer or country has a row for each):
 /// the line count and the sums the panels need. Sums of these are the sums of the lines, and counts of
-/// distinct invoices and customers are the same, so every panel but a customer's drill-down reads it.
+/// distinct invoices and customers are the same, so every panel but the products reads it.
 const INVOICES_SQL: &str = "SELECT invoice_no, invoice_date, customer_id, country, is_cancellation, \
     COUNT(*) AS lines, SUM(quantity) AS quantity, SUM(line_revenue) AS line_revenue \
     FROM orders GROUP BY invoice_no, invoice_date, customer_id, country, is_cancellation";
@@ -191,8 +196,8 @@ pub fn sql(name: &str, p: &PanelParams) -> Option<String> {
     sql_over(name, p, Source::Lines)
 }
 
-/// The SQL of panel `name` reading `src`, or `None` for an unknown panel. The aggregates have no
-/// customer per product, so a customer filter needs [`Source::Lines`].
+/// The SQL of panel `name` reading `src`, or `None` for an unknown panel. `product_days` has no customer,
+/// so the products of one customer need [`Source::Lines`].
 pub fn sql_over(name: &str, p: &PanelParams, src: Source) -> Option<String> {
     let filter = p.filter(p.from, p.to);
     let (t, lines) = (src.invoices(), src.lines());
@@ -348,15 +353,27 @@ pub fn sql_over(name: &str, p: &PanelParams, src: Source) -> Option<String> {
     })
 }
 
-/// The aggregates as of one version of `orders`.
+/// The aggregate tables: name and the statement over `orders` that builds them.
+const AGGREGATES: [(&str, &str); 2] = [
+    ("invoices", INVOICES_SQL),
+    ("product_days", PRODUCT_DAYS_SQL),
+];
+
+/// The aggregates of one set of `orders` data files.
 struct Aggregates {
     orders_version: Option<u64>,
+    /// The data files they were built from.
+    files: HashSet<String>,
+    /// Per table of [`AGGREGATES`]: its schema and rows.
+    tables: Vec<(SchemaRef, Vec<RecordBatch>)>,
     ctx: SessionContext,
 }
 
 /// Answers panels from aggregates of `orders` kept in memory ([`Source::Aggregates`]): about 20 lines
-/// per invoice, so the panels read a twentieth of the rows. They are rebuilt, once, by the first panel
-/// request after `orders` has a new commit; requests meanwhile wait for them.
+/// per invoice, so the panels read a twentieth of the rows. They follow the table's commits: the first
+/// panel request after a commit aggregates only the data files the commits added and appends them (an
+/// invoice split across commits then has a row in each, which the panels' statements add up); when files
+/// were removed (a rewrite), everything is aggregated again. Requests meanwhile wait.
 pub struct PanelStore {
     catalog: Arc<LiveCatalog>,
     aggregates: tokio::sync::Mutex<Option<Aggregates>>,
@@ -377,7 +394,7 @@ impl PanelStore {
         name: &str,
         p: &PanelParams,
     ) -> Option<shopstream_engine::Result<QueryResult>> {
-        if p.customer.is_some() {
+        if p.customer.is_some() && name == "top_products" {
             let sql = sql_over(name, p, Source::Lines)?;
             return Some(self.catalog.query(&sql).await);
         }
@@ -391,7 +408,7 @@ impl PanelStore {
         )
     }
 
-    /// The aggregates' session, rebuilt first if `orders` changed.
+    /// The aggregates' session, brought up to date with `orders` first.
     async fn current(&self) -> shopstream_engine::Result<SessionContext> {
         self.catalog.refresh().await?;
         let mut slot = self.aggregates.lock().await;
@@ -400,30 +417,118 @@ impl PanelStore {
             return Ok(a.ctx.clone());
         }
         let started = std::time::Instant::now();
+        // Everything below reads exactly these files, so the aggregates are of one set of files even
+        // when a commit lands meanwhile.
+        let files: HashSet<String> = self
+            .catalog
+            .files(TableKind::Orders)
+            .await?
+            .into_iter()
+            .collect();
+        // The old aggregates stay in place until the new ones are built (a dropped request, e.g. a client
+        // that went away, leaves them as they were).
+        let (tables, how) = match slot.as_ref() {
+            Some(old) if old.files.is_subset(&files) => {
+                let added: Vec<String> = files.difference(&old.files).cloned().collect();
+                match self.append(old.tables.clone(), &added).await? {
+                    Some(tables) => (tables, format!("{} added files", added.len())),
+                    None => (self.build(&files).await?, "all files".to_string()),
+                }
+            }
+            _ => (self.build(&files).await?, "all files".to_string()),
+        };
         let ctx = SessionContext::new_with_config(LiveCatalog::session_config()?);
         let partitions = ctx.state().config().target_partitions().max(1);
-        for (name, sql) in [
-            ("invoices", INVOICES_SQL),
-            ("product_days", PRODUCT_DAYS_SQL),
-        ] {
-            let result = self.catalog.query(sql).await?;
+        for ((name, _), (schema, batches)) in AGGREGATES.iter().zip(&tables) {
             // Spread over the session's partitions, so panels scan them in parallel.
             let mut parts = vec![Vec::new(); partitions];
-            for (i, batch) in result.batches.into_iter().enumerate() {
-                parts[i % partitions].push(batch);
+            for (i, batch) in batches.iter().enumerate() {
+                parts[i % partitions].push(batch.clone());
             }
-            ctx.register_table(name, Arc::new(MemTable::try_new(result.schema, parts)?))?;
+            ctx.register_table(*name, Arc::new(MemTable::try_new(schema.clone(), parts)?))?;
         }
         tracing::info!(
-            "panel aggregates for orders version {version:?} built in {} ms",
+            "panel aggregates of orders version {version:?} ({how}) in {} ms",
             started.elapsed().as_millis()
         );
         *slot = Some(Aggregates {
             orders_version: version,
+            files,
+            tables,
             ctx: ctx.clone(),
         });
         Ok(ctx)
     }
+
+    /// Aggregates `files` (all of `orders`).
+    async fn build(
+        &self,
+        files: &HashSet<String>,
+    ) -> shopstream_engine::Result<Vec<(SchemaRef, Vec<RecordBatch>)>> {
+        let files: Vec<String> = files.iter().cloned().collect();
+        let mut tables = Vec::new();
+        for (_, sql) in AGGREGATES {
+            let result = if files.is_empty() {
+                // No data yet: the empty table gives the aggregates' columns.
+                self.catalog.query(sql).await?
+            } else {
+                self.catalog.query_files(&files, "orders", sql).await?
+            };
+            tables.push((result.schema, compact(result.batches)?));
+        }
+        Ok(tables)
+    }
+
+    /// `tables` with the aggregates of `added` appended; `None` when those come out with other column
+    /// types (then everything is aggregated again).
+    async fn append(
+        &self,
+        mut tables: Vec<(SchemaRef, Vec<RecordBatch>)>,
+        added: &[String],
+    ) -> shopstream_engine::Result<Option<Vec<(SchemaRef, Vec<RecordBatch>)>>> {
+        if added.is_empty() {
+            return Ok(Some(tables));
+        }
+        for ((_, sql), (schema, batches)) in AGGREGATES.iter().zip(&mut tables) {
+            let new = self.catalog.query_files(added, "orders", sql).await?;
+            if new.schema.fields() != schema.fields() {
+                return Ok(None);
+            }
+            batches.extend(new.batches);
+            *batches = compact(std::mem::take(batches))?;
+        }
+        Ok(Some(tables))
+    }
+}
+
+fn arrow_error(e: arrow::error::ArrowError) -> shopstream_engine::EngineError {
+    datafusion::error::DataFusionError::ArrowError(Box::new(e), None).into()
+}
+
+/// Joins many small batches (from many small commits) into fewer, so scans stay fast.
+fn compact(batches: Vec<RecordBatch>) -> shopstream_engine::Result<Vec<RecordBatch>> {
+    const MAX_BATCHES: usize = 64;
+    const ROWS: usize = 64 * 1024;
+    if batches.len() <= MAX_BATCHES {
+        return Ok(batches);
+    }
+    let schema = batches[0].schema();
+    let mut out = Vec::new();
+    let mut pending: Vec<RecordBatch> = Vec::new();
+    let mut rows = 0;
+    for batch in batches {
+        rows += batch.num_rows();
+        pending.push(batch);
+        if rows >= ROWS {
+            out.push(concat_batches(&schema, &pending).map_err(arrow_error)?);
+            pending.clear();
+            rows = 0;
+        }
+    }
+    if !pending.is_empty() {
+        out.push(concat_batches(&schema, &pending).map_err(arrow_error)?);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -16,11 +16,14 @@
 //!   every cast placeholder in the plan, subqueries included, and puts back the placeholders of a
 //!   subquery the pg-catalog rewrite dropped, so later values keep their positions.
 //! - **Catalog**: `pg_index`'s and `pg_constraint`'s vector and array columns become arrays so `unnest` and subscripts
-//!   work, `pg_user` exists (Npgsql's `GetSchema`), and `pg_settings` lists the endpoint's settings
-//!   (pgjdbc reads `max_index_keys` there). See [`extend_pg_catalog`].
+//!   work (as 1-based arrays: PostgreSQL's vectors count from 0, which only shifts the subscripts pgjdbc
+//!   and SQLAlchemy read for expression indexes, which the lake has none of), `pg_class` has `reloptions`
+//!   and `relacl`, `pg_user` exists (Npgsql's `GetSchema`), `pg_settings` lists the endpoint's settings
+//!   (pgjdbc reads `max_index_keys` there), and `pg_type_is_visible` and `pg_get_indexdef` exist. See
+//!   [`extend_pg_catalog`].
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::ops::ControlFlow;
 use std::sync::{Arc, LazyLock};
@@ -32,6 +35,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::common::plan_err;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::datasource::MemTable;
 use datafusion::error::Result;
@@ -137,7 +141,7 @@ fn byte_offset(sql: &str, at: Location) -> usize {
 /// Applies [`TEXT_SWAPS`], splicing the original text so everything else stays byte for byte.
 fn swap_text(sql: &str) -> Cow<'_, str> {
     let lower = sql.to_ascii_lowercase();
-    if !lower.contains("current_setting") && !lower.contains("relkind = 'c'") {
+    if !lower.contains("current_setting") && !lower.contains("relkind") {
         return Cow::Borrowed(sql);
     }
     let Some(input) = tokens(sql) else {
@@ -334,6 +338,20 @@ pub fn rewrite(sql: &str) -> Cow<'_, str> {
     let Ok(mut statements) = SqlParser::parse_sql(&PostgreSqlDialect {}, &swapped) else {
         return swapped;
     };
+    // The `(col).x` rule only where the statement really calls _pg_expandarray (not in a literal).
+    let expandarray = expandarray && {
+        use datafusion::sql::sqlparser::ast::visit_expressions;
+        statements.iter().any(|s| {
+            visit_expressions(s, |e: &SqlExpr| {
+                if function_call(e).is_some_and(|(name, _)| name == "_pg_expandarray") {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .is_break()
+        })
+    };
     let mut changed = false;
     for statement in &mut statements {
         let _ = visit_expressions_mut(statement, |e: &mut SqlExpr| {
@@ -356,11 +374,21 @@ pub fn rewrite(sql: &str) -> Cow<'_, str> {
 /// Types every `$n::type` in the plan, in subqueries too, as its cast (datafusion-postgres only looks
 /// at the outer query and leaves the others untyped).
 fn type_cast_placeholders(plan: LogicalPlan) -> Result<LogicalPlan> {
+    // Only parameters DataFusion left untyped everywhere: one typed by a column keeps that type.
+    let untyped: HashSet<String> = plan
+        .get_parameter_types()?
+        .into_iter()
+        .filter_map(|(id, t)| t.is_none().then_some(id))
+        .collect();
+    if untyped.is_empty() {
+        return Ok(plan);
+    }
     plan.transform_up_with_subqueries(|node| {
         node.map_expressions(|expr| {
             expr.transform_up(|e| match e {
                 Expr::Cast(Cast { expr, field })
-                    if matches!(&*expr, Expr::Placeholder(Placeholder { field: None, .. })) =>
+                    if matches!(&*expr, Expr::Placeholder(Placeholder { field: None, id })
+                        if untyped.contains(id)) =>
                 {
                     let Expr::Placeholder(Placeholder { id, .. }) = *expr else {
                         unreachable!("matched above")
@@ -381,6 +409,9 @@ fn type_cast_placeholders(plan: LogicalPlan) -> Result<LogicalPlan> {
     .map(|t| t.data)
 }
 
+/// PostgreSQL's limit on the parameters of a statement (the Bind message counts them in 16 bits).
+const MAX_PARAMETERS: usize = 65535;
+
 /// The highest `$n` in a statement's text.
 fn placeholder_count(sql: &str) -> usize {
     if !sql.contains('$') {
@@ -400,14 +431,28 @@ fn placeholder_count(sql: &str) -> usize {
 /// Puts back the parameters the pg-catalog rewrite dropped with a subquery it answers with NULL (a
 /// correlated subquery in a select list): datafusion-postgres numbers the bound values by the
 /// placeholders left in the plan, so without them every later value is decoded as its neighbour's
-/// type. They come back in an always-true filter, `$n IS NULL OR true`, that the optimizer removes once
-/// the values are bound.
+/// type. They come back in an always-true filter, `$n IS NULL OR … OR true`, over a query's plan,
+/// which the optimizer removes once the values are bound.
 fn keep_placeholders(
     plan: LogicalPlan,
     count: usize,
     client_types: &[Option<Type>],
 ) -> Result<LogicalPlan> {
-    if count == 0 {
+    if count > MAX_PARAMETERS {
+        return plan_err!("a statement takes at most {MAX_PARAMETERS} parameters, not {count}");
+    }
+    let is_query = !matches!(
+        plan,
+        LogicalPlan::Explain(_)
+            | LogicalPlan::Analyze(_)
+            | LogicalPlan::Statement(_)
+            | LogicalPlan::Ddl(_)
+            | LogicalPlan::Dml(_)
+            | LogicalPlan::Copy(_)
+            | LogicalPlan::DescribeTable(_)
+            | LogicalPlan::EmptyRelation(_)
+    );
+    if count == 0 || !is_query {
         return Ok(plan);
     }
     let present = plan.get_parameter_types()?;
@@ -417,7 +462,7 @@ fn keep_placeholders(
     if missing.is_empty() {
         return Ok(plan);
     }
-    let mut predicate = datafusion::prelude::lit(true);
+    let mut terms = vec![datafusion::prelude::lit(true)];
     for n in missing {
         let data_type = client_types
             .get(n - 1)
@@ -436,8 +481,21 @@ fn keep_placeholders(
             id: format!("${n}"),
             field: Some(Arc::new(Field::new("", data_type, true))),
         });
-        predicate = placeholder.is_null().or(predicate);
+        terms.push(placeholder.is_null());
     }
+    // Or-ed pairwise, so the expression is as shallow as it can be.
+    while terms.len() > 1 {
+        let mut next = Vec::with_capacity(terms.len().div_ceil(2));
+        let mut it = terms.into_iter();
+        while let Some(a) = it.next() {
+            next.push(match it.next() {
+                Some(b) => a.or(b),
+                None => a,
+            });
+        }
+        terms = next;
+    }
+    let predicate = terms.remove(0);
     datafusion::logical_expr::LogicalPlanBuilder::from(plan)
         .filter(predicate)?
         .build()
@@ -595,11 +653,11 @@ impl ScalarUDFImpl for ToRegproc {
 /// `pg_get_indexdef(index [, column, pretty])`: NULL. The lake's tables have no indexes; only
 /// PostgreSQL's own system indexes are listed in `pg_index`, and their definitions are not kept.
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct NoIndexDef {
+struct PgGetIndexDef {
     signature: Signature,
 }
 
-impl ScalarUDFImpl for NoIndexDef {
+impl ScalarUDFImpl for PgGetIndexDef {
     fn name(&self) -> &str {
         "pg_get_indexdef"
     }
@@ -884,7 +942,7 @@ pub async fn extend_pg_catalog(
     ctx.register_udf(ScalarUDF::new_from_impl(TypeIsVisible {
         signature: Signature::any(1, Volatility::Stable),
     }));
-    ctx.register_udf(ScalarUDF::new_from_impl(NoIndexDef {
+    ctx.register_udf(ScalarUDF::new_from_impl(PgGetIndexDef {
         signature: Signature::variadic_any(Volatility::Stable),
     }));
 
@@ -1002,6 +1060,39 @@ mod tests {
         let out =
             rewrite("SELECT typinput = 'pg_catalog.array_in'::regproc AS is_array FROM pg_type");
         assert!(out.contains("typinput = 'array_in'"), "{out}");
+    }
+
+    #[test]
+    fn dropped_parameters_come_back_in_a_shallow_filter() {
+        use datafusion::logical_expr::LogicalPlanBuilder;
+        let plan = || {
+            LogicalPlanBuilder::empty(true)
+                .project(vec![datafusion::prelude::lit(1)])
+                .unwrap()
+                .build()
+                .unwrap()
+        };
+        let kept = keep_placeholders(plan(), 1000, &[]).unwrap();
+        let types = kept.get_parameter_types().unwrap();
+        assert_eq!(types.len(), 1000);
+        assert_eq!(types["$7"], Some(DataType::Utf8));
+        let LogicalPlan::Filter(filter) = &kept else {
+            panic!("{kept}")
+        };
+        // 1001 terms or-ed pairwise: 10 levels, not 1000.
+        fn depth(e: &Expr) -> usize {
+            match e {
+                Expr::BinaryExpr(b) => 1 + depth(&b.left).max(depth(&b.right)),
+                _ => 0,
+            }
+        }
+        assert!(
+            depth(&filter.predicate) <= 11,
+            "{}",
+            depth(&filter.predicate)
+        );
+        // More than PostgreSQL allows is refused, not allocated.
+        assert!(keep_placeholders(plan(), 1_000_000_000, &[]).is_err());
     }
 
     #[test]

@@ -420,12 +420,49 @@ fn read_only_error(statement: &Statement) -> PgWireError {
     )))
 }
 
-/// Whether a statement may run on the read-only endpoint.
+/// Whether any query in a statement writes: a data-modifying `WITH` or set operand
+/// (`WITH x AS (INSERT …) SELECT …`), also inside `EXPLAIN` or `DECLARE`.
+fn writes(statement: &Statement) -> bool {
+    use datafusion::sql::sqlparser::ast::{SetExpr, Visit, Visitor};
+    fn body_writes(body: &SetExpr) -> bool {
+        match body {
+            SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_) => {
+                true
+            }
+            SetExpr::SetOperation { left, right, .. } => body_writes(left) || body_writes(right),
+            SetExpr::Query(q) => body_writes(&q.body),
+            _ => false,
+        }
+    }
+    struct Writes;
+    impl Visitor for Writes {
+        type Break = ();
+        fn pre_visit_query(
+            &mut self,
+            query: &datafusion::sql::sqlparser::ast::Query,
+        ) -> std::ops::ControlFlow<()> {
+            if body_writes(&query.body) {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        }
+    }
+    statement.visit(&mut Writes).is_break()
+}
+
+/// Whether a statement may run on the read-only endpoint. `EXPLAIN` only of a query: `EXPLAIN ANALYZE`
+/// runs what it explains.
 fn allowed(statement: &Statement) -> bool {
+    if writes(statement) {
+        return false;
+    }
+    if let Statement::Explain { statement, .. } = statement {
+        return matches!(**statement, Statement::Query(_));
+    }
     matches!(
         statement,
         Statement::Query(_)
-            | Statement::Explain { .. }
             | Statement::ExplainTable { .. }
             | Statement::ShowVariable { .. }
             | Statement::ShowVariables { .. }
@@ -862,6 +899,42 @@ impl PostgresEndpoint {
                 }
                 drop(permit);
             });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn statement(sql: &str) -> Statement {
+        use datafusion::sql::sqlparser::{dialect::PostgreSqlDialect, parser::Parser};
+        Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0)
+    }
+
+    #[test]
+    fn only_reads_are_allowed() {
+        for sql in [
+            "SELECT 1",
+            "EXPLAIN SELECT * FROM orders",
+            "EXPLAIN ANALYZE SELECT * FROM orders",
+            "WITH x AS (SELECT 1) SELECT * FROM x",
+            "SHOW search_path",
+            "SET TIME ZONE 'UTC'",
+        ] {
+            assert!(allowed(&statement(sql)), "{sql}");
+        }
+        for sql in [
+            "INSERT INTO orders (invoice_no) VALUES ('X')",
+            "EXPLAIN ANALYZE INSERT INTO orders (invoice_no) VALUES ('X')",
+            "EXPLAIN DELETE FROM orders",
+            "WITH x AS (DELETE FROM orders RETURNING *) SELECT * FROM x",
+            "DROP TABLE orders",
+            "CREATE TABLE t (a INT)",
+        ] {
+            assert!(!allowed(&statement(sql)), "{sql}");
         }
     }
 }
