@@ -474,7 +474,7 @@ impl PanelStore {
             } else {
                 self.catalog.query_files(&files, "orders", sql).await?
             };
-            tables.push((result.schema, compact(result.batches)?));
+            tables.push((result.schema, compact(result.batches).map_err(arrow_error)?));
         }
         Ok(tables)
     }
@@ -495,7 +495,7 @@ impl PanelStore {
                 return Ok(None);
             }
             batches.extend(new.batches);
-            *batches = compact(std::mem::take(batches))?;
+            *batches = compact(std::mem::take(batches)).map_err(arrow_error)?;
         }
         Ok(Some(tables))
     }
@@ -506,7 +506,7 @@ fn arrow_error(e: arrow::error::ArrowError) -> shopstream_engine::EngineError {
 }
 
 /// Joins many small batches (from many small commits) into fewer, so scans stay fast.
-fn compact(batches: Vec<RecordBatch>) -> shopstream_engine::Result<Vec<RecordBatch>> {
+fn compact(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
     const MAX_BATCHES: usize = 64;
     const ROWS: usize = 64 * 1024;
     if batches.len() <= MAX_BATCHES {
@@ -520,13 +520,13 @@ fn compact(batches: Vec<RecordBatch>) -> shopstream_engine::Result<Vec<RecordBat
         rows += batch.num_rows();
         pending.push(batch);
         if rows >= ROWS {
-            out.push(concat_batches(&schema, &pending).map_err(arrow_error)?);
+            out.push(concat_batches(&schema, &pending)?);
             pending.clear();
             rows = 0;
         }
     }
     if !pending.is_empty() {
-        out.push(concat_batches(&schema, &pending).map_err(arrow_error)?);
+        out.push(concat_batches(&schema, &pending)?);
     }
     Ok(out)
 }
