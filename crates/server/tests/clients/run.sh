@@ -113,9 +113,10 @@ java -cp /usr/share/java/postgresql.jar "$here/PgJdbc.java" \
 echo "== node-postgres"
 node "$here/node_pg.mjs" "postgresql://shopstream@127.0.0.1:$PG_PORT/shopstream" "$expected"
 
-echo "== Npgsql 4 (Power BI), Grafana and Metabase startup statements"
+echo "== Npgsql 4 (Power BI), Grafana, Metabase, DBeaver and pgcli startup statements"
 "$venv/bin/python" "$here/replay.py" "postgresql://shopstream@127.0.0.1:$PG_PORT/shopstream" \
-  "$here/fixtures/npgsql4.sql" "$here/fixtures/grafana.sql" "$here/fixtures/metabase.sql"
+  "$here/fixtures/npgsql4.sql" "$here/fixtures/grafana.sql" "$here/fixtures/metabase.sql" \
+  "$here/fixtures/dbeaver.sql" "$here/fixtures/pgcli.sql"
 
 echo "== dashboard in chromium"
 SHOPSTREAM_URL="$HTTP_URL" node "$here/../browser/dashboard.test.mjs"
