@@ -221,6 +221,7 @@ pub fn sql_over(name: &str, p: &PanelParams, src: Source) -> Option<String> {
             let has_previous = p.previous().is_some();
             format!(
                 "WITH cur AS ({cur}), prev AS ({prev}) \
+                 SELECT metric, value, previous FROM ( \
                  SELECT 'revenue' AS metric, ROUND(cur.revenue, 2) AS value, {pv_rev} AS previous FROM cur, prev \
                  UNION ALL SELECT 'orders', CAST(cur.orders AS DOUBLE), {pv_orders} FROM cur, prev \
                  UNION ALL SELECT 'average_order_value', ROUND(cur.revenue / NULLIF(cur.orders, 0), 2), \
@@ -230,7 +231,10 @@ pub fn sql_over(name: &str, p: &PanelParams, src: Source) -> Option<String> {
                  UNION ALL SELECT 'repeat_customer_rate', ROUND({rep_cur}, 4), {pv_rep} FROM cur, prev \
                  UNION ALL SELECT 'cancellation_rate', \
                    ROUND(CAST(cur.cancelled_orders AS DOUBLE) / NULLIF(cur.orders + cur.cancelled_orders, 0), 4), \
-                   {pv_canc} FROM cur, prev",
+                   {pv_canc} FROM cur, prev) AS kpis \
+                 ORDER BY CASE metric WHEN 'revenue' THEN 1 WHEN 'orders' THEN 2 \
+                   WHEN 'average_order_value' THEN 3 WHEN 'units' THEN 4 WHEN 'customers' THEN 5 \
+                   WHEN 'repeat_customer_rate' THEN 6 ELSE 7 END",
                 cur = kpi_select(&filter, t),
                 prev = kpi_select(&previous, t),
                 pv_rev = if has_previous {
