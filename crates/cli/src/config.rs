@@ -56,6 +56,21 @@ pub struct LiveConfig {
     /// Flows: `POST /v1/flows/{name}/records` through steps into a topic (`[[live.flows]]`).
     #[serde(default)]
     pub flows: Vec<shopstream_ingest::sources::flow::FlowConfig>,
+    /// Compact the lake's tables (their small files of live commits) every this many seconds; 0: never.
+    #[serde(default = "default_compact_every_s")]
+    pub compact_every_s: u64,
+    /// Data files replaced by a compaction are deleted this many seconds later (readers of older
+    /// versions have that long).
+    #[serde(default = "default_vacuum_after_s")]
+    pub vacuum_after_s: u64,
+}
+
+fn default_vacuum_after_s() -> u64 {
+    3600
+}
+
+fn default_compact_every_s() -> u64 {
+    600
 }
 
 fn default_landing_poll_ms() -> u64 {
@@ -83,6 +98,8 @@ impl Default for LiveConfig {
             landing_poll_ms: default_landing_poll_ms(),
             pollers: Vec::new(),
             flows: Vec::new(),
+            compact_every_s: default_compact_every_s(),
+            vacuum_after_s: default_vacuum_after_s(),
         }
     }
 }

@@ -111,10 +111,19 @@ pub async fn start(
                 .spawn(move || poller.run(stop))?,
         );
     }
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(loader.run(stop.clone())),
         tokio::spawn(landing.run(stop.clone())),
     ];
+    if live.compact_every_s > 0 {
+        tasks.push(tokio::spawn(shopstream_engine::compact::run_every(
+            ctx.lake()?,
+            ctx.write_options(),
+            Duration::from_secs(live.compact_every_s),
+            Duration::from_secs(live.vacuum_after_s),
+            stop.clone(),
+        )));
+    }
 
     let mut server = ctx.config.server.clone();
     if let Some(l) = listen {

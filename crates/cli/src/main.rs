@@ -19,7 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use shopstream_engine::load::{LoadEvent, LoadSummary, WriteOptions, load_files};
 use shopstream_engine::output::{OutputFormat, write, write_parquet};
 use shopstream_engine::sql::QueryResult;
-use shopstream_engine::{Catalog, Lake, reports};
+use shopstream_engine::{Catalog, Lake, TableKind, reports};
 use shopstream_ingest::generate::{GenFormat, Generator};
 use shopstream_ingest::{ReadOptions, expand_paths};
 
@@ -90,6 +90,12 @@ enum Command {
     },
     /// List the lake's tables with rows, files, bytes and Delta version.
     Tables,
+    /// Compact tables (Delta OPTIMIZE): rewrite each partition's small files, e.g. those of the live
+    /// load, into files of `[lake] target_file_size_mb`, in one commit per table. Safe while loads run.
+    Compact {
+        /// Tables to compact (default: all).
+        tables: Vec<String>,
+    },
     /// Run SQL; without a query, an interactive shell.
     Sql {
         /// The query.
@@ -281,6 +287,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Tables => tables(&ctx).await,
+        Command::Compact { tables } => compact(&ctx, &tables).await,
         Command::Sql { query, format, out } => match query {
             Some(q) => run_query(&ctx, &q, format, out.as_deref()).await,
             None => shell(&ctx).await,
@@ -525,6 +532,37 @@ async fn tables(ctx: &Ctx) -> anyhow::Result<()> {
             "{:<14} {:>12} {:>7} {:>12} {:>8}",
             t.name, t.rows, t.files, t.bytes, t.version
         );
+    }
+    Ok(())
+}
+
+async fn compact(ctx: &Ctx, names: &[String]) -> anyhow::Result<()> {
+    let lake = ctx.lake()?;
+    let kinds: Vec<TableKind> = if names.is_empty() {
+        TableKind::ALL.to_vec()
+    } else {
+        names
+            .iter()
+            .map(|n| {
+                TableKind::ALL
+                    .into_iter()
+                    .find(|k| k.name() == n)
+                    .ok_or_else(|| {
+                        let all: Vec<&str> = TableKind::ALL.iter().map(|k| k.name()).collect();
+                        anyhow::anyhow!("no table `{n}` (tables: {})", all.join(", "))
+                    })
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    for kind in kinds {
+        let s = shopstream_engine::compact::compact(&lake, kind, &ctx.write_options()).await?;
+        match s.version {
+            Some(v) => println!(
+                "{}: {} of {} files rewritten into {} ({} partitions), version {v}",
+                s.table, s.files_removed, s.files_before, s.files_added, s.partitions
+            ),
+            None => println!("{}: nothing to compact ({} files)", s.table, s.files_before),
+        }
     }
     Ok(())
 }

@@ -2,10 +2,12 @@
 //! SQL on Apache DataFusion over all of them, and the built-in reports.
 //!
 //! The ingest crate turns files and live records into Arrow batches; this crate owns where they go
-//! ([`lake`], [`sink`], [`load`], and the continuous jobs in [`stream`]: topic load, landing folder) and how
+//! ([`lake`], [`sink`], [`load`], [`compact`], and the continuous jobs in [`stream`]: topic load, landing
+//! folder) and how
 //! they are queried ([`sql`], [`reports`], [`output`]). Windows, watermarks and checkpointed state will join
 //! [`stream`], on the same tables and catalog.
 
+pub mod compact;
 pub mod error;
 pub mod lake;
 pub mod load;

@@ -70,7 +70,7 @@ fn columns_without_statistics(kind: TableKind) -> Vec<String> {
     }
 }
 
-fn writer_properties(kind: TableKind, o: &WriteOptions) -> WriterProperties {
+pub(crate) fn writer_properties(kind: TableKind, o: &WriteOptions) -> WriterProperties {
     let mut builder = WriterProperties::builder();
     for c in columns_without_statistics(kind) {
         builder =

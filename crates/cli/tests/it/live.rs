@@ -9,9 +9,13 @@ use std::time::{Duration, Instant};
 
 use crate::{run, shopstream, stdout};
 
-/// Starts `serve` on a free port; returns the child and its base URL.
-fn start(dir: &std::path::Path) -> (Child, String) {
-    let mut child = shopstream(dir)
+/// Starts `serve` on a free port (with `config`, if given); returns the child and its base URL.
+fn start(dir: &std::path::Path, config: Option<&std::path::Path>) -> (Child, String) {
+    let mut command = shopstream(dir);
+    if let Some(c) = config {
+        command.env("SHOPSTREAM_CONFIG", c);
+    }
+    let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0", "--pg-listen", "off"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -70,7 +74,19 @@ fn post_until_acked(url: &Mutex<String>, key: &str, body: &str, stop: &AtomicBoo
 #[test]
 fn lake_holds_every_acknowledged_record_once_after_repeated_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, first) = start(dir.path());
+    // Background compaction every second, so kills also land while it rewrites files.
+    let config = dir.path().join("compact-often.toml");
+    let defaults = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/default.toml"),
+    )
+    .unwrap();
+    assert!(defaults.contains("compact_every_s = 600"));
+    std::fs::write(
+        &config,
+        defaults.replace("compact_every_s = 600", "compact_every_s = 1"),
+    )
+    .unwrap();
+    let (mut child, first) = start(dir.path(), Some(&config));
     let url = Arc::new(Mutex::new(first));
     let stop = Arc::new(AtomicBool::new(false));
     let producer = {
@@ -95,7 +111,7 @@ fn lake_holds_every_acknowledged_record_once_after_repeated_sigkill() {
         std::thread::sleep(Duration::from_millis(300 + (seed >> 33) % 700));
         child.kill().unwrap(); // SIGKILL: mid-append, mid-load, mid-commit
         child.wait().unwrap();
-        let (c, u) = start(dir.path());
+        let (c, u) = start(dir.path(), Some(&config));
         child = c;
         *url.lock().unwrap() = u;
     }
@@ -130,6 +146,21 @@ fn lake_holds_every_acknowledged_record_once_after_repeated_sigkill() {
             "the load did not catch up: {status}"
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+    // The server compacts the live load's small files while it runs.
+    let log_dir = dir.path().join("lake/orders/_delta_log");
+    let compacted = || {
+        std::fs::read_dir(&log_dir).unwrap().any(|e| {
+            let path = e.unwrap().path();
+            path.extension().is_some_and(|x| x == "json")
+                && std::fs::read_to_string(&path)
+                    .unwrap_or_default()
+                    .contains("\"operation\":\"OPTIMIZE\"")
+        })
+    };
+    while !compacted() {
+        assert!(Instant::now() < deadline, "no compaction of orders");
+        std::thread::sleep(Duration::from_millis(200));
     }
     child.kill().unwrap();
     child.wait().unwrap();
@@ -176,7 +207,7 @@ fn lake_holds_every_acknowledged_record_once_after_repeated_sigkill() {
 #[test]
 fn landed_files_load_once_and_move_to_processed_or_failed() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, url) = start(dir.path());
+    let (mut child, url) = start(dir.path(), None);
     let landing = dir.path().join("landing");
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../testdata/online-retail/2010-12-01.csv");

@@ -1,5 +1,6 @@
 //! Integration tests of the engine: real Delta commits in a temporary lake, real files from testdata/.
 
+mod compact;
 mod golden;
 mod load;
 

@@ -1,0 +1,118 @@
+//! Compaction (Delta `OPTIMIZE`): the live load commits small files, one per partition it touches per
+//! commit, and a table of many small files is slow to open and scan. [`compact`] rewrites the small
+//! files of each partition into files of the target size, in one Delta commit that removes the old files
+//! and adds the new ones as a rearrangement (`dataChange = false`): every version still holds the same
+//! rows, loads committing meanwhile (appends) do not conflict with it, and a crash before the commit
+//! leaves the table as it was (the files it wrote are not in the log). The old files stay on disk for
+//! time travel until [`vacuum`] deletes them, after a retention period.
+
+use std::num::NonZeroU64;
+
+use crate::error::{EngineError, Result};
+use crate::lake::{Lake, TableKind};
+use crate::sink::{WriteOptions, writer_properties};
+
+/// What one compaction did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactSummary {
+    /// The table's name.
+    pub table: &'static str,
+    /// Data files before.
+    pub files_before: usize,
+    /// Small files rewritten (removed from the table).
+    pub files_removed: u64,
+    /// Files written in their place.
+    pub files_added: u64,
+    /// Partitions that had files rewritten.
+    pub partitions: u64,
+    /// The version committed; `None` when there was nothing to do.
+    pub version: Option<u64>,
+}
+
+/// Compacts `kind`'s table with the lake's write options (target file size, zstd, statistics).
+pub async fn compact(lake: &Lake, kind: TableKind, write: &WriteOptions) -> Result<CompactSummary> {
+    let mut summary = CompactSummary {
+        table: kind.name(),
+        ..CompactSummary::default()
+    };
+    let Some(table) = lake.open(kind).await? else {
+        return Ok(summary);
+    };
+    let before = table.version();
+    summary.files_before = table
+        .get_file_uris()
+        .map_err(EngineError::delta(kind.name()))?
+        .count();
+    let target = NonZeroU64::new(write.target_file_size.max(1)).expect("at least 1");
+    let (table, metrics) = table
+        .optimize()
+        .with_target_size(target)
+        .with_writer_properties(writer_properties(kind, write))
+        .await
+        .map_err(EngineError::delta(kind.name()))?;
+    summary.files_removed = metrics.num_files_removed;
+    summary.files_added = metrics.num_files_added;
+    summary.partitions = metrics.partitions_optimized;
+    summary.version = table.version().filter(|v| Some(*v) != before);
+    Ok(summary)
+}
+
+/// Deletes the data files `kind`'s table stopped using (compacted away) more than `retention` ago
+/// (Delta `VACUUM`); returns how many. Readers of a version older than that could no longer read it.
+pub async fn vacuum(lake: &Lake, kind: TableKind, retention: std::time::Duration) -> Result<usize> {
+    let Some(table) = lake.open(kind).await? else {
+        return Ok(0);
+    };
+    let retention = chrono::Duration::from_std(retention)
+        .map_err(|e| EngineError::Internal(format!("retention: {e}")))?;
+    let (_, metrics) = table
+        .vacuum()
+        .with_retention_period(retention)
+        .with_enforce_retention_duration(false)
+        .await
+        .map_err(EngineError::delta(kind.name()))?;
+    Ok(metrics.files_deleted.len())
+}
+
+/// Compacts every table each `every` until `stop` is set (the live path's background compaction), then
+/// deletes the files compactions replaced more than `retention` ago. A failure is logged and tried
+/// again next time: the tables are as they were.
+pub async fn run_every(
+    lake: Lake,
+    write: WriteOptions,
+    every: std::time::Duration,
+    retention: std::time::Duration,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<()> {
+    use std::sync::atomic::Ordering;
+    let tick = std::time::Duration::from_millis(200);
+    let mut waited = std::time::Duration::ZERO;
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(tick).await;
+        waited += tick;
+        if waited < every {
+            continue;
+        }
+        waited = std::time::Duration::ZERO;
+        for kind in TableKind::ALL {
+            match compact(&lake, kind, &write).await {
+                Ok(s) if s.version.is_some() => tracing::info!(
+                    "compacted {}: {} files into {} in {} partitions (version {:?})",
+                    s.table,
+                    s.files_removed,
+                    s.files_added,
+                    s.partitions,
+                    s.version
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("compacting {}: {e}", kind.name()),
+            }
+            match vacuum(&lake, kind, retention).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("vacuumed {}: {n} replaced files deleted", kind.name()),
+                Err(e) => tracing::warn!("vacuuming {}: {e}", kind.name()),
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! Compaction: many small commits become one file per partition, with the same rows, also while a load
+//! commits at the same time; vacuum then deletes the replaced files.
+
+use std::path::PathBuf;
+
+use shopstream_engine::compact::{compact, vacuum};
+use shopstream_engine::load::WriteOptions;
+use shopstream_engine::{Lake, TableKind};
+
+use crate::{load, query_csv, testdata};
+
+/// The real day 2010-12-01 (3,108 lines) cut into `parts` CSV files of its own lines.
+fn slices(dir: &std::path::Path, parts: usize) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string(testdata("online-retail/2010-12-01.csv")).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let rows: Vec<&str> = lines.collect();
+    rows.chunks(rows.len().div_ceil(parts))
+        .enumerate()
+        .map(|(i, chunk)| {
+            let path = dir.join(format!("part-{i}.csv"));
+            std::fs::write(&path, format!("{header}\n{}\n", chunk.join("\n"))).unwrap();
+            path
+        })
+        .collect()
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+async fn data_files(lake: &Lake) -> usize {
+    let table = lake.open(TableKind::Orders).await.unwrap().unwrap();
+    table.get_file_uris().unwrap().count()
+}
+
+const TOTALS: &str = "SELECT COUNT(*) AS n, ROUND(SUM(line_revenue), 2) AS revenue, \
+    COUNT(DISTINCT invoice_no) AS invoices FROM orders";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn small_commits_become_one_file_with_the_same_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::local(&dir.path().join("lake")).unwrap();
+    for part in slices(dir.path(), 6) {
+        load(&lake, &[part], vec![]).await;
+    }
+    assert_eq!(data_files(&lake).await, 6, "one file per load");
+    let before = query_csv(&lake, TOTALS).await;
+    assert!(before.starts_with("n,revenue,invoices\n3108,"), "{before}");
+
+    let summary = compact(&lake, TableKind::Orders, &WriteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(summary.files_before, 6);
+    assert_eq!(summary.files_removed, 6);
+    assert_eq!(summary.files_added, 1);
+    assert_eq!(summary.partitions, 1);
+    assert!(summary.version.is_some());
+    assert_eq!(data_files(&lake).await, 1);
+    assert_eq!(query_csv(&lake, TOTALS).await, before, "same rows after");
+    // The replaced files stay on disk until vacuumed; then only the compacted one is left.
+    let on_disk = || {
+        walk(&dir.path().join("lake/orders"))
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .count()
+    };
+    assert_eq!(on_disk(), 7);
+    let deleted = vacuum(&lake, TableKind::Orders, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 6);
+    assert_eq!(on_disk(), 1);
+    assert_eq!(
+        query_csv(&lake, TOTALS).await,
+        before,
+        "same rows after vacuum"
+    );
+    // Loads stay idempotent: the same files again add nothing.
+    let again = load(&lake, &slices(dir.path(), 6), vec![]).await;
+    assert!(again.files.iter().all(|f| f.already_loaded));
+    assert_eq!(query_csv(&lake, TOTALS).await, before);
+
+    // Nothing left to do: no commit.
+    let again = compact(&lake, TableKind::Orders, &WriteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(again.version, None);
+    assert_eq!(again.files_removed, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_load_committing_during_compaction_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::local(&dir.path().join("lake")).unwrap();
+    let parts = slices(dir.path(), 7);
+    for part in &parts[..6] {
+        load(&lake, std::slice::from_ref(part), vec![]).await;
+    }
+    // Compaction and one more load at once (loads take turns; compaction does not wait for them):
+    // an append does not conflict with a rewrite.
+    let write = WriteOptions::default();
+    let (compacted, _) = tokio::join!(
+        compact(&lake, TableKind::Orders, &write),
+        load(&lake, std::slice::from_ref(&parts[6]), vec![]),
+    );
+    compacted.unwrap();
+    let after = query_csv(&lake, "SELECT COUNT(*) AS n FROM orders").await;
+    assert_eq!(after, "n\n3108\n", "every line once");
+    let raw = query_csv(&lake, "SELECT COUNT(*) AS n FROM raw_orders").await;
+    assert_eq!(raw, "n\n3108\n");
+}
