@@ -95,6 +95,10 @@ enum Command {
     Compact {
         /// Tables to compact (default: all).
         tables: Vec<String>,
+        /// Then delete the data files compactions replaced more than this many seconds ago (Delta
+        /// VACUUM; readers of older versions can no longer read them).
+        #[arg(long)]
+        vacuum_after_s: Option<u64>,
     },
     /// Run SQL; without a query, an interactive shell.
     Sql {
@@ -287,7 +291,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Tables => tables(&ctx).await,
-        Command::Compact { tables } => compact(&ctx, &tables).await,
+        Command::Compact {
+            tables,
+            vacuum_after_s,
+        } => compact(&ctx, &tables, vacuum_after_s).await,
         Command::Sql { query, format, out } => match query {
             Some(q) => run_query(&ctx, &q, format, out.as_deref()).await,
             None => shell(&ctx).await,
@@ -536,7 +543,7 @@ async fn tables(ctx: &Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn compact(ctx: &Ctx, names: &[String]) -> anyhow::Result<()> {
+async fn compact(ctx: &Ctx, names: &[String], vacuum_after_s: Option<u64>) -> anyhow::Result<()> {
     let lake = ctx.lake()?;
     let kinds: Vec<TableKind> = if names.is_empty() {
         TableKind::ALL.to_vec()
@@ -562,6 +569,11 @@ async fn compact(ctx: &Ctx, names: &[String]) -> anyhow::Result<()> {
                 s.table, s.files_removed, s.files_before, s.files_added, s.partitions
             ),
             None => println!("{}: nothing to compact ({} files)", s.table, s.files_before),
+        }
+        if let Some(after) = vacuum_after_s {
+            let n =
+                shopstream_engine::compact::vacuum(&lake, kind, Duration::from_secs(after)).await?;
+            println!("{}: {n} replaced files deleted", kind.name());
         }
     }
     Ok(())
