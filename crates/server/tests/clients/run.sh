@@ -91,6 +91,9 @@ psql -X -c '\dt' | grep -q ' orders ' || fail "psql \\dt lists orders"
 [ "$(q "SELECT (information_schema._pg_expandarray(i.indkey)).n, information_schema._pg_expandarray(i.indkey) FROM pg_catalog.pg_index i WHERE i.indexrelid = 3455" | tr "\\n" " ")" = "1|9 2|8 " ] \
   || fail "_pg_expandarray"
 [ "$(q "SELECT setting FROM pg_catalog.pg_settings WHERE name = 'max_index_keys'")" = "32" ] || fail "pg_settings"
+# to_char with PostgreSQL's template patterns (DataFusion's own takes chrono's and echoes these back).
+[ "$(q "SELECT to_char(TIMESTAMP '2011-12-09 08:05:00', 'YYYY-MM-DD HH24:MI \"h\" FMDD Mon')")" = "2011-12-09 08:05 h 9 Dec" ] \
+  || fail "to_char with a PostgreSQL template"
 psql -X -c '\d orders' | grep -q 'invoice_no' || fail "psql \\d orders"
 if out="$(psql -X -v ON_ERROR_STOP=1 -c "INSERT INTO orders (invoice_no) VALUES ('X')" 2>&1)"; then
   fail "INSERT was accepted"
