@@ -91,12 +91,14 @@ enum Command {
     /// List the lake's tables with rows, files, bytes and Delta version.
     Tables,
     /// Compact tables (Delta OPTIMIZE): rewrite each partition's small files, e.g. those of the live
-    /// load, into files of `[lake] target_file_size_mb`, in one commit per table. Safe while loads run.
+    /// load, into files of `[lake] target_file_size_mb`, in one commit per table. Safe while loads run;
+    /// one compaction at a time per lake (a running `serve` compacts too).
     Compact {
         /// Tables to compact (default: all).
         tables: Vec<String>,
         /// Then delete the data files compactions replaced more than this many seconds ago (Delta
-        /// VACUUM; readers of older versions can no longer read them).
+        /// VACUUM). Queries running meanwhile that started before the compaction fail if they still
+        /// need those files: keep it to minutes on a lake being served.
         #[arg(long)]
         vacuum_after_s: Option<u64>,
     },
@@ -562,7 +564,9 @@ async fn compact(ctx: &Ctx, names: &[String], vacuum_after_s: Option<u64>) -> an
             .collect::<anyhow::Result<_>>()?
     };
     for kind in kinds {
-        let s = shopstream_engine::compact::compact(&lake, kind, &ctx.write_options()).await?;
+        let tasks = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let s =
+            shopstream_engine::compact::compact(&lake, kind, &ctx.write_options(), tasks).await?;
         match s.version {
             Some(v) => println!(
                 "{}: {} of {} files rewritten into {} ({} partitions), version {v}",

@@ -5,6 +5,11 @@
 //! rows, loads committing meanwhile (appends) do not conflict with it, and a crash before the commit
 //! leaves the table as it was (the files it wrote are not in the log). The old files stay on disk for
 //! time travel until [`vacuum`] deletes them, after a retention period.
+//!
+//! Two compactions at once must not happen: Delta does not see two rewrites of the same files as a
+//! conflict, so both would commit and the rows would be there twice. A lock file
+//! (`lake/.compact.lock`) keeps one compaction per local lake; a lake on object storage must have a
+//! single compactor (one `serve`, or `compact_every_s = 0` and one scheduled `shopstream compact`).
 
 use std::num::NonZeroU64;
 
@@ -29,8 +34,18 @@ pub struct CompactSummary {
     pub version: Option<u64>,
 }
 
-/// Compacts `kind`'s table with the lake's write options (target file size, zstd, statistics).
-pub async fn compact(lake: &Lake, kind: TableKind, write: &WriteOptions) -> Result<CompactSummary> {
+/// Compacts `kind`'s table with the lake's write options (target file size, zstd, statistics), using up
+/// to `tasks` threads. [`EngineError::CompactionRunning`] when another compaction of the lake runs.
+pub async fn compact(
+    lake: &Lake,
+    kind: TableKind,
+    write: &WriteOptions,
+    tasks: usize,
+) -> Result<CompactSummary> {
+    let _lock = crate::load::lock_lake(lake, ".compact.lock").map_err(|e| match e {
+        EngineError::Busy(dir) => EngineError::CompactionRunning(dir),
+        e => e,
+    })?;
     let mut summary = CompactSummary {
         table: kind.name(),
         ..CompactSummary::default()
@@ -48,12 +63,16 @@ pub async fn compact(lake: &Lake, kind: TableKind, write: &WriteOptions) -> Resu
         .optimize()
         .with_target_size(target)
         .with_writer_properties(writer_properties(kind, write))
+        .with_max_concurrent_tasks(tasks.max(1))
         .await
         .map_err(EngineError::delta(kind.name()))?;
     summary.files_removed = metrics.num_files_removed;
     summary.files_added = metrics.num_files_added;
     summary.partitions = metrics.partitions_optimized;
-    summary.version = table.version().filter(|v| Some(*v) != before);
+    // Only a rewrite counts: the table may also have moved on by a load's commit meanwhile.
+    summary.version = table
+        .version()
+        .filter(|v| Some(*v) != before && metrics.num_files_removed > 0);
     Ok(summary)
 }
 
@@ -86,16 +105,23 @@ pub async fn run_every(
 ) -> Result<()> {
     use std::sync::atomic::Ordering;
     let tick = std::time::Duration::from_millis(200);
+    // The first round soon after start, so a server restarted often still compacts.
+    let mut wait = every.min(std::time::Duration::from_secs(30));
     let mut waited = std::time::Duration::ZERO;
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(tick).await;
         waited += tick;
-        if waited < every {
+        if waited < wait {
             continue;
         }
         waited = std::time::Duration::ZERO;
+        wait = every;
         for kind in TableKind::ALL {
-            match compact(&lake, kind, &write).await {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            // One thread: the server keeps answering meanwhile.
+            match compact(&lake, kind, &write, 1).await {
                 Ok(s) if s.version.is_some() => tracing::info!(
                     "compacted {}: {} files into {} in {} partitions (version {:?})",
                     s.table,
@@ -105,6 +131,10 @@ pub async fn run_every(
                     s.version
                 ),
                 Ok(_) => {}
+                Err(EngineError::CompactionRunning(_)) => {
+                    tracing::info!("compaction skipped: another compaction of the lake runs");
+                    break;
+                }
                 Err(e) => tracing::warn!("compacting {}: {e}", kind.name()),
             }
             match vacuum(&lake, kind, retention).await {

@@ -30,6 +30,9 @@ pub enum EngineError {
         "the lake at {0} is being written by another shopstream process; wait for it to finish"
     )]
     Busy(String),
+    /// Another compaction of the lake runs (two at once would keep both rewrites: rows twice).
+    #[error("another compaction of the lake at {0} is running; try again when it is done")]
+    CompactionRunning(String),
     /// The load was interrupted (Ctrl-C) before its commit; nothing of it is visible.
     #[error("interrupted: nothing of this load was committed; rerun the same command to load it")]
     Interrupted,

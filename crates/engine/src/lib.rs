@@ -9,6 +9,7 @@
 
 pub mod compact;
 pub mod error;
+pub mod functions;
 pub mod lake;
 pub mod load;
 pub mod output;

@@ -85,13 +85,15 @@ fn txn_id(fingerprint: &str) -> String {
 }
 
 /// An exclusive lock on a local lake, released on drop.
-struct WriterLock(#[allow(dead_code)] std::fs::File);
+pub(crate) struct WriterLock(#[allow(dead_code)] std::fs::File);
 
-fn lock_lake(lake: &Lake) -> Result<Option<WriterLock>> {
+/// Takes the lake's lock file `name` (`Busy` when another process or task holds it); `None` for a lake
+/// that is not a local folder.
+pub(crate) fn lock_lake(lake: &Lake, name: &str) -> Result<Option<WriterLock>> {
     let Some(dir) = lake.local_dir() else {
         return Ok(None);
     };
-    let path = dir.join(".writer.lock");
+    let path = dir.join(name);
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -190,7 +192,7 @@ pub async fn load_files(
     cancel: Arc<AtomicBool>,
     on_event: &(dyn Fn(LoadEvent) + Send + Sync),
 ) -> Result<LoadSummary> {
-    let _lock = lock_lake(lake)?;
+    let _lock = lock_lake(lake, ".writer.lock")?;
     let load_id = uuid::Uuid::new_v4().to_string();
     let load_time_us = chrono::Utc::now().timestamp_micros();
     let sizes: Vec<u64> = files

@@ -92,6 +92,7 @@ impl Catalog {
     /// Opens a session with every lake table registered under its name.
     pub async fn open(lake: &Lake) -> Result<Catalog> {
         let ctx = SessionContext::new_with_config(session_config()?);
+        crate::functions::register(&ctx);
         for kind in TableKind::ALL {
             register(&ctx, kind, lake.open(kind).await?.as_ref()).await?;
         }
@@ -127,6 +128,7 @@ impl LiveCatalog {
         if let Some(catalog) = ctx.catalog("shopstream") {
             catalog.register_schema("public", Arc::new(SwappableSchema::default()))?;
         }
+        crate::functions::register(&ctx);
         let mut tables = HashMap::new();
         for kind in TableKind::ALL {
             let table = lake.open(kind).await?;

@@ -21,7 +21,6 @@
 //!   and `relacl`, `pg_user` exists (Npgsql's `GetSchema`), `pg_settings` lists the endpoint's settings
 //!   (pgjdbc reads `max_index_keys` there), and `pg_type_is_visible` and `pg_get_indexdef` exist. See
 //!   [`extend_pg_catalog`].
-//! - **Functions**: `to_char` takes PostgreSQL's templates (`YYYY-MM-DD HH24:MI`) as well as chrono's.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -704,118 +703,6 @@ impl ScalarUDFImpl for TypeIsVisible {
     }
 }
 
-/// `to_char(timestamp, format)` with PostgreSQL's template patterns (`YYYY-MM-DD HH24:MI:SS`, `FMDD Mon`,
-/// quoted text…), which BI tools and people write; DataFusion's own `to_char` takes chrono's `%Y-%m-%d`
-/// and prints a PostgreSQL pattern back as it is, a silently wrong answer. A format with `%` in it is
-/// taken as chrono's, so both kinds work. Month and day names come as chrono spells them (`December`,
-/// `Dec`), whatever the pattern's case.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct PgToChar {
-    inner: datafusion::functions::datetime::to_char::ToCharFunc,
-}
-
-/// A PostgreSQL `to_char` template as a chrono format.
-fn pg_to_chrono(template: &str) -> String {
-    if template.contains('%') {
-        return template.to_string();
-    }
-    // Longest first, so `HH24` is not read as `HH` and `24`.
-    const PATTERNS: &[(&str, &str, &str)] = &[
-        // (pattern, chrono, chrono without padding: after `FM`)
-        ("HH24", "%H", "%-H"),
-        ("HH12", "%I", "%-I"),
-        ("IYYY", "%G", "%G"),
-        ("YYYY", "%Y", "%Y"),
-        ("MONTH", "%B", "%B"),
-        ("Month", "%B", "%B"),
-        ("month", "%B", "%B"),
-        ("DDD", "%j", "%-j"),
-        ("MON", "%b", "%b"),
-        ("Mon", "%b", "%b"),
-        ("mon", "%b", "%b"),
-        ("DAY", "%A", "%A"),
-        ("Day", "%A", "%A"),
-        ("day", "%A", "%A"),
-        ("DY", "%a", "%a"),
-        ("Dy", "%a", "%a"),
-        ("dy", "%a", "%a"),
-        ("HH", "%I", "%-I"),
-        ("MI", "%M", "%-M"),
-        ("SS", "%S", "%-S"),
-        ("MS", "%3f", "%3f"),
-        ("US", "%6f", "%6f"),
-        ("YY", "%y", "%y"),
-        ("MM", "%m", "%-m"),
-        ("DD", "%d", "%-d"),
-        ("IW", "%V", "%-V"),
-        ("AM", "%p", "%p"),
-        ("PM", "%p", "%p"),
-        ("am", "%P", "%P"),
-        ("pm", "%P", "%P"),
-        ("TZ", "%Z", "%Z"),
-        ("tz", "%Z", "%Z"),
-    ];
-    let mut out = String::with_capacity(template.len() + 8);
-    let mut rest = template;
-    let mut fill = false;
-    while let Some(c) = rest.chars().next() {
-        if let Some(r) = rest.strip_prefix("FM") {
-            fill = true;
-            rest = r;
-            continue;
-        }
-        if c == '"' {
-            // Quoted text is copied as it is.
-            let end = rest[1..].find('"').map_or(rest.len(), |i| i + 2);
-            out.push_str(&rest[1..end.min(rest.len())].replace('"', ""));
-            rest = &rest[end.min(rest.len())..];
-            continue;
-        }
-        if let Some((p, padded, unpadded)) = PATTERNS.iter().find(|(p, _, _)| rest.starts_with(p)) {
-            out.push_str(if fill { unpadded } else { padded });
-            fill = false;
-            rest = &rest[p.len()..];
-            continue;
-        }
-        out.push(c);
-        rest = &rest[c.len_utf8()..];
-    }
-    out
-}
-
-impl ScalarUDFImpl for PgToChar {
-    fn name(&self) -> &str {
-        "to_char"
-    }
-    fn signature(&self) -> &Signature {
-        self.inner.signature()
-    }
-    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        self.inner.return_type(arg_types)
-    }
-    fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        use datafusion::common::ScalarValue;
-        if let Some(format) = args.args.get_mut(1) {
-            *format = match &*format {
-                ColumnarValue::Scalar(ScalarValue::Utf8(Some(f))) => {
-                    ColumnarValue::Scalar(ScalarValue::Utf8(Some(pg_to_chrono(f))))
-                }
-                ColumnarValue::Array(a) => {
-                    let a = datafusion::arrow::compute::cast(a, &DataType::Utf8)?;
-                    let a = a
-                        .as_any()
-                        .downcast_ref::<StringArray>()
-                        .expect("cast to Utf8");
-                    let out: StringArray = a.iter().map(|f| f.map(pg_to_chrono)).collect();
-                    ColumnarValue::Array(Arc::new(out))
-                }
-                other => other.clone(),
-            };
-        }
-        self.inner.invoke_with_args(args)
-    }
-}
-
 /// `pg_catalog` with the tables datafusion-pg-catalog 0.19 lacks or types differently.
 #[derive(Debug)]
 struct ExtendedPgCatalog {
@@ -1055,9 +942,6 @@ pub async fn extend_pg_catalog(
         oids,
         signature: Signature::any(1, Volatility::Immutable),
     }));
-    ctx.register_udf(ScalarUDF::new_from_impl(PgToChar {
-        inner: datafusion::functions::datetime::to_char::ToCharFunc::new(),
-    }));
     ctx.register_udf(ScalarUDF::new_from_impl(TypeIsVisible {
         signature: Signature::any(1, Volatility::Stable),
     }));
@@ -1212,15 +1096,6 @@ mod tests {
         );
         // More than PostgreSQL allows is refused, not allocated.
         assert!(keep_placeholders(plan(), 1_000_000_000, &[]).is_err());
-    }
-
-    #[test]
-    fn to_char_takes_postgresql_templates() {
-        assert_eq!(pg_to_chrono("YYYY-MM-DD HH24:MI:SS"), "%Y-%m-%d %H:%M:%S");
-        assert_eq!(pg_to_chrono("FMDD Mon YYYY"), "%-d %b %Y");
-        assert_eq!(pg_to_chrono("YYYY\"Q\"MM"), "%YQ%m");
-        assert_eq!(pg_to_chrono("HH12:MI AM"), "%I:%M %p");
-        assert_eq!(pg_to_chrono("%Y-%m"), "%Y-%m", "chrono's formats pass");
     }
 
     #[test]

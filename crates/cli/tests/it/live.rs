@@ -108,7 +108,8 @@ fn lake_holds_every_acknowledged_record_once_after_repeated_sigkill() {
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        std::thread::sleep(Duration::from_millis(300 + (seed >> 33) % 700));
+        // Some kills after the first compaction started (1 s in), some before.
+        std::thread::sleep(Duration::from_millis(300 + (seed >> 33) % 1700));
         child.kill().unwrap(); // SIGKILL: mid-append, mid-load, mid-commit
         child.wait().unwrap();
         let (c, u) = start(dir.path(), Some(&config));

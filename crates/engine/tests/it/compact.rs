@@ -58,7 +58,7 @@ async fn small_commits_become_one_file_with_the_same_rows() {
     let before = query_csv(&lake, TOTALS).await;
     assert!(before.starts_with("n,revenue,invoices\n3108,"), "{before}");
 
-    let summary = compact(&lake, TableKind::Orders, &WriteOptions::default())
+    let summary = compact(&lake, TableKind::Orders, &WriteOptions::default(), 2)
         .await
         .unwrap();
     assert_eq!(summary.files_before, 6);
@@ -92,7 +92,7 @@ async fn small_commits_become_one_file_with_the_same_rows() {
     assert_eq!(query_csv(&lake, TOTALS).await, before);
 
     // Nothing left to do: no commit.
-    let again = compact(&lake, TableKind::Orders, &WriteOptions::default())
+    let again = compact(&lake, TableKind::Orders, &WriteOptions::default(), 2)
         .await
         .unwrap();
     assert_eq!(again.version, None);
@@ -111,7 +111,7 @@ async fn a_load_committing_during_compaction_is_kept() {
     // an append does not conflict with a rewrite.
     let write = WriteOptions::default();
     let (compacted, _) = tokio::join!(
-        compact(&lake, TableKind::Orders, &write),
+        compact(&lake, TableKind::Orders, &write, 2),
         load(&lake, std::slice::from_ref(&parts[6]), vec![]),
     );
     compacted.unwrap();
@@ -119,4 +119,39 @@ async fn a_load_committing_during_compaction_is_kept() {
     assert_eq!(after, "n\n3108\n", "every line once");
     let raw = query_csv(&lake, "SELECT COUNT(*) AS n FROM raw_orders").await;
     assert_eq!(raw, "n\n3108\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_compactions_at_once_do_not_double_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::local(&dir.path().join("lake")).unwrap();
+    for part in slices(dir.path(), 6) {
+        load(&lake, &[part], vec![]).await;
+    }
+    let write = WriteOptions::default();
+    let (a, b) = tokio::join!(
+        compact(&lake, TableKind::Orders, &write, 1),
+        compact(&lake, TableKind::Orders, &write, 1),
+    );
+    // One rewrites; the other finds the lake's compaction lock taken (or nothing left to do).
+    let rewrites = [&a, &b]
+        .iter()
+        .filter(|r| matches!(r, Ok(s) if s.files_removed > 0))
+        .count();
+    assert_eq!(rewrites, 1, "{a:?} {b:?}");
+    for r in [&a, &b] {
+        assert!(
+            matches!(
+                r,
+                Ok(_) | Err(shopstream_engine::EngineError::CompactionRunning(_))
+            ),
+            "{r:?}"
+        );
+    }
+    assert_eq!(
+        query_csv(&lake, "SELECT COUNT(*) AS n FROM orders").await,
+        "n\n3108\n",
+        "every line once"
+    );
+    assert_eq!(data_files(&lake).await, 1);
 }
