@@ -658,6 +658,18 @@ fn the_query_api_answers_sql_and_reports_in_json_csv_and_arrow() {
     .unwrap();
     panels_equal_lines();
 
+    // A compaction rewrites the files (the panels' aggregates are built again from the new ones).
+    let compacted = rt
+        .block_on(shopstream_engine::compact::compact(
+            &lake,
+            shopstream_engine::TableKind::Orders,
+            &shopstream_engine::load::WriteOptions::default(),
+            1,
+        ))
+        .unwrap();
+    assert!(compacted.files_removed > 1, "{compacted:?}");
+    panels_equal_lines();
+
     // The PostgreSQL-shaped information_schema the BI tools read.
     let cols = json(
         "/api/sql?q=SELECT%20column_name,data_type,udt_name%20FROM%20information_schema.columns%20WHERE%20table_name='orders'%20AND%20column_name='quantity'",
