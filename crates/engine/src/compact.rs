@@ -93,9 +93,37 @@ pub async fn vacuum(lake: &Lake, kind: TableKind, retention: std::time::Duration
     Ok(metrics.files_deleted.len())
 }
 
+/// Deletes the Parquet files in `kind`'s table folder that no Delta commit references and that are older
+/// than `older_than` (Delta `VACUUM` in full mode): what a load or compaction killed before its commit
+/// left behind. Younger files are kept, as a writer may be about to commit them. Returns how many.
+pub async fn vacuum_orphans(
+    lake: &Lake,
+    kind: TableKind,
+    older_than: std::time::Duration,
+) -> Result<usize> {
+    let Some(table) = lake.open(kind).await? else {
+        return Ok(0);
+    };
+    let older_than = chrono::Duration::from_std(older_than)
+        .map_err(|e| EngineError::Internal(format!("age: {e}")))?;
+    let (_, metrics) = table
+        .vacuum()
+        .with_mode(deltalake::operations::vacuum::VacuumMode::Full)
+        .with_retention_period(older_than)
+        .with_enforce_retention_duration(false)
+        .await
+        .map_err(EngineError::delta(kind.name()))?;
+    Ok(metrics.files_deleted.len())
+}
+
+/// Unreferenced files younger than this are kept by the background cleanup (a writer may be about to
+/// commit them).
+const ORPHAN_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// Compacts every table each `every` until `stop` is set (the live path's background compaction), then
 /// deletes the files compactions replaced more than `retention` ago. A failure is logged and tried
-/// again next time: the tables are as they were.
+/// again next time: the tables are as they were. Once a day (and on the first round) it also deletes
+/// unreferenced files a day old ([`vacuum_orphans`]).
 pub async fn run_every(
     lake: Lake,
     write: WriteOptions,
@@ -108,6 +136,7 @@ pub async fn run_every(
     // The first round soon after start, so a server restarted often still compacts.
     let mut wait = every.min(std::time::Duration::from_secs(30));
     let mut waited = std::time::Duration::ZERO;
+    let mut orphans_checked: Option<std::time::Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(tick).await;
         waited += tick;
@@ -141,6 +170,16 @@ pub async fn run_every(
                 Ok(0) => {}
                 Ok(n) => tracing::info!("vacuumed {}: {n} replaced files deleted", kind.name()),
                 Err(e) => tracing::warn!("vacuuming {}: {e}", kind.name()),
+            }
+        }
+        if orphans_checked.is_none_or(|t| t.elapsed() >= ORPHAN_AGE) {
+            orphans_checked = Some(std::time::Instant::now());
+            for kind in TableKind::ALL {
+                match vacuum_orphans(&lake, kind, ORPHAN_AGE.max(retention)).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!("{}: {n} unreferenced files deleted", kind.name()),
+                    Err(e) => tracing::warn!("cleaning {}: {e}", kind.name()),
+                }
             }
         }
     }

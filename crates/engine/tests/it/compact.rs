@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use shopstream_engine::compact::{compact, vacuum};
+use shopstream_engine::compact::{compact, vacuum, vacuum_orphans};
 use shopstream_engine::load::WriteOptions;
 use shopstream_engine::{Lake, TableKind};
 
@@ -154,4 +154,40 @@ async fn two_compactions_at_once_do_not_double_rows() {
         "every line once"
     );
     assert_eq!(data_files(&lake).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn old_unreferenced_files_are_deleted_young_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::local(&dir.path().join("lake")).unwrap();
+    load(&lake, &slices(dir.path(), 1), vec![]).await;
+    let partition = dir.path().join("lake/orders/invoice_month=2010-12");
+    let committed = walk(&partition);
+    // What a load killed before its commit leaves: Parquet files no commit references.
+    let old = partition.join("part-killed-long-ago.parquet");
+    let young = partition.join("part-being-written.parquet");
+    for f in [&old, &young] {
+        std::fs::copy(&committed[0], f).unwrap();
+    }
+    let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(48 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(two_days_ago)
+        .unwrap();
+    let deleted = vacuum_orphans(
+        &lake,
+        TableKind::Orders,
+        std::time::Duration::from_secs(24 * 3600),
+    )
+    .await
+    .unwrap();
+    assert_eq!(deleted, 1);
+    assert!(!old.exists() && young.exists());
+    assert!(committed.iter().all(|f| f.exists()), "committed files stay");
+    assert_eq!(
+        query_csv(&lake, "SELECT COUNT(*) AS n FROM orders").await,
+        "n\n3108\n"
+    );
 }
