@@ -392,6 +392,13 @@ impl PanelStore {
         }
     }
 
+    /// Builds the aggregates now (a failure is logged; the first panel request tries again).
+    pub async fn warm(&self) {
+        if let Err(e) = self.current().await {
+            tracing::warn!("building the panels' aggregates: {e}");
+        }
+    }
+
     /// Runs panel `name`; `None` for an unknown panel.
     pub async fn run(
         &self,

@@ -185,8 +185,14 @@ pub fn openapi() -> serde_json::Value {
     })
 }
 
-/// The query routes over `lake`.
+/// The query routes over `lake`. Within a tokio runtime, the panels' aggregates start building at once,
+/// so the dashboard's first visit finds them ready.
 pub fn routes(lake: Arc<LiveCatalog>) -> Router {
+    let panels = Arc::new(crate::panels::PanelStore::new(lake.clone()));
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let panels = panels.clone();
+        runtime.spawn(async move { panels.warm().await });
+    }
     Router::new()
         .route("/api/sql", get(sql_get).post(sql_post))
         .route("/api/reports", get(report_list))
@@ -196,6 +202,6 @@ pub fn routes(lake: Arc<LiveCatalog>) -> Router {
         .merge(
             Router::new()
                 .route("/api/panels/{name}", get(panel_run))
-                .with_state(Arc::new(crate::panels::PanelStore::new(lake))),
+                .with_state(panels),
         )
 }
