@@ -20,4 +20,4 @@ pub mod stream;
 
 pub use error::{EngineError, Result};
 pub use lake::{Lake, TableKind};
-pub use sql::{Catalog, LiveCatalog, QueryResult, run_read_only};
+pub use sql::{Catalog, Changes, FileChange, LiveCatalog, QueryResult, TableFiles, run_read_only};

@@ -188,17 +188,57 @@ impl LiveCatalog {
         tables.get(&kind)?.as_ref()?.version()
     }
 
-    /// The URIs of the data files of `kind`'s table as of the last [`refresh`](Self::refresh) (empty: not
-    /// created yet).
-    pub async fn files(&self, kind: TableKind) -> Result<Vec<String>> {
+    /// The data files of `kind`'s table as of the last [`refresh`](Self::refresh), with its version, and
+    /// (given `since`) what the commits after version `since` added and removed — all of one version.
+    pub async fn files(&self, kind: TableKind, since: Option<u64>) -> Result<TableFiles> {
         let tables = self.tables.lock().await;
-        match tables.get(&kind) {
-            Some(Some(table)) => Ok(table
-                .get_file_uris()
-                .map_err(EngineError::delta(kind.name()))?
-                .collect()),
-            _ => Ok(Vec::new()),
-        }
+        let Some(Some(table)) = tables.get(&kind) else {
+            return Ok(TableFiles::default());
+        };
+        let delta = || EngineError::delta(kind.name());
+        let files = table.get_file_uris().map_err(delta())?.collect();
+        let version = table.version();
+        let changes = match (since, version) {
+            (Some(since), Some(now)) if since <= now => {
+                let store = table.log_store();
+                let mut changes = Changes::default();
+                let mut complete = true;
+                for v in since + 1..=now {
+                    let Some(bytes) = store.read_commit_entry(v).await.map_err(delta())? else {
+                        // No longer in the log (cleaned up): the caller starts over.
+                        complete = false;
+                        break;
+                    };
+                    let uri = |path: &str| {
+                        let path = deltalake::Path::parse(path)
+                            .unwrap_or_else(|_| deltalake::Path::from(path));
+                        store.to_uri(&path)
+                    };
+                    for action in deltalake::logstore::get_actions(v, &bytes).map_err(delta())? {
+                        match action {
+                            deltalake::kernel::Action::Add(a) => changes.added.push(FileChange {
+                                uri: uri(&a.path),
+                                data_change: a.data_change,
+                            }),
+                            deltalake::kernel::Action::Remove(r) => {
+                                changes.removed.push(FileChange {
+                                    uri: uri(&r.path),
+                                    data_change: r.data_change,
+                                })
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                complete.then_some(changes)
+            }
+            _ => None,
+        };
+        Ok(TableFiles {
+            version,
+            files,
+            changes,
+        })
     }
 
     /// Runs one read-only statement over a table `name` made of just `files` (data files, e.g. those a
@@ -235,6 +275,36 @@ impl LiveCatalog {
         self.refresh().await?;
         run_read_only(&self.ctx, sql).await
     }
+}
+
+/// A table's data files at one version: see [`LiveCatalog::files`].
+#[derive(Debug, Default)]
+pub struct TableFiles {
+    /// The table's version (`None`: not created yet).
+    pub version: Option<u64>,
+    /// The URIs of its data files.
+    pub files: Vec<String>,
+    /// What the commits after the asked-for version added and removed; `None` when not asked, or when a
+    /// commit is no longer in the log.
+    pub changes: Option<Changes>,
+}
+
+/// Files commits added and removed.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Added files.
+    pub added: Vec<FileChange>,
+    /// Removed files.
+    pub removed: Vec<FileChange>,
+}
+
+/// A file a commit added or removed.
+#[derive(Debug, Clone)]
+pub struct FileChange {
+    /// Its URI.
+    pub uri: String,
+    /// Whether the commit changed data; `false` for a rewrite of the same rows (a compaction).
+    pub data_change: bool,
 }
 
 /// A schema whose `register_table` replaces an existing table atomically.

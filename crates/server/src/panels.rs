@@ -375,9 +375,10 @@ struct Aggregates {
 
 /// Answers panels from aggregates of `orders` kept in memory ([`Source::Aggregates`]): about 20 lines
 /// per invoice, so the panels read a twentieth of the rows. They follow the table's commits: the first
-/// panel request after a commit aggregates only the data files the commits added and appends them (an
-/// invoice split across commits then has a row in each, which the panels' statements add up); when files
-/// were removed (a rewrite), everything is aggregated again. Requests meanwhile wait.
+/// panel request after a commit aggregates only the data files the commits added with new rows and
+/// appends them (an invoice split across commits then has a row in each, which the panels' statements
+/// add up); a compaction's rewritten files hold rows already aggregated. When other files were removed,
+/// everything is aggregated again. Requests meanwhile wait.
 pub struct PanelStore {
     catalog: Arc<LiveCatalog>,
     aggregates: tokio::sync::Mutex<Option<Aggregates>>,
@@ -428,25 +429,51 @@ impl PanelStore {
             return Ok(a.ctx.clone());
         }
         let started = std::time::Instant::now();
-        // Everything below reads exactly these files, so the aggregates are of one set of files even
-        // when a commit lands meanwhile.
-        let files: HashSet<String> = self
-            .catalog
-            .files(TableKind::Orders)
-            .await?
-            .into_iter()
-            .collect();
+        // One version's files, and what changed since the aggregates' version: everything below reads
+        // exactly these files, so the aggregates are of one set of files even when a commit lands
+        // meanwhile.
+        let since = slot.as_ref().and_then(|a| a.orders_version);
+        let at = self.catalog.files(TableKind::Orders, since).await?;
+        let version = at.version;
+        let files: HashSet<String> = at.files.into_iter().collect();
+        // A compaction since: the files it removed were aggregated and the ones it added hold the same
+        // rows, so only files added with new data are to be aggregated.
+        let rewritten_only = |old: &Aggregates| {
+            at.changes.as_ref().is_some_and(|c| {
+                c.removed
+                    .iter()
+                    .all(|r| !r.data_change && old.files.contains(&r.uri))
+            })
+        };
         // The old aggregates stay in place until the new ones are built (a dropped request, e.g. a client
         // that went away, leaves them as they were).
-        let (tables, how) = match slot.as_ref() {
-            Some(old) if old.files.is_subset(&files) => {
-                let added: Vec<String> = files.difference(&old.files).cloned().collect();
-                match self.append(old.tables.clone(), &added).await? {
-                    Some(tables) => (tables, format!("{} added files", added.len())),
-                    None => (self.build(&files).await?, "all files".to_string()),
-                }
+        let added = match slot.as_ref() {
+            Some(old) if old.files.is_subset(&files) => Some((
+                old,
+                files.difference(&old.files).cloned().collect::<Vec<_>>(),
+            )),
+            Some(old) if rewritten_only(old) => {
+                let changes = at.changes.as_ref().expect("checked above");
+                let added = changes
+                    .added
+                    .iter()
+                    .filter(|a| a.data_change && files.contains(&a.uri))
+                    .map(|a| a.uri.clone())
+                    .collect();
+                Some((old, added))
             }
-            _ => (self.build(&files).await?, "all files".to_string()),
+            _ => None,
+        };
+        let appended = match added {
+            Some((old, added)) => self
+                .append(old.tables.clone(), &added)
+                .await?
+                .map(|t| (t, format!("{} files with new rows", added.len()))),
+            None => None,
+        };
+        let (tables, how) = match appended {
+            Some(t) => t,
+            None => (self.build(&files).await?, "all files".to_string()),
         };
         let ctx = SessionContext::new_with_config(LiveCatalog::session_config()?);
         let partitions = ctx.state().config().target_partitions().max(1);

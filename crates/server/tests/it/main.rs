@@ -668,6 +668,20 @@ fn the_query_api_answers_sql_and_reports_in_json_csv_and_arrow() {
         ))
         .unwrap();
     assert!(compacted.files_removed > 1, "{compacted:?}");
+    // …and a load after it, before the next panel request: the aggregates keep what the compaction
+    // rewrote and add the new rows.
+    let later = dir.path().join("2011-11-14-later-lines.csv");
+    let rows: Vec<&str> = day.lines().skip(6).take(6).collect();
+    std::fs::write(&later, format!("{}\n{}\n", part[0], rows.join("\n"))).unwrap();
+    rt.block_on(shopstream_engine::load::load_files(
+        &lake,
+        &[later],
+        &shopstream_ingest::ReadOptions::default(),
+        &shopstream_engine::load::WriteOptions::default(),
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        &|_| {},
+    ))
+    .unwrap();
     panels_equal_lines();
 
     // The PostgreSQL-shaped information_schema the BI tools read.
