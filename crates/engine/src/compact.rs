@@ -13,6 +13,8 @@
 
 use std::num::NonZeroU64;
 
+use deltalake::operations::vacuum::VacuumMode;
+
 use crate::error::{EngineError, Result};
 use crate::lake::{Lake, TableKind};
 use crate::sink::{WriteOptions, writer_properties};
@@ -79,18 +81,7 @@ pub async fn compact(
 /// Deletes the data files `kind`'s table stopped using (compacted away) more than `retention` ago
 /// (Delta `VACUUM`); returns how many. Readers of a version older than that could no longer read it.
 pub async fn vacuum(lake: &Lake, kind: TableKind, retention: std::time::Duration) -> Result<usize> {
-    let Some(table) = lake.open(kind).await? else {
-        return Ok(0);
-    };
-    let retention = chrono::Duration::from_std(retention)
-        .map_err(|e| EngineError::Internal(format!("retention: {e}")))?;
-    let (_, metrics) = table
-        .vacuum()
-        .with_retention_period(retention)
-        .with_enforce_retention_duration(false)
-        .await
-        .map_err(EngineError::delta(kind.name()))?;
-    Ok(metrics.files_deleted.len())
+    run_vacuum(lake, kind, retention, VacuumMode::Lite).await
 }
 
 /// Deletes the Parquet files in `kind`'s table folder that no Delta commit references and that are older
@@ -101,15 +92,24 @@ pub async fn vacuum_orphans(
     kind: TableKind,
     older_than: std::time::Duration,
 ) -> Result<usize> {
+    run_vacuum(lake, kind, older_than, VacuumMode::Full).await
+}
+
+async fn run_vacuum(
+    lake: &Lake,
+    kind: TableKind,
+    retention: std::time::Duration,
+    mode: VacuumMode,
+) -> Result<usize> {
     let Some(table) = lake.open(kind).await? else {
         return Ok(0);
     };
-    let older_than = chrono::Duration::from_std(older_than)
-        .map_err(|e| EngineError::Internal(format!("age: {e}")))?;
+    let retention = chrono::Duration::from_std(retention)
+        .map_err(|e| EngineError::Internal(format!("retention: {e}")))?;
     let (_, metrics) = table
         .vacuum()
-        .with_mode(deltalake::operations::vacuum::VacuumMode::Full)
-        .with_retention_period(older_than)
+        .with_mode(mode)
+        .with_retention_period(retention)
         .with_enforce_retention_duration(false)
         .await
         .map_err(EngineError::delta(kind.name()))?;

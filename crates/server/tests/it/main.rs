@@ -364,18 +364,22 @@ fn the_query_api_answers_sql_and_reports_in_json_csv_and_arrow() {
     let dir = tempfile::tempdir().unwrap();
     let lake = shopstream_engine::Lake::local(&dir.path().join("lake")).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let load = |day: &str| {
-        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join(format!("../../testdata/online-retail/{day}.csv"));
+    let load_file = |file: std::path::PathBuf| {
         rt.block_on(shopstream_engine::load::load_files(
             &lake,
-            &[fixture],
+            &[file],
             &shopstream_ingest::ReadOptions::default(),
             &shopstream_engine::load::WriteOptions::default(),
             Arc::new(std::sync::atomic::AtomicBool::new(false)),
             &|_| {},
         ))
         .unwrap();
+    };
+    let load = |day: &str| {
+        load_file(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("../../testdata/online-retail/{day}.csv")),
+        )
     };
     load("2010-12-01");
     let (log, _) = Log::open(&dir.path().join("log")).unwrap();
@@ -647,18 +651,10 @@ fn the_query_api_answers_sql_and_reports_in_json_csv_and_arrow() {
     let part: Vec<&str> = day.lines().take(6).collect();
     let split = dir.path().join("2011-11-14-late-lines.csv");
     std::fs::write(&split, part.join("\n") + "\n").unwrap();
-    rt.block_on(shopstream_engine::load::load_files(
-        &lake,
-        &[split],
-        &shopstream_ingest::ReadOptions::default(),
-        &shopstream_engine::load::WriteOptions::default(),
-        Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        &|_| {},
-    ))
-    .unwrap();
+    load_file(split);
     panels_equal_lines();
 
-    // A compaction rewrites the files (the panels' aggregates are built again from the new ones).
+    // A compaction rewrites the files…
     let compacted = rt
         .block_on(shopstream_engine::compact::compact(
             &lake,
@@ -673,15 +669,7 @@ fn the_query_api_answers_sql_and_reports_in_json_csv_and_arrow() {
     let later = dir.path().join("2011-11-14-later-lines.csv");
     let rows: Vec<&str> = day.lines().skip(6).take(6).collect();
     std::fs::write(&later, format!("{}\n{}\n", part[0], rows.join("\n"))).unwrap();
-    rt.block_on(shopstream_engine::load::load_files(
-        &lake,
-        &[later],
-        &shopstream_ingest::ReadOptions::default(),
-        &shopstream_engine::load::WriteOptions::default(),
-        Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        &|_| {},
-    ))
-    .unwrap();
+    load_file(later);
     panels_equal_lines();
 
     // The PostgreSQL-shaped information_schema the BI tools read.
