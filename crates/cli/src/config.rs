@@ -127,12 +127,46 @@ fn default_zstd_level() -> i32 {
 }
 
 /// `[ingest]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IngestConfig {
     /// Schema mappings for non-Online-Retail layouts.
     #[serde(default)]
     pub mappings: Vec<MappingConfig>,
+    /// The shop's time zone (an IANA name such as `Europe/London`, or `UTC`): times without an offset
+    /// are wall-clock times in it; times with one (`…Z`, `+02:00`, zone-aware Parquet) are converted
+    /// into it. The lake keeps wall-clock times of this zone.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            mappings: Vec::new(),
+            timezone: default_timezone(),
+        }
+    }
+}
+
+impl IngestConfig {
+    /// The configured time zone (checked by [`Config::load`]).
+    pub fn timezone(&self) -> chrono_tz::Tz {
+        self.timezone.parse().unwrap_or(chrono_tz::Tz::UTC)
+    }
+
+    /// Read options for files of a load.
+    pub fn read_options(&self, sheet: Option<String>) -> shopstream_ingest::ReadOptions {
+        shopstream_ingest::ReadOptions {
+            sheet,
+            mappings: self.mappings.clone(),
+            timezone: self.timezone(),
+        }
+    }
 }
 
 impl Config {
@@ -153,6 +187,13 @@ impl Config {
             toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {name}: {e}"))?;
         for m in &config.ingest.mappings {
             m.validate().with_context(|| format!("config {name}"))?;
+        }
+        if config.ingest.timezone.parse::<chrono_tz::Tz>().is_err() {
+            anyhow::bail!(
+                "config {name}: [ingest] timezone `{}` is not a time zone (use an IANA name such as \
+                 `Europe/London`, or `UTC`)",
+                config.ingest.timezone
+            );
         }
         Ok(config)
     }
@@ -186,6 +227,18 @@ mod tests {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/examples/mappings.toml");
         let c = Config::load(Some(&example)).unwrap();
         assert_eq!(c.ingest.mappings[0].name, "webshop-export");
+    }
+
+    #[test]
+    fn an_unknown_timezone_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tz.toml");
+        std::fs::write(&p, "[lake]\n[ingest]\ntimezone = \"Mars/Olympus\"\n").unwrap();
+        let err = format!("{:#}", Config::load(Some(&p)).unwrap_err());
+        assert!(err.contains("Mars/Olympus"), "{err}");
+        std::fs::write(&p, "[lake]\n[ingest]\ntimezone = \"Europe/London\"\n").unwrap();
+        let c = Config::load(Some(&p)).unwrap();
+        assert_eq!(c.ingest.timezone(), chrono_tz::Tz::Europe__London);
     }
 
     #[test]

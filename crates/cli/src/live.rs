@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use shopstream_engine::stream::landing::LandingWatcher;
 use shopstream_engine::stream::topic_load::{TopicLoadConfig, TopicLoader};
-use shopstream_ingest::ReadOptions;
 use shopstream_ingest::generate::{Generator, ONLINE_RETAIL_HEADER};
 use shopstream_ingest::sources::api::Poller;
 use shopstream_log::Log;
@@ -75,15 +74,13 @@ pub async fn start(
     let mut load = TopicLoadConfig::new(&live.topic);
     load.max_records = live.load_max_records;
     load.write = ctx.write_options();
+    load.timezone = ctx.config.ingest.timezone();
     let loader = TopicLoader::open(&lake, &log, load).await?;
     let progress = loader.progress();
     let landing = LandingWatcher::new(
         &ctx.config.landing_dir(&ctx.data_dir),
         lake,
-        ReadOptions {
-            sheet: None,
-            mappings: ctx.config.ingest.mappings.clone(),
-        },
+        ctx.config.ingest.read_options(None),
         ctx.write_options(),
         Duration::from_millis(live.landing_poll_ms),
     )?;

@@ -20,8 +20,8 @@ use shopstream_engine::load::{LoadEvent, LoadSummary, WriteOptions, load_files};
 use shopstream_engine::output::{OutputFormat, write, write_parquet};
 use shopstream_engine::sql::QueryResult;
 use shopstream_engine::{Catalog, Lake, TableKind, reports};
+use shopstream_ingest::expand_paths;
 use shopstream_ingest::generate::{GenFormat, Generator};
-use shopstream_ingest::{ReadOptions, expand_paths};
 
 use crate::config::Config;
 
@@ -140,8 +140,8 @@ enum Command {
         #[arg(long, default_value_t = 0.0)]
         dirty: f64,
     },
-    /// Set up a data dir, load data (generated, or --from DIR), print reports and what to try next.
-    /// Run the live path: HTTP ingest into the durable log, and the continuous load into the lake.
+    /// Run the live path: HTTP ingest into the durable log, the continuous load into the lake, the
+    /// landing folder, the dashboard and the Postgres endpoint.
     Serve {
         /// Address to listen on (default: `[server] listen`; port 0 picks a free port).
         #[arg(long)]
@@ -163,6 +163,8 @@ enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Everything end to end: set up a data dir, load data (generated, or --from DIR), print reports,
+    /// then run the live parts with a simulated store sending orders.
     Demo {
         /// Load these files or folders instead of generated data.
         #[arg(long)]
@@ -288,6 +290,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!(
                     "{} rejected rows are in the dead_letters table: shopstream sql \"SELECT * FROM dead_letters WHERE load_id = '{}'\"",
                     summary.totals.rejected, summary.load_id
+                );
+            }
+            let refused = summary.files.iter().filter(|f| f.refused.is_some()).count();
+            if refused > 0 {
+                bail!(
+                    "{refused} of {} files refused (the others loaded); the reasons are above and in \
+                     the dead_letters table (field NULL)",
+                    summary.files.len()
                 );
             }
             Ok(())
@@ -444,10 +454,7 @@ async fn ingest(
                 .join(", ")
         );
     }
-    let read = ReadOptions {
-        sheet,
-        mappings: ctx.config.ingest.mappings.clone(),
-    };
+    let read = ctx.config.ingest.read_options(sheet);
     let cancel = Arc::new(AtomicBool::new(false));
     let c = cancel.clone();
     tokio::spawn(async move {
@@ -482,7 +489,9 @@ async fn ingest(
             }
         }
         LoadEvent::File(f) => {
-            if f.already_loaded {
+            if let Some(reason) = &f.refused {
+                bar2.suspend(|| eprintln!("{}: refused: {reason}", f.path.display()));
+            } else if f.already_loaded {
                 bar2.println(format!(
                     "{}: already loaded (same content), skipped",
                     f.path.display()
@@ -511,12 +520,14 @@ async fn ingest(
     bar.finish_and_clear();
     let summary = result?;
     let skipped = summary.files.iter().filter(|f| f.already_loaded).count();
+    let refused = summary.files.iter().filter(|f| f.refused.is_some()).count();
     let t = summary.totals;
     println!(
-        "load {}: {} files ({} already loaded), read {}, loaded {}, rejected {} in {:.1}s",
+        "load {}: {} files ({} already loaded, {} refused), read {}, loaded {}, rejected {} in {:.1}s",
         summary.load_id,
         summary.files.len(),
         skipped,
+        refused,
         t.read,
         t.loaded,
         t.rejected,

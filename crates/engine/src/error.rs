@@ -36,6 +36,9 @@ pub enum EngineError {
     /// The load was interrupted (Ctrl-C) before its commit; nothing of it is visible.
     #[error("interrupted: nothing of this load was committed; rerun the same command to load it")]
     Interrupted,
+    /// A file was refused (the landing folder moves it to `failed/` with this reason).
+    #[error("{0}")]
+    Refused(String),
     /// A report name or parameter is wrong.
     #[error("{0}")]
     Report(String),

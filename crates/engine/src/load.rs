@@ -12,6 +12,13 @@
 //! that file's rows again, so rerunning an interrupted load completes it without doubling anything.
 //! Concurrent writers to one lake are excluded by a lock file; Delta's conflict checker rejects a
 //! concurrent commit of the same transaction ids as a second line of defence.
+//!
+//! A file that cannot be read (not the format its name says, a hostile workbook, a corrupt Parquet page)
+//! is *refused*: none of its rows are committed, the other files load, and the refusal is recorded as one
+//! `dead_letters` row naming the file and the reason (once per content, Delta txn
+//! `shopstream.refused.<fingerprint>`). A file that fails part way through, after some of its rows went to
+//! the writers, makes the load start over without it: its rows are in the same Parquet files as the other
+//! files' and cannot be taken out, so nothing of that attempt is committed.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -42,6 +49,8 @@ pub struct FileOutcome {
     pub counts: Counts,
     /// Set when the file was not loaded because the same content was loaded before.
     pub already_loaded: bool,
+    /// Set when the file was refused: why (nothing of it was loaded).
+    pub refused: Option<String>,
 }
 
 /// Progress events, for progress bars.
@@ -84,6 +93,11 @@ fn txn_id(fingerprint: &str) -> String {
     format!("shopstream.file.{fingerprint}")
 }
 
+/// The Delta txn recording that a file content was refused (its `dead_letters` row is written once).
+fn refused_txn_id(fingerprint: &str) -> String {
+    format!("shopstream.refused.{fingerprint}")
+}
+
 /// An exclusive lock on a local lake, released on drop.
 pub(crate) struct WriterLock(#[allow(dead_code)] std::fs::File);
 
@@ -114,9 +128,13 @@ pub(crate) fn lock_lake(lake: &Lake, name: &str) -> Result<Option<WriterLock>> {
 }
 
 async fn has_txn(table: &DeltaTable, kind: TableKind, fingerprint: &str) -> Result<bool> {
+    has_app_txn(table, kind, txn_id(fingerprint)).await
+}
+
+async fn has_app_txn(table: &DeltaTable, kind: TableKind, app_id: String) -> Result<bool> {
     let snapshot = table.snapshot().map_err(EngineError::delta(kind.name()))?;
     let v = snapshot
-        .transaction_version(table.log_store().as_ref(), txn_id(fingerprint))
+        .transaction_version(table.log_store().as_ref(), app_id)
         .await
         .map_err(EngineError::delta(kind.name()))?;
     Ok(v.is_some())
@@ -141,7 +159,22 @@ enum ReaderEvent {
         format: Format,
         counts: Counts,
     },
+    /// The file cannot be read; `sent`: some of its rows already went to the writers.
+    Refused {
+        reader: usize,
+        index: usize,
+        reason: String,
+        sent: bool,
+    },
     Failed(EngineError),
+}
+
+/// Why reading a file stopped.
+enum ReadFailure {
+    /// The file is unreadable (`sent`: after some of its rows went to the writers).
+    File { reason: String, sent: bool },
+    /// The load itself failed (a writer stopped).
+    Load(Box<EngineError>),
 }
 
 /// One file to read.
@@ -183,7 +216,7 @@ fn reader_threads(files: usize) -> usize {
 /// Loads `files` into the lake; see the module documentation for the guarantees.
 ///
 /// `cancel` is polled between batches: when set, the load stops without committing and returns
-/// [`EngineError::Interrupted`].
+/// [`EngineError::Interrupted`]. Refused files are in the summary (`refused`), not an error.
 pub async fn load_files(
     lake: &Lake,
     files: &[PathBuf],
@@ -193,8 +226,6 @@ pub async fn load_files(
     on_event: &(dyn Fn(LoadEvent) + Send + Sync),
 ) -> Result<LoadSummary> {
     let _lock = lock_lake(lake, ".writer.lock")?;
-    let load_id = uuid::Uuid::new_v4().to_string();
-    let load_time_us = chrono::Utc::now().timestamp_micros();
     let sizes: Vec<u64> = files
         .iter()
         .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
@@ -203,9 +234,74 @@ pub async fn load_files(
         total_bytes: sizes.iter().sum(),
         files: files.len(),
     });
+    let fingerprints = fingerprint_all(files, reader_threads(files.len())).await?;
+    let input = Input {
+        files,
+        sizes: &sizes,
+        fingerprints: &fingerprints,
+        read,
+        write,
+        cancel,
+    };
+    // Files refused part way through make the load start over without them (module documentation).
+    let mut refused: HashMap<usize, String> = HashMap::new();
+    let reported = Mutex::new(HashSet::new());
+    let on_file = |index: usize, outcome: &FileOutcome| {
+        if reported.lock().is_ok_and(|mut r| r.insert(index)) {
+            on_event(LoadEvent::File(outcome.clone()));
+        }
+    };
+    loop {
+        match attempt(lake, &input, &refused, on_event, &on_file).await? {
+            Attempt::Done(summary) => return Ok(summary),
+            Attempt::Restart(more) => refused.extend(more),
+        }
+    }
+}
 
+/// What a load reads and how.
+struct Input<'a> {
+    files: &'a [PathBuf],
+    sizes: &'a [u64],
+    fingerprints: &'a [String],
+    read: &'a ReadOptions,
+    write: &'a WriteOptions,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Input<'_> {
+    fn outcome(&self, index: usize) -> FileOutcome {
+        FileOutcome {
+            path: self.files[index].clone(),
+            fingerprint: self.fingerprints[index].clone(),
+            format: String::new(),
+            counts: Counts::default(),
+            already_loaded: false,
+            refused: None,
+        }
+    }
+}
+
+/// How one attempt at a load ended.
+enum Attempt {
+    Done(LoadSummary),
+    /// Files refused after some of their rows were written: start over without them.
+    Restart(Vec<(usize, String)>),
+}
+
+/// One attempt at loading the files not in `refused`; nothing is committed unless it is `Done`.
+async fn attempt(
+    lake: &Lake,
+    input: &Input<'_>,
+    refused: &HashMap<usize, String>,
+    on_event: &(dyn Fn(LoadEvent) + Send + Sync),
+    on_file: &(dyn Fn(usize, &FileOutcome) + Send + Sync),
+) -> Result<Attempt> {
+    let load_id = uuid::Uuid::new_v4().to_string();
+    let load_time_us = chrono::Utc::now().timestamp_micros();
+    let files = input.files;
+    let sizes = input.sizes;
     let parallelism = reader_threads(files.len());
-    let fingerprints = fingerprint_all(files, parallelism).await?;
     let loads = lake.open_or_create(TableKind::Loads).await?;
     let mut tables = Vec::new();
     for kind in ROW_TABLES {
@@ -219,16 +315,19 @@ pub async fn load_files(
     let mut done: Vec<HashSet<Arc<str>>> = vec![HashSet::new(); ROW_TABLES.len()];
     let mut pending: Vec<Vec<String>> = vec![Vec::new(); ROW_TABLES.len()];
     let mut bytes_done = 0u64;
-    for (index, (path, fp)) in files.iter().zip(&fingerprints).enumerate() {
+    for (index, fp) in input.fingerprints.iter().enumerate() {
+        if let Some(reason) = refused.get(&index) {
+            let mut outcome = input.outcome(index);
+            outcome.refused = Some(reason.clone());
+            on_file(index, &outcome);
+            outcomes[index] = Some(outcome);
+            bytes_done += sizes[index];
+            continue;
+        }
         if !seen.insert(fp.clone()) || has_txn(&loads, TableKind::Loads, fp).await? {
-            let outcome = FileOutcome {
-                path: path.clone(),
-                fingerprint: fp.clone(),
-                format: String::new(),
-                counts: Counts::default(),
-                already_loaded: true,
-            };
-            on_event(LoadEvent::File(outcome.clone()));
+            let mut outcome = input.outcome(index);
+            outcome.already_loaded = true;
+            on_file(index, &outcome);
             outcomes[index] = Some(outcome);
             bytes_done += sizes[index];
             continue;
@@ -243,7 +342,7 @@ pub async fn load_files(
         }
         jobs.push_back(Job {
             index,
-            path: path.clone(),
+            path: files[index].clone(),
             fingerprint,
         });
     }
@@ -255,7 +354,7 @@ pub async fn load_files(
         let (tx, rx) = mpsc::channel::<Tagged>(2);
         senders.push(tx);
         sink_tasks.push(tokio::spawn(run_sink(
-            TableSink::new(kind, table, write),
+            TableSink::new(kind, table, input.write),
             rx,
             done,
         )));
@@ -274,8 +373,8 @@ pub async fn load_files(
             senders: senders.clone(),
             events: ev_tx.clone(),
             stop: stop.clone(),
-            cancel: cancel.clone(),
-            options: read.clone(),
+            cancel: input.cancel.clone(),
+            options: input.read.clone(),
             load_id: Arc::from(load_id.as_str()),
             load_time_us,
         };
@@ -291,6 +390,7 @@ pub async fn load_files(
     let mut in_flight = vec![(0u64, 0u64); readers];
     let mut rows_done = 0u64;
     let mut failure: Option<EngineError> = None;
+    let mut restart: Vec<(usize, String)> = Vec::new();
     while let Some(event) = ev_rx.recv().await {
         match event {
             ReaderEvent::Progress {
@@ -319,15 +419,29 @@ pub async fn load_files(
                 summary.totals.read += counts.read;
                 summary.totals.loaded += counts.loaded;
                 summary.totals.rejected += counts.rejected;
-                let outcome = FileOutcome {
-                    path: files[index].clone(),
-                    fingerprint: fingerprints[index].clone(),
-                    format: format.name().into(),
-                    counts,
-                    already_loaded: false,
-                };
-                on_event(LoadEvent::File(outcome.clone()));
+                let mut outcome = input.outcome(index);
+                outcome.format = format.name().into();
+                outcome.counts = counts;
+                on_file(index, &outcome);
                 outcomes[index] = Some(outcome);
+            }
+            ReaderEvent::Refused {
+                reader,
+                index,
+                reason,
+                sent,
+            } => {
+                in_flight[reader] = (0, 0);
+                bytes_done += sizes[index];
+                if sent {
+                    stop.store(true, Ordering::SeqCst);
+                    restart.push((index, reason));
+                } else {
+                    let mut outcome = input.outcome(index);
+                    outcome.refused = Some(reason);
+                    on_file(index, &outcome);
+                    outcomes[index] = Some(outcome);
+                }
             }
             ReaderEvent::Failed(e) => {
                 stop.store(true, Ordering::SeqCst);
@@ -351,16 +465,51 @@ pub async fn load_files(
     if let Some(e) = failure {
         return Err(e);
     }
-    if cancel.load(Ordering::SeqCst) {
+    if input.cancel.load(Ordering::SeqCst) {
         return Err(EngineError::Interrupted);
     }
+    if !restart.is_empty() {
+        // The files written meanwhile are unreferenced; the background cleanup removes them.
+        return Ok(Attempt::Restart(restart));
+    }
+    // Files whose reading was stopped by a restart have no outcome: the attempt did not finish them.
+    let refusals: Vec<FileOutcome> = outcomes
+        .iter()
+        .flatten()
+        .filter(|o| o.refused.is_some())
+        .cloned()
+        .collect();
+    summary.files = outcomes.into_iter().flatten().collect();
+    commit_load(
+        lake,
+        written,
+        pending,
+        loads,
+        &mut summary,
+        load_time_us,
+        input.write,
+    )
+    .await?;
+    record_refusals(lake, &refusals, &load_id, load_time_us, input.write).await?;
+    Ok(Attempt::Done(summary))
+}
 
-    on_event(LoadEvent::Committing);
+/// Commits the row tables (one commit each, the files' txns) and then `loads`.
+async fn commit_load(
+    _lake: &Lake,
+    written: Vec<(TableKind, DeltaTable, Vec<deltalake::kernel::Add>)>,
+    pending: Vec<Vec<String>>,
+    loads: DeltaTable,
+    summary: &mut LoadSummary,
+    load_time_us: i64,
+    write: &WriteOptions,
+) -> Result<()> {
+    let load_id = summary.load_id.clone();
     let meta = HashMap::from([(
         "shopstream.load_id".to_string(),
         serde_json::Value::String(load_id.clone()),
     )]);
-    for (((kind, table, adds), pending), _) in written.into_iter().zip(pending).zip(ROW_TABLES) {
+    for ((kind, table, adds), pending) in written.into_iter().zip(pending) {
         if pending.is_empty() {
             continue;
         }
@@ -373,8 +522,11 @@ pub async fn load_files(
             summary.orders_version = version;
         }
     }
-    summary.files = outcomes.into_iter().flatten().collect();
-    let loaded: Vec<&FileOutcome> = summary.files.iter().filter(|o| !o.already_loaded).collect();
+    let loaded: Vec<&FileOutcome> = summary
+        .files
+        .iter()
+        .filter(|o| !o.already_loaded && o.refused.is_none())
+        .collect();
     if !loaded.is_empty() {
         let mut sink = TableSink::new(TableKind::Loads, loads, write);
         sink.write(&loads_batch(&load_id, load_time_us, &loaded))
@@ -386,7 +538,49 @@ pub async fn load_files(
             .collect();
         commit_adds(TableKind::Loads, &loads, adds, txns, meta).await?;
     }
-    Ok(summary)
+    Ok(())
+}
+
+/// Records each refused file content once in `dead_letters`: the file, `field` NULL, the reason.
+async fn record_refusals(
+    lake: &Lake,
+    refused: &[FileOutcome],
+    load_id: &str,
+    load_time_us: i64,
+    write: &WriteOptions,
+) -> Result<()> {
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let table = lake.open_or_create(TableKind::DeadLetters).await?;
+    let mut new = Vec::new();
+    for o in refused {
+        let app_id = refused_txn_id(&o.fingerprint);
+        if !has_app_txn(&table, TableKind::DeadLetters, app_id).await?
+            && !new
+                .iter()
+                .any(|n: &&FileOutcome| n.fingerprint == o.fingerprint)
+        {
+            new.push(o);
+        }
+    }
+    if new.is_empty() {
+        return Ok(());
+    }
+    let mut sink = TableSink::new(TableKind::DeadLetters, table, write);
+    sink.write(&refusals_batch(load_id, load_time_us, &new))
+        .await?;
+    let (table, adds) = sink.finish().await?;
+    let txns = new
+        .iter()
+        .map(|o| Transaction::new(refused_txn_id(&o.fingerprint), 1))
+        .collect();
+    let meta = HashMap::from([(
+        "shopstream.load_id".to_string(),
+        serde_json::Value::String(load_id.to_string()),
+    )]);
+    commit_adds(TableKind::DeadLetters, &table, adds, txns, meta).await?;
+    Ok(())
 }
 
 /// A sink task: writes every batch whose file the table does not already hold.
@@ -423,7 +617,7 @@ impl ReaderCtx {
         self.stop.load(Ordering::SeqCst) || self.cancel.load(Ordering::SeqCst)
     }
 
-    /// Takes files from the queue until it is empty, a file fails or the load is stopped.
+    /// Takes files from the queue until it is empty, the load fails or is stopped.
     fn run(self) {
         while !self.stopped() {
             let Some(job) = self.jobs.lock().map(|mut q| q.pop_front()).ok().flatten() else {
@@ -437,7 +631,13 @@ impl ReaderCtx {
                     counts,
                 },
                 Ok(None) => return,
-                Err(e) => ReaderEvent::Failed(e),
+                Err(ReadFailure::File { reason, sent }) => ReaderEvent::Refused {
+                    reader: self.reader,
+                    index: job.index,
+                    reason,
+                    sent,
+                },
+                Err(ReadFailure::Load(e)) => ReaderEvent::Failed(*e),
             };
             let failed = matches!(event, ReaderEvent::Failed(_));
             if self.events.send(event).is_err() || failed {
@@ -447,26 +647,35 @@ impl ReaderCtx {
     }
 
     /// Reads one file into the sinks; `None` when stopped part way.
-    fn read(&self, job: &Job) -> Result<Option<(Format, Counts)>> {
+    fn read(&self, job: &Job) -> Result<Option<(Format, Counts)>, ReadFailure> {
         let provenance = Provenance {
             source_file: Arc::from(job.path.display().to_string()),
             sheet: None,
             load_id: self.load_id.clone(),
             load_time_us: self.load_time_us,
         };
-        let mut reader = FileReader::open(&job.path, &self.options, provenance)?;
+        let refuse = |e: shopstream_ingest::IngestError, sent: bool| ReadFailure::File {
+            reason: e.to_string(),
+            sent,
+        };
+        let mut reader =
+            FileReader::open(&job.path, &self.options, provenance).map_err(|e| refuse(e, false))?;
         let format = reader.format();
+        let mut sent = false;
         while let Some(chunk) = reader.next() {
             if self.stopped() {
                 return Ok(None);
             }
-            let chunk = chunk?;
+            let chunk = chunk.map_err(|e| refuse(e, sent))?;
             let batches = [chunk.raw, chunk.dead_letters, chunk.orders];
             for (tx, batch) in self.senders.iter().zip(batches) {
-                if batch.num_rows() > 0
-                    && tx.blocking_send((job.fingerprint.clone(), batch)).is_err()
-                {
-                    return Err(EngineError::Internal("a table writer stopped".into()));
+                if batch.num_rows() > 0 {
+                    sent = true;
+                    if tx.blocking_send((job.fingerprint.clone(), batch)).is_err() {
+                        return Err(ReadFailure::Load(Box::new(EngineError::Internal(
+                            "a table writer stopped".into(),
+                        ))));
+                    }
                 }
             }
             let _ = self.events.send(ReaderEvent::Progress {
@@ -477,6 +686,40 @@ impl ReaderCtx {
         }
         Ok(Some((format, reader.counts())))
     }
+}
+
+/// One `dead_letters` row per refused file: no line, no field, the reason.
+fn refusals_batch(load_id: &str, load_time_us: i64, rows: &[&FileOutcome]) -> RecordBatch {
+    use arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
+    let n = rows.len();
+    let file: StringArray = rows
+        .iter()
+        .map(|o| Some(o.path.display().to_string()))
+        .collect();
+    let reason: StringArray = rows
+        .iter()
+        .map(|o| {
+            Some(format!(
+                "file refused: {}",
+                o.refused.as_deref().unwrap_or_default()
+            ))
+        })
+        .collect();
+    let text = |v: Option<&str>| -> ArrayRef { Arc::new(StringArray::from(vec![v; n])) };
+    RecordBatch::try_new(
+        TableKind::DeadLetters.schema(),
+        vec![
+            Arc::new(file),
+            Arc::new(Int64Array::from(vec![0i64; n])),
+            text(None),
+            text(Some(load_id)),
+            text(None),
+            Arc::new(reason),
+            text(Some("{}")),
+            Arc::new(TimestampMicrosecondArray::from(vec![load_time_us; n])),
+        ],
+    )
+    .expect("refusals batch matches the dead-letter schema")
 }
 
 fn loads_batch(load_id: &str, load_time_us: i64, rows: &[&FileOutcome]) -> RecordBatch {

@@ -27,6 +27,9 @@ use parquet::schema::types::ColumnPath;
 use crate::error::{EngineError, Result};
 use crate::lake::TableKind;
 
+/// A row group is closed at this encoded size at the latest (see [`writer_properties`]).
+pub const MAX_ROW_GROUP_BYTES: usize = 32 * 1024 * 1024;
+
 /// Partition writers kept open per sink; see the module documentation.
 pub const MAX_OPEN_PARTITIONS: usize = 6;
 
@@ -81,6 +84,9 @@ pub(crate) fn writer_properties(kind: TableKind, o: &WriteOptions) -> WriterProp
             ZstdLevel::try_new(o.zstd_level).unwrap_or_default(),
         ))
         .set_max_row_group_row_count(Some(o.row_group_rows))
+        // Rows of huge values (a hostile file's megabyte descriptions) close a row group by size: the open
+        // one is held in memory per open partition, which must stay bounded whatever the input.
+        .set_max_row_group_bytes(Some(MAX_ROW_GROUP_BYTES))
         // Line numbers are unique and ascending: a dictionary never pays off, deltas pack them small.
         .set_column_dictionary_enabled(ColumnPath::from("source_line"), false)
         .set_column_encoding(

@@ -14,12 +14,24 @@ use arrow::array::{
     PrimitiveBuilder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use chrono::{Datelike, NaiveDateTime};
+use chrono_tz::Tz;
 
 use crate::mapping::ResolvedMapping;
 use crate::schema::{DEAD_LETTERS_SCHEMA, ORDERS_SCHEMA, OrderField, RAW_SCHEMA};
 
 /// Rows per emitted batch.
 pub const BATCH_ROWS: usize = 65_536;
+
+/// Text bytes per emitted batch: a batch is also full at this size, so rows with huge values (a 1 MB
+/// description on every line) keep batches, and the memory of a load, bounded.
+pub const BATCH_BYTES: usize = 32 * 1024 * 1024;
+
+/// A dead letter's `record` keeps at most this many bytes of text (the source file keeps the rest).
+pub const MAX_DEAD_LETTER_RECORD: usize = 1024 * 1024;
+
+/// Largest magnitude accepted for `unit_price` and the derived `line_revenue` (a `decimal(18,4)` holds
+/// it exactly): a price of `1.7e308` or a revenue that overflows is a dead letter, never an `inf` in sums.
+pub const MAX_MONEY: f64 = 1e14;
 
 /// Where a row came from.
 #[derive(Debug, Clone)]
@@ -117,6 +129,8 @@ pub struct OrderBatcher {
     last_month: ((i32, u32), String),
     counts: Counts,
     rows: usize,
+    /// Text bytes buffered since the last take (see [`BATCH_BYTES`]).
+    bytes: usize,
     // raw
     raw_text: [StringBuilder; 8],
     raw_prov: Provenance4,
@@ -154,6 +168,7 @@ struct Typed<'a> {
     quantity: i64,
     invoice_date: NaiveDateTime,
     unit_price: f64,
+    line_revenue: f64,
     customer_id: Option<i64>,
     country: Option<&'a str>,
 }
@@ -173,6 +188,7 @@ impl OrderBatcher {
             last_month: ((0, 0), String::new()),
             counts: Counts::default(),
             rows: 0,
+            bytes: 0,
             raw_text: std::array::from_fn(|_| StringBuilder::with_capacity(cap, cap * 8)),
             raw_prov: Provenance4::new(cap),
             raw_load_time: TimestampMicrosecondBuilder::with_capacity(cap),
@@ -203,6 +219,17 @@ impl OrderBatcher {
     /// page they came in) and the mapping that reads them, keeping counts.
     pub fn set_source(&mut self, source: Arc<str>, mapping: ResolvedMapping) {
         self.provenance.source_file = source;
+        self.set_mapping(mapping);
+    }
+
+    /// Sets the shop's time zone, which every mapping of this batcher reads times in.
+    pub fn set_timezone(&mut self, timezone: Tz) {
+        self.mapping.timezone = timezone;
+    }
+
+    /// Switches the mapping for the rows that follow (records with another layout), keeping the time zone.
+    pub fn set_mapping(&mut self, mut mapping: ResolvedMapping) {
+        mapping.timezone = self.mapping.timezone;
         self.mapping = mapping;
     }
 
@@ -214,7 +241,7 @@ impl OrderBatcher {
     /// Switches the sheet recorded in provenance (Excel workbooks), keeping counts.
     pub fn set_sheet(&mut self, sheet: Option<&str>, mapping: ResolvedMapping) {
         self.provenance.sheet = sheet.map(Arc::from);
-        self.mapping = mapping;
+        self.set_mapping(mapping);
     }
 
     /// Counts so far.
@@ -229,34 +256,36 @@ impl OrderBatcher {
 
     /// Whether a batch is full and should be taken.
     pub fn is_full(&self) -> bool {
-        self.buffered() >= BATCH_ROWS
+        self.buffered() >= BATCH_ROWS || self.bytes >= BATCH_BYTES
     }
 
     fn parse<'a>(
         m: &'a ResolvedMapping,
         row: &[&'a str],
         last_date: &mut usize,
-    ) -> Result<Typed<'a>, (OrderField, String)> {
+    ) -> Result<Typed<'a>, (&'static str, String)> {
         let text = |f: OrderField| -> Option<&'a str> { m.text(f, row) };
-        let required = |f: OrderField| -> Result<&'a str, (OrderField, String)> {
-            non_empty(text(f)).ok_or((f, "missing value".to_string()))
+        let required = |f: OrderField| -> Result<&'a str, (&'static str, String)> {
+            non_empty(text(f)).ok_or((f.name(), "missing value".to_string()))
         };
+        let failed = |f: OrderField| move |e: String| (f.name(), e);
         let invoice_no = required(OrderField::InvoiceNo)?;
         let stock_code = required(OrderField::StockCode)?;
         let quantity = m
             .parse_integer(OrderField::Quantity, required(OrderField::Quantity)?)
-            .map_err(|e| (OrderField::Quantity, e))?;
+            .map_err(failed(OrderField::Quantity))?;
         let invoice_date = m
             .parse_date(required(OrderField::InvoiceDate)?, last_date)
-            .map_err(|e| (OrderField::InvoiceDate, e))?;
+            .map_err(failed(OrderField::InvoiceDate))?;
         let unit_price = m
             .parse_decimal(OrderField::UnitPrice, required(OrderField::UnitPrice)?)
-            .map_err(|e| (OrderField::UnitPrice, e))?;
+            .map_err(failed(OrderField::UnitPrice))?;
+        let line_revenue = checked_revenue(quantity, unit_price)?;
         let customer_id = match non_empty(text(OrderField::CustomerId)) {
             None => None,
             Some(t) => Some(
                 m.parse_integer(OrderField::CustomerId, t)
-                    .map_err(|e| (OrderField::CustomerId, e))?,
+                    .map_err(failed(OrderField::CustomerId))?,
             ),
         };
         Ok(Typed {
@@ -266,6 +295,7 @@ impl OrderBatcher {
             quantity,
             invoice_date,
             unit_price,
+            line_revenue,
             customer_id,
             country: non_empty(text(OrderField::Country)),
         })
@@ -274,12 +304,10 @@ impl OrderBatcher {
     /// Adds one source row (its fields as text) found at `line`.
     pub fn push_row(&mut self, line: u64, row: &[&str]) {
         self.counts.read += 1;
+        self.bytes += row.iter().map(|f| f.len()).sum::<usize>();
         match Self::parse(&self.mapping, row, &mut self.last_date_format) {
             Ok(t) => {
-                let (invoice_no, stock_code, description, country) =
-                    (t.invoice_no, t.stock_code, t.description, t.country);
-                let (quantity, unit_price, customer_id, date) =
-                    (t.quantity, t.unit_price, t.customer_id, t.invoice_date);
+                // Inline, not a `&mut self` method: `t` borrows the mapping (constants, defaults).
                 self.counts.loaded += 1;
                 self.rows += 1;
                 for (i, b) in self.raw_text.iter_mut().enumerate() {
@@ -289,40 +317,71 @@ impl OrderBatcher {
                 self.raw_received.append_option(self.received_us);
                 self.raw_load_time
                     .append_value(self.provenance.load_time_us);
-
-                self.invoice_no.append_value(invoice_no);
-                self.stock_code.append_value(stock_code);
-                self.description.append_option(description);
-                self.quantity.append_value(quantity);
+                self.invoice_no.append_value(t.invoice_no);
+                self.stock_code.append_value(t.stock_code);
+                self.description.append_option(t.description);
+                self.quantity.append_value(t.quantity);
                 self.invoice_date
-                    .append_value(date.and_utc().timestamp_micros());
-                self.unit_price.append_value(unit_price);
-                self.customer_id.append_option(customer_id);
-                self.country.append_option(country);
+                    .append_value(t.invoice_date.and_utc().timestamp_micros());
+                self.unit_price.append_value(t.unit_price);
+                self.customer_id.append_option(t.customer_id);
+                self.country.append_option(t.country);
                 // Cancellations: the source marks them with a `C` invoice prefix (their quantities are negative).
                 self.is_cancellation
-                    .append_value(invoice_no.starts_with(['C', 'c']));
-                self.line_revenue.append_value(quantity as f64 * unit_price);
+                    .append_value(t.invoice_no.starts_with(['C', 'c']));
+                self.line_revenue.append_value(t.line_revenue);
                 self.orders_prov.push(&self.provenance, line);
-                let ym = (date.year(), date.month());
-                if self.last_month.0 != ym {
-                    self.last_month = (ym, format!("{:04}-{:02}", ym.0, ym.1));
-                }
-                self.invoice_month.append_value(&self.last_month.1);
+                self.push_month(t.invoice_date);
             }
             Err((field, reason)) => {
-                self.reject(line, Some(field.name()), &reason, &row.join("\u{1f}"))
+                let record = record_json(&self.mapping.columns, row);
+                self.reject(line, Some(field), &reason, record)
             }
         }
     }
 
-    /// Adds a record that could not even be split into fields (bad JSON, wrong field count, …).
-    pub fn push_unreadable(&mut self, line: u64, reason: &str, record: &str) {
+    fn push_month(&mut self, date: NaiveDateTime) {
+        let ym = (date.year(), date.month());
+        if self.last_month.0 != ym {
+            self.last_month = (ym, format!("{:04}-{:02}", ym.0, ym.1));
+        }
+        self.invoice_month.append_value(&self.last_month.1);
+    }
+
+    /// Adds a record that could not even be split into fields (bad JSON, text across a column gap, …):
+    /// its text is kept as `{"_raw": text}`.
+    pub fn push_unreadable(&mut self, line: u64, reason: &str, text: &str) {
         self.counts.read += 1;
+        self.bytes += text.len().min(MAX_DEAD_LETTER_RECORD);
+        let mut record = String::from("{\"_raw\":");
+        push_json_string(&mut record, text);
+        record.push('}');
         self.reject(line, None, reason, record);
     }
 
-    fn reject(&mut self, line: u64, field: Option<&str>, reason: &str, record: &str) {
+    /// Adds a record split into fields that do not fit the source's columns (a CSV row with the wrong
+    /// number of fields): kept as a JSON object of column → text, extra fields as `_extra_1`, ….
+    pub fn push_misshapen(&mut self, line: u64, reason: &str, row: &[&str]) {
+        self.counts.read += 1;
+        self.bytes += row.iter().map(|f| f.len()).sum::<usize>();
+        let record = record_json(&self.mapping.columns, row);
+        self.reject(line, None, reason, record);
+    }
+
+    /// Adds a record already held as a JSON object (a live record whose fields cannot be mapped).
+    pub fn push_rejected_object(
+        &mut self,
+        line: u64,
+        reason: &str,
+        object: &serde_json::Map<String, serde_json::Value>,
+    ) {
+        self.counts.read += 1;
+        let record = serde_json::to_string(object).unwrap_or_else(|_| "{}".into());
+        self.bytes += record.len();
+        self.reject(line, None, reason, record);
+    }
+
+    fn reject(&mut self, line: u64, field: Option<&str>, reason: &str, record: String) {
         self.counts.rejected += 1;
         self.dl_rows += 1;
         self.dl_prov.push(&self.provenance, line);
@@ -335,6 +394,7 @@ impl OrderBatcher {
     /// Takes the buffered rows as batches.
     pub fn take(&mut self) -> Chunk {
         self.rows = 0;
+        self.bytes = 0;
         self.dl_rows = 0;
         let mut raw: Vec<ArrayRef> = self.raw_text.iter_mut().map(finish_text).collect();
         raw.extend(self.raw_prov.finish());
@@ -371,6 +431,58 @@ impl OrderBatcher {
             dead_letters: batch(&DEAD_LETTERS_SCHEMA, dead),
         }
     }
+}
+
+/// `quantity × unit_price`, or the dead-letter reason when a magnitude is beyond [`MAX_MONEY`].
+fn checked_revenue(quantity: i64, unit_price: f64) -> Result<f64, (&'static str, String)> {
+    if unit_price.abs() >= MAX_MONEY {
+        return Err((
+            OrderField::UnitPrice.name(),
+            format!("{unit_price} is beyond the accepted magnitude (below 1e14)"),
+        ));
+    }
+    let revenue = quantity as f64 * unit_price;
+    if !revenue.is_finite() || revenue.abs() >= MAX_MONEY {
+        return Err((
+            "line_revenue",
+            format!(
+                "{quantity} × {unit_price} = {revenue} is beyond the accepted magnitude (below 1e14)"
+            ),
+        ));
+    }
+    Ok(revenue)
+}
+
+/// A row as a JSON object of column → text in the source's column order; fields beyond the columns are
+/// `_extra_1`, …; the whole is cut at [`MAX_DEAD_LETTER_RECORD`] bytes (the last values dropped).
+fn record_json(columns: &[String], row: &[&str]) -> String {
+    let mut out = String::with_capacity(64 + row.iter().map(|f| f.len() + 16).sum::<usize>());
+    out.push('{');
+    for (i, value) in row.iter().enumerate() {
+        if out.len() > MAX_DEAD_LETTER_RECORD {
+            break;
+        }
+        if i > 0 {
+            out.push(',');
+        }
+        match columns.get(i) {
+            Some(c) => push_json_string(&mut out, c),
+            None => push_json_string(&mut out, &format!("_extra_{}", i + 1 - columns.len())),
+        }
+        out.push(':');
+        push_json_string(&mut out, value);
+    }
+    out.push('}');
+    out
+}
+
+/// Appends `text` as a JSON string, cut at a char boundary within [`MAX_DEAD_LETTER_RECORD`] bytes.
+fn push_json_string(out: &mut String, text: &str) {
+    let mut end = text.len().min(MAX_DEAD_LETTER_RECORD);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.push_str(&serde_json::to_string(&text[..end]).expect("a string serializes"));
 }
 
 #[cfg(test)]
@@ -475,5 +587,127 @@ mod tests {
         );
         assert_eq!(dl.column(4).as_string::<i32>().value(0), "quantity");
         assert!(dl.column(5).as_string::<i32>().value(0).contains("lots"));
+    }
+
+    fn dead_letter(b: &mut OrderBatcher) -> (String, String, String) {
+        let dl = b.take().dead_letters;
+        assert_eq!(dl.num_rows(), 1);
+        let text = |i: usize| {
+            let c = dl.column(i).as_string::<i32>();
+            if c.is_null(0) {
+                String::new()
+            } else {
+                c.value(0).to_string()
+            }
+        };
+        (text(4), text(5), text(6))
+    }
+
+    #[test]
+    fn dead_letter_records_are_json_objects_in_source_column_order() {
+        let mut b = batcher();
+        let row = [
+            "536380",
+            "22961",
+            "JAM \"x\"",
+            "lots",
+            "2010-12-01 09:41:00",
+            "1.45",
+            "",
+            "France",
+        ];
+        b.push_row(4, &row);
+        let (_, _, record) = dead_letter(&mut b);
+        assert!(
+            record.starts_with(r#"{"InvoiceNo":"536380","StockCode":"22961""#),
+            "{record}"
+        );
+        let parsed: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&record).unwrap();
+        let keys: Vec<&String> = parsed.keys().collect();
+        assert_eq!(
+            keys,
+            crate::generate::ONLINE_RETAIL_HEADER
+                .iter()
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(parsed["Description"], "JAM \"x\"");
+
+        b.push_misshapen(
+            5,
+            "expected 8 fields",
+            &["1", "2", "3", "4", "5", "6", "7", "8", "9"],
+        );
+        let (_, _, record) = dead_letter(&mut b);
+        assert!(
+            record.ends_with(r#""Country":"8","_extra_1":"9"}"#),
+            "{record}"
+        );
+
+        b.push_unreadable(6, "invalid JSON", "{not json");
+        let (field, _, record) = dead_letter(&mut b);
+        assert_eq!(field, "");
+        assert_eq!(record, r#"{"_raw":"{not json"}"#);
+    }
+
+    #[test]
+    fn overflowing_or_huge_money_is_a_dead_letter() {
+        let mut b = batcher();
+        let row = |qty: &'static str, price: &'static str| {
+            ["1", "A", "", qty, "2010-12-01 09:41:00", price, "", ""]
+        };
+        b.push_row(2, &row("6", "1.7e308"));
+        let (field, reason, _) = dead_letter(&mut b);
+        assert_eq!(field, "unit_price");
+        assert!(reason.contains("1e14"), "{reason}");
+        b.push_row(3, &row("9000000000000000", "99999"));
+        let (field, reason, _) = dead_letter(&mut b);
+        assert_eq!(field, "line_revenue", "{reason}");
+        b.push_row(4, &row("80995", "2.08"));
+        assert_eq!(b.counts().loaded, 1, "the real data's largest line loads");
+    }
+
+    #[test]
+    fn a_batch_is_full_at_its_byte_size_too() {
+        let mut b = batcher();
+        let big = "x".repeat(1024 * 1024);
+        let mut n = 0;
+        while !b.is_full() {
+            b.push_row(
+                n,
+                &["1", "A", &big, "1", "2010-12-01 09:41:00", "1", "", ""],
+            );
+            n += 1;
+        }
+        assert!(
+            n <= (BATCH_BYTES / big.len()) as u64 + 1,
+            "{n} rows of 1 MiB"
+        );
+    }
+
+    #[test]
+    fn times_with_an_offset_are_converted_into_the_shop_time_zone() {
+        let mut b = batcher();
+        b.set_timezone(chrono_tz::Tz::Europe__London);
+        let date = |text: &'static str| ["1", "A", "", "1", text, "1", "", ""];
+        b.push_row(2, &date("2011-06-01T12:00:00Z")); // BST: 13:00 in London
+        b.push_row(3, &date("2011-06-01 14:00:00+02:00"));
+        b.push_row(4, &date("2011-06-01 13:00:00")); // naive: London wall-clock as is
+        b.push_row(5, &date("2011-12-01T12:00:00.5Z")); // GMT
+        let orders = b.take().orders;
+        assert_eq!(orders.num_rows(), 4);
+        let ts = orders
+            .column(4)
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        let wall = |i: usize| {
+            chrono::DateTime::from_timestamp_micros(ts.value(i))
+                .unwrap()
+                .naive_utc()
+                .to_string()
+        };
+        assert_eq!(wall(0), "2011-06-01 13:00:00");
+        assert_eq!(wall(1), "2011-06-01 13:00:00");
+        assert_eq!(wall(2), "2011-06-01 13:00:00");
+        assert_eq!(wall(3), "2011-12-01 12:00:00.500");
     }
 }

@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use chrono::{NaiveDate, NaiveDateTime};
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime};
+use chrono_tz::Tz;
 use serde::Deserialize;
 
 use crate::error::IngestError;
@@ -131,6 +132,8 @@ fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
 pub enum DateFormat {
     /// A chrono format with date and time.
     DateTime(String),
+    /// A chrono format with date, time and a UTC offset (`%z`, `%:z`): converted into the shop's time zone.
+    Aware(String),
     /// A chrono format with a date only (midnight).
     Date(String),
     /// Excel date serial.
@@ -156,16 +159,24 @@ impl DateFormat {
         {
             return Err(format!("bad date format `{spec}`"));
         }
-        Ok(if has_time {
+        let has_offset = ["%z", "%:z", "%::z", "%#z"]
+            .iter()
+            .any(|t| spec.contains(t));
+        Ok(if has_offset {
+            DateFormat::Aware(spec.into())
+        } else if has_time {
             DateFormat::DateTime(spec.into())
         } else {
             DateFormat::Date(spec.into())
         })
     }
 
-    fn apply(&self, text: &str) -> Option<NaiveDateTime> {
+    fn apply(&self, text: &str, tz: Tz) -> Option<NaiveDateTime> {
         match self {
             DateFormat::DateTime(f) => NaiveDateTime::parse_from_str(text, f).ok(),
+            DateFormat::Aware(f) => DateTime::parse_from_str(text, f)
+                .ok()
+                .map(|d| wall_clock(&d, tz)),
             DateFormat::Date(f) => NaiveDate::parse_from_str(text, f)
                 .ok()
                 .and_then(|d| d.and_hms_opt(0, 0, 0)),
@@ -173,11 +184,47 @@ impl DateFormat {
             DateFormat::UnixSeconds => text
                 .parse::<i64>()
                 .ok()
-                .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
-                .map(|d| d.naive_utc()),
+                .and_then(|s| DateTime::from_timestamp(s, 0))
+                .map(|d| d.with_timezone(&tz).naive_local()),
         }
     }
 }
+
+/// An instant as the wall-clock time of the shop's time zone (what the lake keeps).
+fn wall_clock(instant: &DateTime<FixedOffset>, tz: Tz) -> NaiveDateTime {
+    instant.with_timezone(&tz).naive_local()
+}
+
+/// Text with a UTC offset or `Z` in the usual spellings (RFC 3339 with `T` or a space, RFC 2822, `%z`
+/// without a colon), converted into the shop's time zone; `None` when it carries no offset.
+fn parse_aware(text: &str, tz: Tz) -> Option<NaiveDateTime> {
+    if let Ok(d) = DateTime::parse_from_rfc3339(text) {
+        return Some(wall_clock(&d, tz));
+    }
+    let last = text.as_bytes().last()?;
+    if !(last.is_ascii_digit() || *last == b'Z' || *last == b'C') {
+        return None;
+    }
+    if let Some(naive) = text.strip_suffix('Z').or_else(|| text.strip_suffix(" UTC")) {
+        let n = NaiveDateTime::parse_from_str(naive.trim_end(), "%Y-%m-%d %H:%M:%S%.f")
+            .or_else(|_| NaiveDateTime::parse_from_str(naive.trim_end(), "%Y-%m-%dT%H:%M:%S%.f"))
+            .ok()?;
+        return Some(n.and_utc().with_timezone(&tz).naive_local());
+    }
+    AWARE_FORMATS
+        .iter()
+        .find_map(|f| DateTime::parse_from_str(text, f).ok())
+        .or_else(|| DateTime::parse_from_rfc2822(text).ok())
+        .map(|d| wall_clock(&d, tz))
+}
+
+/// Offset spellings tried after RFC 3339.
+const AWARE_FORMATS: [&str; 4] = [
+    "%Y-%m-%d %H:%M:%S%.f%#z",
+    "%Y-%m-%dT%H:%M:%S%.f%#z",
+    "%Y-%m-%d %H:%M:%S%.f %#z",
+    "%Y-%m-%d %H:%M%#z",
+];
 
 /// The formats tried when a mapping gives none, after the fast ISO path.
 const DEFAULT_DATE_FORMATS: [&str; 6] = [
@@ -210,6 +257,43 @@ pub enum FieldSource {
     Absent,
 }
 
+/// Mappings resolved per distinct column layout, for sources whose records each carry their own field
+/// names (JSON records, live records): a key that first appears in the millionth record is mapped like
+/// one in the first. At most [`LayoutCache::CAPACITY`] layouts are kept (a hostile source cannot grow it).
+#[derive(Debug)]
+pub struct LayoutCache {
+    path: std::path::PathBuf,
+    mapping: Option<MappingConfig>,
+    resolved: std::collections::HashMap<Vec<String>, ResolvedMapping>,
+}
+
+impl LayoutCache {
+    /// Layouts kept before the cache starts over.
+    pub const CAPACITY: usize = 1024;
+
+    /// A cache for the records of `path` (or a live source's name) under `mapping`.
+    pub fn new(path: &Path, mapping: Option<MappingConfig>) -> Self {
+        LayoutCache {
+            path: path.to_path_buf(),
+            mapping,
+            resolved: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The mapping for records with these field names, in this order.
+    pub fn resolve(&mut self, columns: &[String]) -> Result<ResolvedMapping, IngestError> {
+        if let Some(m) = self.resolved.get(columns) {
+            return Ok(m.clone());
+        }
+        let m = ResolvedMapping::resolve(&self.path, columns, self.mapping.as_ref())?;
+        if self.resolved.len() >= Self::CAPACITY {
+            self.resolved.clear();
+        }
+        self.resolved.insert(columns.to_vec(), m.clone());
+        Ok(m)
+    }
+}
+
 /// A mapping resolved against one file's columns: ready to apply to each row.
 #[derive(Debug, Clone)]
 pub struct ResolvedMapping {
@@ -223,6 +307,30 @@ pub struct ResolvedMapping {
     pub types: [FieldType; 8],
     /// Explicit date formats (empty: the built-in list).
     pub date_formats: Vec<DateFormat>,
+    /// The shop's time zone: naive times are wall-clock times in it, times with an offset are converted into it.
+    pub timezone: Tz,
+    /// The source's column names, unique (a repeated or empty name gets a suffix), for dead-letter records.
+    pub columns: std::sync::Arc<[String]>,
+}
+
+/// Column names made unique and non-empty: `column_3` for a blank third name, `sku#2` for a second `sku`.
+fn unique_names(columns: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(columns.len());
+    for (i, c) in columns.iter().enumerate() {
+        let base = if c.is_empty() {
+            format!("column_{}", i + 1)
+        } else {
+            c.clone()
+        };
+        let mut name = base.clone();
+        let mut n = 1;
+        while out.contains(&name) {
+            n += 1;
+            name = format!("{base}#{n}");
+        }
+        out.push(name);
+    }
+    out
 }
 
 /// Normalises a column name for matching: lowercase ASCII letters and digits only.
@@ -275,6 +383,8 @@ impl ResolvedMapping {
             defaults: std::array::from_fn(|_| None),
             types: [FieldType::Auto; 8],
             date_formats: Vec::new(),
+            timezone: Tz::UTC,
+            columns: unique_names(columns).into(),
         };
         for field in OrderField::ALL {
             let i = field as usize;
@@ -393,12 +503,12 @@ impl ResolvedMapping {
         match self.types[OrderField::InvoiceDate as usize] {
             FieldType::ExcelSerial => {
                 return DateFormat::ExcelSerial
-                    .apply(t)
+                    .apply(t, self.timezone)
                     .ok_or_else(|| format!("`{t}` is not an Excel date serial"));
             }
             FieldType::UnixSeconds => {
                 return DateFormat::UnixSeconds
-                    .apply(t)
+                    .apply(t, self.timezone)
                     .ok_or_else(|| format!("`{t}` is not a Unix time"));
             }
             _ => {}
@@ -407,10 +517,13 @@ impl ResolvedMapping {
             if let Some(v) = parse_iso_fast(t) {
                 return Ok(v);
             }
-            if let Some(v) = try_formats(&DEFAULT_FORMATS, t, last_format) {
+            if let Some(v) = try_formats(&DEFAULT_FORMATS, t, last_format, self.timezone) {
                 return Ok(v);
             }
-        } else if let Some(v) = try_formats(&self.date_formats, t, last_format) {
+            if let Some(v) = parse_aware(t, self.timezone) {
+                return Ok(v);
+            }
+        } else if let Some(v) = try_formats(&self.date_formats, t, last_format, self.timezone) {
             return Ok(v);
         }
         Err(format!("`{t}` is not a date in a known format"))
@@ -424,12 +537,17 @@ static DEFAULT_FORMATS: std::sync::LazyLock<Vec<DateFormat>> = std::sync::LazyLo
         .collect()
 });
 
-fn try_formats(formats: &[DateFormat], text: &str, last: &mut usize) -> Option<NaiveDateTime> {
-    if let Some(v) = formats.get(*last).and_then(|f| f.apply(text)) {
+fn try_formats(
+    formats: &[DateFormat],
+    text: &str,
+    last: &mut usize,
+    tz: Tz,
+) -> Option<NaiveDateTime> {
+    if let Some(v) = formats.get(*last).and_then(|f| f.apply(text, tz)) {
         return Some(v);
     }
     for (i, f) in formats.iter().enumerate() {
-        if let Some(v) = f.apply(text) {
+        if let Some(v) = f.apply(text, tz) {
             *last = i;
             return Some(v);
         }

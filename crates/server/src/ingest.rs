@@ -15,7 +15,7 @@ use shopstream_ingest::sources::flow::Outcome;
 use shopstream_ingest::sources::http::{BodyFormat, parse_body};
 use shopstream_log::{NewRecord, Topic};
 
-use crate::{Ack, AppState, Idempotency, KeyState, MAX_HOLD, OnBackpressure};
+use crate::{Ack, AppState, Begin, Idempotency, MAX_HOLD, OnBackpressure};
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
@@ -192,41 +192,79 @@ struct Store {
     filtered: usize,
 }
 
-/// Stores a request once per idempotency key: dead letters first (a crash in between may record them
-/// twice on retry, never lose them), then the records as one batch; answers with the records' offsets.
-async fn store(state: Arc<AppState>, key: String, request: Store) -> Response {
-    let topic_name = request.topic.name().to_string();
-    {
-        let mut idem = state.idempotency.lock().unwrap_or_else(|e| e.into_inner());
-        match idem.keys.get(&key) {
-            Some(KeyState::Done(ack)) => {
-                state
-                    .http
-                    .duplicate_requests
-                    .fetch_add(1, Ordering::Relaxed);
-                return accepted(&topic_name, &key, ack, true);
-            }
-            Some(KeyState::InFlight) => {
-                drop(idem);
-                return reject(
-                    &state,
-                    StatusCode::CONFLICT,
-                    format!("a request with Idempotency-Key `{key}` is in progress; retry"),
-                );
-            }
-            None => {
-                idem.keys.insert(key.clone(), KeyState::InFlight);
-            }
+/// An idempotency key marked in flight; dropping it before [`complete`](Self::complete) clears the mark
+/// (the request failed, was throttled, or its client went away before anything was stored).
+struct InFlightKey {
+    state: Arc<AppState>,
+    key: String,
+    completed: bool,
+}
+
+impl InFlightKey {
+    /// Records the stored request's answer under the key.
+    fn complete(mut self, ack: Ack) {
+        self.state
+            .idempotency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remember(self.key.clone(), ack, self.state.idempotency_capacity);
+        self.completed = true;
+    }
+}
+
+impl Drop for InFlightKey {
+    fn drop(&mut self) {
+        if !self.completed {
+            self.state
+                .idempotency
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .release(&self.key);
         }
     }
-    let release = |state: &AppState| {
-        let mut idem = state.idempotency.lock().unwrap_or_else(|e| e.into_inner());
-        if matches!(idem.keys.get(&key), Some(KeyState::InFlight)) {
-            idem.keys.remove(&key);
+}
+
+/// Marks `key` in flight, or answers a retry (the original offsets) or a concurrent duplicate (409).
+fn begin_key(state: &Arc<AppState>, key: &str, topic: &str) -> Result<InFlightKey, Box<Response>> {
+    let begun = state
+        .idempotency
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .begin(key, state.idempotency_capacity);
+    match begun {
+        Begin::New => Ok(InFlightKey {
+            state: state.clone(),
+            key: key.to_string(),
+            completed: false,
+        }),
+        Begin::Done(ack) => {
+            state
+                .http
+                .duplicate_requests
+                .fetch_add(1, Ordering::Relaxed);
+            Err(Box::new(accepted(topic, key, &ack, true)))
         }
+        Begin::InFlight => Err(Box::new(reject(
+            state,
+            StatusCode::CONFLICT,
+            format!("a request with Idempotency-Key `{key}` is in progress; retry"),
+        ))),
+    }
+}
+
+/// Stores a request once per idempotency key: dead letters first (a crash in between may record them
+/// twice on retry, never lose them), then the records as one batch; answers with the records' offsets.
+///
+/// Cancel safety: dropped while waiting for room, nothing is stored and the key is free again; once the
+/// append has started it runs to the end in its own task and records the key, so a retry after a client
+/// gave up is answered as a duplicate, not stored twice.
+async fn store(state: Arc<AppState>, key: String, request: Store) -> Response {
+    let topic_name = request.topic.name().to_string();
+    let in_flight = match begin_key(&state, &key, &topic_name) {
+        Ok(k) => k,
+        Err(response) => return *response,
     };
     if let Err(r) = admit(&state, &request.topic).await {
-        release(&state);
         return r;
     }
     let source = source_of(&key);
@@ -250,67 +288,64 @@ async fn store(state: Arc<AppState>, key: String, request: Store) -> Response {
         );
         (t, b)
     });
-    let result = tokio::task::spawn_blocking(move || {
-        if let Some((t, b)) = dead.filter(|(_, b)| !b.is_empty()) {
-            t.append(0, &b)?;
+    let task_state = state.clone();
+    let appended = tokio::spawn(async move {
+        let result = tokio::task::spawn_blocking(move || {
+            if let Some((t, b)) = dead.filter(|(_, b)| !b.is_empty()) {
+                t.append(0, &b)?;
+            }
+            topic.append(partition, &batch)
+        })
+        .await;
+        match result {
+            Ok(Ok(range)) => {
+                let ack = Ack {
+                    partition,
+                    start: range.start,
+                    end: range.end,
+                };
+                in_flight.complete(ack.clone());
+                let http = &task_state.http;
+                http.accepted_requests.fetch_add(1, Ordering::Relaxed);
+                http.accepted_records.fetch_add(count, Ordering::Relaxed);
+                Ok(ack)
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
         }
-        topic.append(partition, &batch)
     })
     .await;
-    match result {
-        Ok(Ok(range)) => {
-            let ack = Ack {
-                partition,
-                start: range.start,
-                end: range.end,
-            };
-            state
-                .idempotency
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remember(key.clone(), ack.clone(), state.idempotency_capacity);
-            state.http.accepted_requests.fetch_add(1, Ordering::Relaxed);
-            state
-                .http
-                .accepted_records
-                .fetch_add(count, Ordering::Relaxed);
-            let mut resp = accepted(&topic_name, &key, &ack, false);
-            if dead_count > 0 || filtered > 0 {
-                resp.headers_mut().insert(
-                    "x-shopstream-dead-lettered",
-                    dead_count
-                        .to_string()
-                        .parse()
-                        .expect("a number is a header value"),
-                );
-                resp.headers_mut().insert(
-                    "x-shopstream-filtered",
-                    filtered
-                        .to_string()
-                        .parse()
-                        .expect("a number is a header value"),
-                );
-            }
-            resp
-        }
+    let ack = match appended {
+        Ok(Ok(ack)) => ack,
         Ok(Err(e)) => {
-            release(&state);
             tracing::error!(topic = %topic_name, "append failed: {e}");
-            reject(
+            return reject(
                 &state,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("storing the records failed: {e}"),
-            )
+            );
         }
         Err(e) => {
-            release(&state);
-            reject(
+            return reject(
                 &state,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("storing the records failed: {e}"),
-            )
+            );
+        }
+    };
+    let mut resp = accepted(&topic_name, &key, &ack, false);
+    if dead_count > 0 || filtered > 0 {
+        for (name, n) in [
+            ("x-shopstream-dead-lettered", dead_count),
+            ("x-shopstream-filtered", filtered),
+        ] {
+            resp.headers_mut().insert(
+                name,
+                n.to_string().parse().expect("a number is a header value"),
+            );
         }
     }
+    resp
 }
 
 /// `POST /v1/topics/{topic}/records`.
@@ -391,4 +426,98 @@ pub(crate) async fn post_flow_records(
         filtered,
     };
     store(state, key, request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use axum::http::HeaderValue;
+    use shopstream_engine::stream::topic_load::LoadProgress;
+    use shopstream_log::{Log, PartitionConfig};
+
+    use super::*;
+    use crate::{KeyState, ServerConfig};
+
+    fn state(config: ServerConfig) -> (Arc<AppState>, Arc<LoadProgress>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = Log::open(dir.path()).unwrap();
+        log.create_topic("orders", 1, PartitionConfig::default())
+            .unwrap();
+        let progress = Arc::new(LoadProgress::default());
+        let loads = HashMap::from([("orders".to_string(), progress.clone())]);
+        (
+            AppState::new(log, config, loads, None, Vec::new()),
+            progress,
+            dir,
+        )
+    }
+
+    fn request(state: &Arc<AppState>, key: &str) -> impl Future<Output = Response> + use<> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv"));
+        headers.insert("idempotency-key", HeaderValue::from_str(key).unwrap());
+        post_records(
+            State(state.clone()),
+            Path("orders".to_string()),
+            headers,
+            Bytes::from_static(b"InvoiceNo\n1\n2\n"),
+        )
+    }
+
+    fn key_state(state: &AppState, key: &str) -> Option<KeyState> {
+        state.idempotency.lock().unwrap().state(key).cloned()
+    }
+
+    fn stored(state: &AppState) -> u64 {
+        let topic = state.log.topic("orders").unwrap();
+        topic.partitions().iter().map(|p| p.end_offset()).sum()
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_while_held_by_back_pressure_leaves_its_key_free() {
+        let (state, progress, _dir) = state(ServerConfig {
+            backpressure_records: 1,
+            on_backpressure: OnBackpressure::Wait,
+            ..ServerConfig::default()
+        });
+        assert_eq!(request(&state, "first").await.status(), StatusCode::OK);
+        // One record behind: the next request is held; its client gives up.
+        let held = tokio::time::timeout(Duration::from_millis(300), request(&state, "k")).await;
+        assert!(held.is_err(), "the request was held");
+        assert!(
+            key_state(&state, "k").is_none(),
+            "the key is not left in flight"
+        );
+        // The load catches up: the retry is stored, not refused with 409.
+        *progress.loaded_offsets.lock().unwrap() = vec![stored(&state)];
+        let retry = request(&state, "k").await;
+        assert_eq!(retry.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_during_its_append_is_remembered_not_stored_twice() {
+        let (state, _, _dir) = state(ServerConfig::default());
+        let mut pending = Box::pin(request(&state, "k"));
+        // One poll starts the append (in its own task); then the client goes away.
+        assert!(futures::poll!(pending.as_mut()).is_pending());
+        drop(pending);
+        for _ in 0..100 {
+            if matches!(key_state(&state, "k"), Some(KeyState::Done(_))) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(matches!(key_state(&state, "k"), Some(KeyState::Done(_))));
+        assert_eq!(stored(&state), 2);
+        let retry = request(&state, "k").await;
+        assert_eq!(retry.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(retry.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["duplicate"], true, "{body}");
+        assert_eq!(stored(&state), 2, "the retry stored nothing");
+    }
 }

@@ -119,24 +119,85 @@ pub(crate) enum KeyState {
     Done(Ack),
 }
 
-/// Idempotency keys of recent requests, oldest evicted first.
+/// What [`Idempotency::begin`] found for a key.
+pub(crate) enum Begin {
+    /// The key is new: it is now marked in flight.
+    New,
+    /// A request with this key is being stored.
+    InFlight,
+    /// A request with this key was stored with this answer.
+    Done(Ack),
+}
+
+/// Idempotency keys of recent requests, in flight or done; beyond the capacity the oldest is evicted.
 #[derive(Default)]
 pub(crate) struct Idempotency {
-    pub(crate) keys: HashMap<String, KeyState>,
-    order: VecDeque<String>,
+    /// Key → state and the generation it was inserted with.
+    keys: HashMap<String, (KeyState, u64)>,
+    /// Keys in insertion order with their generation (a released and re-used key has a newer one).
+    order: VecDeque<(String, u64)>,
+    generation: u64,
 }
 
 impl Idempotency {
-    pub(crate) fn remember(&mut self, key: String, ack: Ack, capacity: usize) {
-        if !self.keys.contains_key(&key) {
-            self.order.push_back(key.clone());
+    /// Looks `key` up; a new key is marked in flight (and counts toward the capacity at once).
+    pub(crate) fn begin(&mut self, key: &str, capacity: usize) -> Begin {
+        match self.keys.get(key) {
+            Some((KeyState::Done(ack), _)) => Begin::Done(ack.clone()),
+            Some((KeyState::InFlight, _)) => Begin::InFlight,
+            None => {
+                self.insert(key.to_string(), KeyState::InFlight, capacity);
+                Begin::New
+            }
         }
-        self.keys.insert(key, KeyState::Done(ack));
-        while self.order.len() > capacity {
-            if let Some(old) = self.order.pop_front() {
+    }
+
+    /// Records the answer of a stored request.
+    pub(crate) fn remember(&mut self, key: String, ack: Ack, capacity: usize) {
+        self.insert(key, KeyState::Done(ack), capacity);
+    }
+
+    /// Clears an in-flight mark: the request ended without storing anything.
+    pub(crate) fn release(&mut self, key: &str) {
+        if matches!(self.keys.get(key), Some((KeyState::InFlight, _))) {
+            self.keys.remove(key);
+        }
+    }
+
+    fn insert(&mut self, key: String, state: KeyState, capacity: usize) {
+        match self.keys.get_mut(&key) {
+            Some(entry) => entry.0 = state,
+            None => {
+                self.generation += 1;
+                self.keys.insert(key.clone(), (state, self.generation));
+                self.order.push_back((key, self.generation));
+            }
+        }
+        // Released keys leave stale entries in the order: drop them once they are as many as the keys.
+        if self.order.len() > capacity.saturating_mul(2).max(16) {
+            let keys = &self.keys;
+            self.order
+                .retain(|(k, g)| keys.get(k).is_some_and(|(_, kg)| kg == g));
+        }
+        while self.keys.len() > capacity {
+            let Some((old, generation)) = self.order.pop_front() else {
+                break;
+            };
+            if self.keys.get(&old).is_some_and(|(_, g)| *g == generation) {
                 self.keys.remove(&old);
             }
         }
+    }
+
+    /// Keys held (in flight or done).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn state(&self, key: &str) -> Option<&KeyState> {
+        self.keys.get(key).map(|(s, _)| s)
     }
 }
 
@@ -298,3 +359,40 @@ pub async fn serve(
 
 /// How long a waiting request may be held under back-pressure.
 pub(crate) const MAX_HOLD: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack(n: u64) -> Ack {
+        Ack {
+            partition: 0,
+            start: n,
+            end: n + 1,
+        }
+    }
+
+    #[test]
+    fn idempotency_keys_are_evicted_beyond_the_capacity() {
+        let mut idem = Idempotency::default();
+        for i in 0..100u64 {
+            let key = format!("k{i}");
+            assert!(matches!(idem.begin(&key, 10), Begin::New));
+            idem.remember(key, ack(i), 10);
+        }
+        assert_eq!(
+            idem.len(),
+            10,
+            "a key marked in flight, then done, is one entry"
+        );
+        assert!(idem.state("k0").is_none(), "the oldest keys are gone");
+        assert!(matches!(idem.state("k99"), Some(KeyState::Done(a)) if a.start == 99));
+        // Keys released and reused do not make the queue of insertion order grow without bound.
+        for _ in 0..1000 {
+            assert!(matches!(idem.begin("again", 10), Begin::New));
+            idem.release("again");
+        }
+        assert!(idem.order.len() <= 20, "{}", idem.order.len());
+        assert!(matches!(idem.state("k99"), Some(KeyState::Done(_))));
+    }
+}

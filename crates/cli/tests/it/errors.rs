@@ -137,3 +137,19 @@ fn csv_output_has_a_header_and_reports_take_params() {
     let o = run(dir.path(), &["report", "all", "--param", "zzz=1"]);
     assert!(stderr(&o).contains("no report has a parameter `zzz`"));
 }
+
+#[test]
+fn help_describes_serve_and_demo_each_with_its_own_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(dir.path(), &["--help"]);
+    assert!(o.status.success());
+    let help = stdout(&o);
+    let line = |cmd: &str| {
+        help.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{cmd} ")))
+            .unwrap_or_else(|| panic!("no `{cmd}` in {help}"))
+            .to_string()
+    };
+    assert!(line("serve").contains("live path"), "{help}");
+    assert!(line("demo").contains("end to end"), "{help}");
+}

@@ -136,7 +136,12 @@ impl LandingWatcher {
                     &|_| {},
                 )
                 .await
-                .map(|s| s.totals)
+                .and_then(|s| {
+                    match s.files.iter().find_map(|f| f.refused.clone()) {
+                        Some(reason) => Err(EngineError::Refused(reason)),
+                        None => Ok(s.totals),
+                    }
+                })
             } else {
                 Err(EngineError::Output(
                     "not a supported file type (csv, tsv, txt, xlsx, jsonl, parquet)".into(),

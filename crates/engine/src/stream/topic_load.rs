@@ -38,6 +38,8 @@ pub struct TopicLoadConfig {
     pub idle_wait: Duration,
     /// Mapping for records whose fields are not the Online Retail ones.
     pub mapping: Option<MappingConfig>,
+    /// The shop's time zone (`[ingest] timezone`).
+    pub timezone: chrono_tz::Tz,
     /// Parquet settings.
     pub write: WriteOptions,
 }
@@ -50,6 +52,7 @@ impl TopicLoadConfig {
             max_records: 200_000,
             idle_wait: Duration::from_millis(200),
             mapping: None,
+            timezone: chrono_tz::Tz::UTC,
             write: WriteOptions::default(),
         }
     }
@@ -176,6 +179,7 @@ impl TopicLoader {
         let load_id = format!("{topic}/{p}@{from}-{to}");
         let now = chrono::Utc::now().timestamp_micros();
         let mut batcher = EnvelopeBatcher::new(self.config.mapping.clone(), &load_id, now);
+        batcher.set_timezone(self.config.timezone);
         let behind: Vec<usize> = (0..TABLES.len()).filter(|&i| c[i] == from).collect();
         let mut sinks: HashMap<usize, TableSink> = behind
             .iter()

@@ -53,7 +53,7 @@ async fn bad_rows_land_in_dead_letters_with_line_field_and_reason() {
          5,unit_price,`N/A` is not a number\n\
          6,stock_code,missing value\n\
          7,customer_id,`12583.5` is not a whole number\n\
-         8,,\"expected 8 fields, found 9\"\n"
+         8,,\"expected 8 fields separated by `,`, found 9\"\n"
     );
     // The quoted two-line description starting on line 9 is one record, kept whole.
     let multi = query_csv(

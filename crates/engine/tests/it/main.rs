@@ -3,6 +3,7 @@
 mod compact;
 mod golden;
 mod load;
+mod robust;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,9 +22,13 @@ pub fn testdata(rel: &str) -> PathBuf {
 
 pub async fn load(lake: &Lake, files: &[PathBuf], mappings: Vec<MappingConfig>) -> LoadSummary {
     let read = ReadOptions {
-        sheet: None,
         mappings,
+        ..Default::default()
     };
+    load_with(lake, files, read).await
+}
+
+pub async fn load_with(lake: &Lake, files: &[PathBuf], read: ReadOptions) -> LoadSummary {
     load_files(
         lake,
         &shopstream_ingest::expand_paths(files).expect("test inputs exist"),

@@ -1,14 +1,14 @@
-//! Delimited text (CSV, TSV, `;` and `|` separated) and whitespace-aligned text.
+//! Delimited text (CSV, TSV, `;` and `|` separated).
 //!
 //! The delimiter is chosen from `, \t ; |` as the one that splits the first lines of the file into
 //! the same number (more than one) of fields, quotes respected; a header is assumed when the first
 //! record has no numeric field. Quoted fields may contain delimiters, quotes (`""`) and newlines; a
-//! record's line is the line it starts on. Aligned text takes its column boundaries from the gaps
-//! that are blank on every line of the first thousand, and rejects a later row whose text crosses one.
+//! record's line is the line it starts on. A record longer than [`MAX_RECORD_BYTES`] (an unclosed quote
+//! swallowing the rest of the file) is not held: it and the rest of the file become one dead letter.
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,37 +18,12 @@ use crate::error::IngestError;
 use crate::mapping::MappingConfig;
 
 use super::Fill;
+use super::text::{Counting, MAX_RECORD_BYTES};
 
 const SNIFF_BYTES: usize = 64 * 1024;
 const CANDIDATES: [u8; 4] = [b',', b'\t', b';', b'|'];
 /// Records with at most this many fields are split without allocating.
 const MAX_FAST_FIELDS: usize = 64;
-
-/// A reader that counts the bytes passing through it (for progress bars).
-struct Counting<R> {
-    inner: R,
-    count: Arc<AtomicU64>,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-}
-
-fn open_counting(path: &Path) -> Result<(Counting<File>, Arc<AtomicU64>), IngestError> {
-    let file = File::open(path).map_err(|e| IngestError::io(path, e))?;
-    let count = Arc::new(AtomicU64::new(0));
-    Ok((
-        Counting {
-            inner: file,
-            count: count.clone(),
-        },
-        count,
-    ))
-}
 
 fn read_prefix(path: &Path) -> Result<Vec<u8>, IngestError> {
     let mut buf = Vec::with_capacity(SNIFF_BYTES);
@@ -102,10 +77,46 @@ fn text_of(field: &[u8]) -> Cow<'_, str> {
     String::from_utf8_lossy(field)
 }
 
+/// CSV's read-ahead buffer.
+const BUFFER_BYTES: usize = 256 * 1024;
+
+/// The file under the CSV reader: fails a read once the record being assembled has taken more than
+/// [`MAX_RECORD_BYTES`] (plus the read-ahead), since the CSV reader itself grows a record without limit.
+struct Guarded {
+    inner: Counting<File>,
+    /// Bytes handed to the CSV reader so far.
+    handed: u64,
+    /// Where the record being read starts (bytes).
+    record_start: u64,
+}
+
+impl Read for Guarded {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.handed - self.record_start > (MAX_RECORD_BYTES + BUFFER_BYTES) as u64 {
+            return Err(std::io::Error::other(RecordTooLong));
+        }
+        let n = self.inner.read(buf)?;
+        self.handed += n as u64;
+        Ok(n)
+    }
+}
+
+/// The error a [`Guarded`] read fails with.
+#[derive(Debug)]
+struct RecordTooLong;
+
+impl std::fmt::Display for RecordTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "record longer than {MAX_RECORD_BYTES} bytes")
+    }
+}
+
+impl std::error::Error for RecordTooLong {}
+
 /// Delimited text.
 pub(super) struct DelimitedFill {
     path: PathBuf,
-    reader: csv::Reader<Counting<File>>,
+    reader: csv::Reader<Guarded>,
     record: csv::ByteRecord,
     width: usize,
     delimiter: u8,
@@ -145,18 +156,25 @@ impl DelimitedFill {
         let has_header = mapping
             .and_then(|m| m.has_header)
             .unwrap_or_else(|| !first_record.iter().any(looks_numeric));
-        let (file, bytes) = open_counting(path)?;
+        let file = File::open(path).map_err(|e| IngestError::io(path, e))?;
+        let (counting, bytes) = Counting::new(file);
+        let guarded = Guarded {
+            inner: counting,
+            handed: 0,
+            record_start: 0,
+        };
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
             .delimiter(delimiter)
-            .buffer_capacity(256 * 1024)
-            .from_reader(file);
+            .buffer_capacity(BUFFER_BYTES)
+            .from_reader(guarded);
         let mut record = csv::ByteRecord::new();
         let columns: Vec<String> = if has_header {
             reader
                 .read_byte_record(&mut record)
-                .map_err(|e| IngestError::malformed(path, format!("line 1: {e}")))?;
+                .map_err(|e| IngestError::malformed(path, format!("line 1 (the header): {e}")))?;
+            reader.get_mut().record_start = reader.position().byte();
             record
                 .iter()
                 .map(|f| text_of(f).trim().trim_start_matches('\u{feff}').to_string())
@@ -187,19 +205,24 @@ impl Fill for DelimitedFill {
             if batcher.is_full() {
                 return Ok(true);
             }
-            let more = self
-                .reader
-                .read_byte_record(&mut self.record)
-                .map_err(|e| {
+            let more = match self.reader.read_byte_record(&mut self.record) {
+                Ok(more) => more,
+                Err(e) if is_too_long(&e) => {
+                    self.reject_rest(batcher);
+                    return Ok(false);
+                }
+                Err(e) => {
                     let at = e
                         .position()
                         .map(|p| format!("line {}: ", p.line()))
                         .unwrap_or_default();
-                    IngestError::malformed(&self.path, format!("{at}{e}"))
-                })?;
+                    return Err(IngestError::malformed(&self.path, format!("{at}{e}")));
+                }
+            };
             if !more {
                 return Ok(false);
             }
+            self.reader.get_mut().record_start = self.reader.position().byte();
             let line = self.record.position().map_or(0, |p| p.line());
             let n = self.record.len();
             if n == 1 && self.record[0].trim_ascii().is_empty() {
@@ -207,9 +230,13 @@ impl Fill for DelimitedFill {
             }
             if n != self.width {
                 let fields: Vec<Cow<'_, str>> = self.record.iter().map(text_of).collect();
-                let joined = fields.join(&(self.delimiter as char).to_string());
-                let reason = format!("expected {} fields, found {n}", self.width);
-                batcher.push_unreadable(line, &reason, &joined);
+                let row: Vec<&str> = fields.iter().map(|f| f.as_ref()).collect();
+                let reason = format!(
+                    "expected {} fields separated by `{}`, found {n}",
+                    self.width,
+                    (self.delimiter as char).escape_default()
+                );
+                batcher.push_misshapen(line, &reason, &row);
                 continue;
             }
             // Fast path: the record is valid UTF-8 as a whole and every field boundary is a char
@@ -245,175 +272,25 @@ impl Fill for DelimitedFill {
     }
 }
 
-/// Whitespace-aligned text: columns are the character spans between gaps blank on every sampled line.
-pub(super) struct AlignedFill {
-    lines: std::io::Lines<BufReader<Counting<File>>>,
-    spans: Vec<(usize, usize)>,
-    line_no: u64,
-    bytes: Arc<AtomicU64>,
+fn is_too_long(e: &csv::Error) -> bool {
+    matches!(e.kind(), csv::ErrorKind::Io(io) if io.get_ref().is_some_and(|r| r.is::<RecordTooLong>()))
 }
 
-/// Column spans `[start, end)` in chars: maximal runs of positions non-blank on at least one line.
-fn aligned_spans(lines: &[Vec<char>]) -> Vec<(usize, usize)> {
-    let width = lines.iter().map(Vec::len).max().unwrap_or(0);
-    let mut used = vec![false; width];
-    for l in lines {
-        for (i, c) in l.iter().enumerate() {
-            if !c.is_whitespace() {
-                used[i] = true;
-            }
-        }
-    }
-    let mut spans = Vec::new();
-    let mut start = None;
-    for (i, u) in used.iter().enumerate() {
-        match (start, *u) {
-            (None, true) => start = Some(i),
-            (Some(s), false) => {
-                spans.push((s, i));
-                start = None;
-            }
-            _ => {}
-        }
-    }
-    if let Some(s) = start {
-        spans.push((s, width));
-    }
-    // A gap that happens to be blank on every line inside a column (`T-LIGHT HOLDER` over a few rows)
-    // is not a column boundary: every column has header text, so a span without any joins the one before.
-    let header = lines.first().map(Vec::as_slice).unwrap_or_default();
-    let mut merged: Vec<(usize, usize)> = Vec::with_capacity(spans.len());
-    for (s, e) in spans {
-        let has_header_text = header
-            .get(s..e.min(header.len()))
-            .is_some_and(|h| h.iter().any(|c| !c.is_whitespace()));
-        match merged.last_mut() {
-            Some(last) if !has_header_text => last.1 = e,
-            _ => merged.push((s, e)),
-        }
-    }
-    merged
-}
-
-impl AlignedFill {
-    pub(super) fn open(path: &Path) -> Result<(Self, Vec<String>), IngestError> {
-        let sample: Vec<Vec<char>> =
-            BufReader::new(File::open(path).map_err(|e| IngestError::io(path, e))?)
-                .lines()
-                .take(1000)
-                .map(|l| l.map(|l| l.chars().collect()))
-                .collect::<Result<_, _>>()
-                .map_err(|e| IngestError::io(path, e))?;
-        let sample: Vec<Vec<char>> = sample
-            .into_iter()
-            .filter(|l| l.iter().any(|c| !c.is_whitespace()))
-            .collect();
-        let spans = aligned_spans(&sample);
-        if sample.is_empty() || spans.len() < 2 {
-            return Err(IngestError::malformed(
-                path,
-                "not delimited and no aligned columns found",
-            ));
-        }
-        let (file, bytes) = open_counting(path)?;
-        let mut lines = BufReader::with_capacity(256 * 1024, file).lines();
-        let mut line_no = 0;
-        let header = loop {
-            line_no += 1;
-            match lines.next() {
-                Some(Ok(l)) if l.trim().is_empty() => continue,
-                Some(Ok(l)) => break l,
-                Some(Err(e)) => return Err(IngestError::io(path, e)),
-                None => return Err(IngestError::malformed(path, "the file is empty")),
-            }
-        };
-        let chars: Vec<char> = header.chars().collect();
-        let columns = split_aligned(&chars, &spans)
-            .map(|v| v.into_iter().map(|s| s.to_string()).collect())
-            .map_err(|pos| {
-                IngestError::malformed(
-                    path,
-                    format!("line {line_no}: header text crosses a column gap at position {pos}"),
-                )
-            })?;
-        Ok((
-            AlignedFill {
-                lines,
-                spans,
-                line_no,
-                bytes,
-            },
-            columns,
-        ))
-    }
-}
-
-/// Splits a line at the column spans; `Err(position)` when text runs across a gap between columns.
-fn split_aligned(line: &[char], spans: &[(usize, usize)]) -> Result<Vec<String>, usize> {
-    let mut out = Vec::with_capacity(spans.len());
-    for (i, &(start, _)) in spans.iter().enumerate() {
-        // Each column owns its span plus the gap after it; the last one owns the rest of the line.
-        let stop = spans
-            .get(i + 1)
-            .map_or(line.len(), |next| next.0)
-            .min(line.len());
-        let begin = start.min(line.len());
-        if i > 0
-            && begin > 0
-            && begin < line.len()
-            && !line[begin - 1].is_whitespace()
-            && !line[begin].is_whitespace()
-        {
-            return Err(begin);
-        }
-        out.push(
-            line[begin..stop]
-                .iter()
-                .collect::<String>()
-                .trim()
-                .to_string(),
+impl DelimitedFill {
+    /// A record too long to hold: an unclosed quote has made the rest of the file one field, which
+    /// becomes one dead letter (the rest is not read: where that record would end cannot be known).
+    fn reject_rest(&mut self, batcher: &mut OrderBatcher) {
+        let guard = self.reader.get_ref();
+        let start = guard.record_start;
+        let total = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        let line = self.reader.position().line();
+        let reason = format!(
+            "a record from byte {start} runs on for more than {} MiB (an unclosed quote?): \
+             the rest of the file, {} bytes, is not read",
+            MAX_RECORD_BYTES / (1024 * 1024),
+            total.saturating_sub(start)
         );
-    }
-    Ok(out)
-}
-
-impl Fill for AlignedFill {
-    fn fill(&mut self, batcher: &mut OrderBatcher) -> Result<bool, IngestError> {
-        loop {
-            if batcher.is_full() {
-                return Ok(true);
-            }
-            let Some(line) = self.lines.next() else {
-                return Ok(false);
-            };
-            self.line_no += 1;
-            let line = line.map_err(|e| IngestError::Io {
-                path: PathBuf::new(),
-                source: e,
-            })?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let chars: Vec<char> = line.chars().collect();
-            match split_aligned(&chars, &self.spans) {
-                Ok(fields) => {
-                    let row: Vec<&str> = fields.iter().map(String::as_str).collect();
-                    batcher.push_row(self.line_no, &row);
-                }
-                Err(pos) => batcher.push_unreadable(
-                    self.line_no,
-                    &format!(
-                        "text crosses the gap between columns at character {}",
-                        pos + 1
-                    ),
-                    &line,
-                ),
-            }
-        }
-    }
-
-    fn bytes_read(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
+        batcher.push_unreadable(line, &reason, "");
     }
 }
 
@@ -430,25 +307,5 @@ mod tests {
             sniff_delimiter(b"InvoiceNo   StockCode\n536365      85123A\n"),
             None
         );
-    }
-
-    #[test]
-    fn aligned_columns_keep_inner_spaces() {
-        let lines: Vec<Vec<char>> = [
-            "Code   Description          Qty",
-            "85123A WHITE HANGING HEART     6",
-            "71053  WHITE METAL LANTERN  12",
-        ]
-        .iter()
-        .map(|l| l.chars().collect())
-        .collect();
-        let spans = aligned_spans(&lines);
-        assert_eq!(spans.len(), 3, "{spans:?}");
-        assert_eq!(
-            split_aligned(&lines[1], &spans).unwrap(),
-            vec!["85123A", "WHITE HANGING HEART", "6"]
-        );
-        let crossing: Vec<char> = format!("85123A {} 6", "X".repeat(25)).chars().collect();
-        assert!(split_aligned(&crossing, &spans).is_err());
     }
 }

@@ -1,14 +1,19 @@
 //! File readers: detect a file's format, read its rows as text, and feed them to an [`OrderBatcher`].
 //!
-//! Every reader streams: it holds one batch of rows (plus, for Excel, one sheet, which the format
-//! caps at about a million rows) however large the file. A [`FileReader`] is an iterator of
-//! [`Chunk`]s; it ends with the file, or with an [`IngestError`] that names the file and where in it
+//! Every reader streams: it holds one batch of rows (at most [`crate::batch::BATCH_ROWS`] rows or
+//! [`crate::batch::BATCH_BYTES`] of text) and one record of at most [`MAX_RECORD_BYTES`], however large
+//! or hostile the file; workbooks are checked before they are opened. A [`FileReader`] is an iterator
+//! of [`Chunk`]s; it ends with the file, or with an [`IngestError`] that names the file and where in it
 //! reading failed. Records that can be read but not typed are not errors: they are dead letters.
 
+mod aligned;
 mod delimited;
 mod excel;
-mod jsonl;
+mod json;
 mod parquet_file;
+mod text;
+
+pub use text::MAX_RECORD_BYTES;
 
 use std::path::{Path, PathBuf};
 
@@ -25,7 +30,7 @@ pub enum Format {
     Aligned,
     /// Excel `.xlsx` / `.xlsm` / `.xls` workbooks.
     Excel,
-    /// JSON Lines (one object per line).
+    /// JSON: JSON Lines, an array of objects, or an object holding an array of them.
     JsonLines,
     /// Apache Parquet.
     Parquet,
@@ -38,7 +43,7 @@ impl Format {
             Format::Delimited => "delimited",
             Format::Aligned => "aligned",
             Format::Excel => "excel",
-            Format::JsonLines => "jsonl",
+            Format::JsonLines => "json",
             Format::Parquet => "parquet",
         }
     }
@@ -102,12 +107,25 @@ impl Format {
 }
 
 /// Options that apply to every file of a load.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ReadOptions {
     /// Only this Excel sheet (all sheets when `None`).
     pub sheet: Option<String>,
     /// Configured mappings; the first whose `files` pattern matches a file is used for it.
     pub mappings: Vec<MappingConfig>,
+    /// The shop's time zone (`[ingest] timezone`): naive times are wall-clock times in it, times with an
+    /// offset (`Z`, `+02:00`, zone-aware Parquet timestamps) are converted into it.
+    pub timezone: chrono_tz::Tz,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            sheet: None,
+            mappings: Vec::new(),
+            timezone: chrono_tz::Tz::UTC,
+        }
+    }
 }
 
 impl ReadOptions {
@@ -153,7 +171,7 @@ impl FileReader {
                 (Box::new(f), c)
             }
             Format::Aligned => {
-                let (f, c) = delimited::AlignedFill::open(path)?;
+                let (f, c) = aligned::AlignedFill::open(path)?;
                 (Box::new(f), c)
             }
             Format::Excel => {
@@ -162,7 +180,7 @@ impl FileReader {
                 (Box::new(f), c)
             }
             Format::JsonLines => {
-                let (f, c) = jsonl::JsonLinesFill::open(path)?;
+                let (f, c) = json::JsonFill::open(path, mapping)?;
                 (Box::new(f), c)
             }
             Format::Parquet => {
@@ -174,11 +192,13 @@ impl FileReader {
         let mapping_name = resolved.name.clone();
         let mut provenance = provenance;
         provenance.sheet = fill.sheet().map(Into::into);
+        let mut batcher = OrderBatcher::new(resolved, provenance);
+        batcher.set_timezone(options.timezone);
         Ok(FileReader {
             path: path.to_path_buf(),
             format,
             fill,
-            batcher: OrderBatcher::new(resolved, provenance),
+            batcher,
             done: false,
             mapping_name,
         })

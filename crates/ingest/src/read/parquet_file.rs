@@ -1,8 +1,10 @@
 //! Parquet files, read batch by batch.
 //!
-//! Every column is cast to text with Arrow's cast kernel (timestamps become ISO 8601), so Parquet
-//! goes through the same mapping and typing as every other source. A record's "line" is its row
-//! number in the file, from 1.
+//! Every column is cast to text with Arrow's cast kernel (timestamps become ISO 8601, with their offset
+//! when the column has a time zone, so they are converted into the shop's), so Parquet goes through the
+//! same mapping and typing as every other source. A record's "line" is its row number in the file
+//! (from 1). Batches are sized from the row groups' declared bytes per row so that a batch holds about
+//! [`BATCH_BYTES`]; a file whose rows are larger than [`MAX_RECORD_BYTES`] is refused before reading.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -11,10 +13,34 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
-use crate::batch::OrderBatcher;
+use crate::batch::{BATCH_BYTES, OrderBatcher};
 use crate::error::IngestError;
 
 use super::Fill;
+use super::text::MAX_RECORD_BYTES;
+
+/// Rows per batch read when rows are small.
+const MAX_BATCH_ROWS: usize = 8192;
+
+/// Rows per batch for the file's largest rows (declared uncompressed bytes per row of its row groups),
+/// or why the file is refused.
+fn batch_rows(meta: &parquet::file::metadata::ParquetMetaData) -> Result<usize, String> {
+    let mut widest = 0u64;
+    for (i, rg) in meta.row_groups().iter().enumerate() {
+        let rows = rg.num_rows().max(1) as u64;
+        let per_row = rg.total_byte_size().max(0) as u64 / rows;
+        if per_row > MAX_RECORD_BYTES as u64 {
+            return Err(format!(
+                "row group {} holds rows of {} MiB each, beyond the record limit of {} MiB",
+                i + 1,
+                per_row / (1024 * 1024),
+                MAX_RECORD_BYTES / (1024 * 1024)
+            ));
+        }
+        widest = widest.max(per_row);
+    }
+    Ok((BATCH_BYTES as u64 / widest.max(1)).clamp(1, MAX_BATCH_ROWS as u64) as usize)
+}
 
 pub(super) struct ParquetFill {
     path: PathBuf,
@@ -38,8 +64,9 @@ impl ParquetFill {
             .map(|f| f.name().clone())
             .collect();
         let rows_total = builder.metadata().file_metadata().num_rows().max(1) as u64;
+        let batch = batch_rows(builder.metadata()).map_err(|r| IngestError::malformed(path, r))?;
         let reader = builder
-            .with_batch_size(8192)
+            .with_batch_size(batch)
             .build()
             .map_err(|e| IngestError::malformed(path, e.to_string()))?;
         Ok((

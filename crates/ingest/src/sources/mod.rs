@@ -10,7 +10,6 @@ pub mod flow;
 pub mod http;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -18,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::batch::{Chunk, Counts, OrderBatcher, Provenance};
-use crate::mapping::{MappingConfig, ResolvedMapping};
+use crate::mapping::{LayoutCache, MappingConfig, ResolvedMapping};
 
 /// One live record as stored in a topic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,7 +44,9 @@ impl Envelope {
     }
 }
 
-fn value_text(v: &Value) -> Cow<'_, str> {
+/// A JSON value as the text a field is read from: strings as they are, `null` as empty, numbers as
+/// written, nested values as their JSON.
+pub fn value_text(v: &Value) -> Cow<'_, str> {
     match v {
         Value::Null => Cow::Borrowed(""),
         Value::String(s) => Cow::Borrowed(s),
@@ -56,8 +57,9 @@ fn value_text(v: &Value) -> Cow<'_, str> {
 /// Builds lake batches from envelopes, resolving the mapping once per distinct set of field names.
 pub struct EnvelopeBatcher {
     batcher: OrderBatcher,
-    mapping: Option<MappingConfig>,
-    resolved: HashMap<Vec<String>, ResolvedMapping>,
+    layouts: LayoutCache,
+    /// The mapping of the canonical field names, for records that are not envelopes.
+    canonical: ResolvedMapping,
     current: Option<(Vec<String>, Arc<str>)>,
 }
 
@@ -76,7 +78,7 @@ impl EnvelopeBatcher {
             .expect("the canonical columns resolve");
         EnvelopeBatcher {
             batcher: OrderBatcher::new(
-                first,
+                first.clone(),
                 Provenance {
                     source_file: Arc::from(""),
                     sheet: None,
@@ -84,8 +86,8 @@ impl EnvelopeBatcher {
                     load_time_us,
                 },
             ),
-            mapping,
-            resolved: HashMap::new(),
+            layouts: LayoutCache::new(Path::new("live"), mapping),
+            canonical: first,
             current: None,
         }
     }
@@ -108,8 +110,8 @@ impl EnvelopeBatcher {
             }
         };
         if let Err(e) = self.switch(&envelope.source, Some(&envelope.fields)) {
-            let text = serde_json::to_string(&envelope.fields).unwrap_or_default();
-            self.batcher.push_unreadable(envelope.index, &e, &text);
+            self.batcher
+                .push_rejected_object(envelope.index, &e, &envelope.fields);
             return;
         }
         // Values in field order, which is the order the current mapping was resolved for.
@@ -132,27 +134,19 @@ impl EnvelopeBatcher {
             return Ok(());
         }
         let cols: Vec<String> = fields.map_or_else(Vec::new, |f| f.keys().cloned().collect());
-        let mapping = match self.resolved.get(&cols) {
-            Some(m) => m.clone(),
-            None if fields.is_none() => {
-                let canonical: Vec<String> = crate::schema::ORDER_FIELDS
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect();
-                ResolvedMapping::resolve(Path::new("live"), &canonical, None)
-                    .map_err(|e| e.to_string())?
-            }
-            None => {
-                let m = ResolvedMapping::resolve(Path::new("live"), &cols, self.mapping.as_ref())
-                    .map_err(|e| e.to_string())?;
-                self.resolved.insert(cols.clone(), m.clone());
-                m
-            }
+        let mapping = match fields {
+            None => self.canonical.clone(),
+            Some(_) => self.layouts.resolve(&cols).map_err(|e| e.to_string())?,
         };
         let source: Arc<str> = Arc::from(source);
         self.batcher.set_source(source.clone(), mapping);
         self.current = Some((cols, source));
         Ok(())
+    }
+
+    /// Sets the shop's time zone (`[ingest] timezone`), in which records' times are read.
+    pub fn set_timezone(&mut self, timezone: chrono_tz::Tz) {
+        self.batcher.set_timezone(timezone);
     }
 
     /// Counts so far.
@@ -163,5 +157,32 @@ impl EnvelopeBatcher {
     /// Takes the buffered rows.
     pub fn take(&mut self) -> Chunk {
         self.batcher.take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_dead_letter_keeps_the_fields_in_the_order_they_arrived() {
+        let body = br#"{"Quantity": "lots", "InvoiceNo": "536365", "StockCode": "85123A", "InvoiceDate": "2010-12-01 08:26:00", "UnitPrice": "2.55"}"#;
+        let records = http::parse_body(http::BodyFormat::Json, body).unwrap();
+        let envelope = Envelope {
+            source: "http:k".into(),
+            index: 1,
+            fields: records.into_iter().next().unwrap(),
+            checkpoint: None,
+            reason: None,
+        };
+        let mut b = EnvelopeBatcher::new(None, "L", 0);
+        b.push(&envelope.to_bytes(), 0, &|| "p0@0".into());
+        let dl = b.take().dead_letters;
+        assert_eq!(dl.num_rows(), 1);
+        let record = arrow::array::AsArray::as_string::<i32>(dl.column(6)).value(0);
+        assert!(
+            record.starts_with(r#"{"Quantity":"lots","InvoiceNo":"536365","StockCode""#),
+            "{record}"
+        );
     }
 }
