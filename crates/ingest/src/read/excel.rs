@@ -3,8 +3,8 @@
 //! Each sheet (or only `--sheet NAME`) is read in turn; its first non-empty row is its header and
 //! each later row is a record located by sheet name and the row number Excel shows. Date cells
 //! become timestamps text (`YYYY-MM-DD HH:MM:SS`); whole-number cells lose the `.0` Excel stores.
-//! calamine loads one sheet at a time, so memory is bounded by the largest sheet (Excel caps a
-//! sheet at 1,048,576 rows).
+//! calamine loads one sheet at a time; `workbook_guard` checks the workbook first, refusing files
+//! whose parts would make calamine allocate without bound.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -17,6 +17,7 @@ use crate::error::IngestError;
 use crate::mapping::{MappingConfig, ResolvedMapping};
 
 use super::Fill;
+use super::workbook_guard::{self, Checked, WorkbookKind};
 
 /// Reads the sheets of a workbook one after the other.
 pub(super) struct ExcelFill {
@@ -25,6 +26,8 @@ pub(super) struct ExcelFill {
     mapping: Option<MappingConfig>,
     /// Sheets still to read after the current one.
     pending: Vec<String>,
+    /// The sheets the guard checked.
+    checked: Checked,
     sheet: String,
     range: Range<Data>,
     /// Index (in the range) of the next data row.
@@ -68,6 +71,10 @@ impl ExcelFill {
         let bytes_total = std::fs::metadata(path)
             .map_err(|e| IngestError::io(path, e))?
             .len();
+        let kind = WorkbookKind::of(path).ok_or_else(|| IngestError::UnsupportedFormat {
+            path: path.to_path_buf(),
+        })?;
+        let checked = workbook_guard::check_workbook(path, kind, only_sheet)?;
         let workbook = open_workbook_auto(path)
             .map_err(|e| IngestError::malformed(path, format!("not a readable workbook: {e}")))?;
         let names = workbook.sheet_names();
@@ -87,6 +94,7 @@ impl ExcelFill {
             workbook,
             mapping,
             pending,
+            checked,
             sheet: String::new(),
             range: Range::empty(),
             next_row: 0,
@@ -104,6 +112,10 @@ impl ExcelFill {
     /// Loads the next sheet with data; returns its header.
     fn next_sheet(&mut self) -> Result<Option<Vec<String>>, IngestError> {
         while let Some(name) = self.pending.pop() {
+            if !self.checked.allows(&name) {
+                let reason = format!("sheet `{name}`: its part could not be checked; refused");
+                return Err(IngestError::malformed(&self.path, reason));
+            }
             let range = self
                 .workbook
                 .worksheet_range(&name)

@@ -1,14 +1,16 @@
 //! File readers: detect a file's format, read its rows as text, and feed them to an [`OrderBatcher`].
 //!
-//! Every reader streams: it holds one batch of rows (plus, for Excel, one sheet, which the format
-//! caps at about a million rows) however large the file. A [`FileReader`] is an iterator of
-//! [`Chunk`]s; it ends with the file, or with an [`IngestError`] that names the file and where in it
-//! reading failed. Records that can be read but not typed are not errors: they are dead letters.
+//! Every reader streams: it holds one batch of rows however large the file (plus, for Excel, the
+//! parts calamine reads whole, which `workbook_guard` bounds before opening). A [`FileReader`] is
+//! an iterator of [`Chunk`]s; it ends with the file, or with an [`IngestError`] that names the file
+//! and where in it reading failed. Records that can be read but not typed are not errors: they are
+//! dead letters.
 
 mod delimited;
 mod excel;
 mod jsonl;
 mod parquet_file;
+mod workbook_guard;
 
 use std::path::{Path, PathBuf};
 
