@@ -2,9 +2,10 @@
 //!
 //! Every reader streams: it holds one batch of rows (at most [`crate::batch::BATCH_ROWS`] rows or
 //! [`crate::batch::BATCH_BYTES`] of text) and one record of at most [`MAX_RECORD_BYTES`], however large
-//! or hostile the file; workbooks are checked before they are opened. A [`FileReader`] is an iterator
-//! of [`Chunk`]s; it ends with the file, or with an [`IngestError`] that names the file and where in it
-//! reading failed. Records that can be read but not typed are not errors: they are dead letters.
+//! or hostile the file; for Excel, the parts calamine reads whole are bounded by `workbook_guard` before
+//! the workbook is opened. A [`FileReader`] is an iterator of [`Chunk`]s; it ends with the file, or with
+//! an [`IngestError`] that names the file and where in it reading failed. Records that can be read but
+//! not typed are not errors: they are dead letters.
 
 mod aligned;
 mod delimited;
@@ -12,6 +13,7 @@ mod excel;
 mod json;
 mod parquet_file;
 mod text;
+mod workbook_guard;
 
 pub use text::MAX_RECORD_BYTES;
 
