@@ -28,7 +28,7 @@ use crate::error::{EngineError, Result};
 use crate::lake::TableKind;
 
 /// A row group is closed at this encoded size at the latest (see [`writer_properties`]).
-pub const MAX_ROW_GROUP_BYTES: usize = 32 * 1024 * 1024;
+pub const MAX_ROW_GROUP_BYTES: usize = 16 * 1024 * 1024;
 
 /// Partition writers kept open per sink; see the module documentation.
 pub const MAX_OPEN_PARTITIONS: usize = 6;

@@ -24,7 +24,7 @@ pub const BATCH_ROWS: usize = 65_536;
 
 /// Text bytes per emitted batch: a batch is also full at this size, so rows with huge values (a 1 MB
 /// description on every line) keep batches, and the memory of a load, bounded.
-pub const BATCH_BYTES: usize = 32 * 1024 * 1024;
+pub const BATCH_BYTES: usize = 16 * 1024 * 1024;
 
 /// A dead letter's `record` keeps at most this many bytes of text (the source file keeps the rest).
 pub const MAX_DEAD_LETTER_RECORD: usize = 1024 * 1024;

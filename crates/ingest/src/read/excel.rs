@@ -11,7 +11,7 @@
 //! with a value outside the header's columns, or with more text than [`MAX_ROW_TEXT_BYTES`],
 //! becomes a dead letter naming why. Date cells become timestamp text (`YYYY-MM-DD HH:MM:SS`);
 //! whole-number cells lose the `.0` Excel stores. Memory stays bounded by the guard's limits, the
-//! row and channel sizes here, and [`BATCH_TEXT_BYTES`] per batch handed to the loader.
+//! row and channel sizes here, and the batcher's [`crate::batch::BATCH_BYTES`] per batch.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -41,9 +41,6 @@ const CHUNK_ROWS: usize = 1024;
 const CHUNK_TEXT_BYTES: u64 = 1 << 20;
 /// Chunks waiting in the channel: the reader thread stays at most this far ahead.
 const CHANNEL_CHUNKS: usize = 2;
-/// Text pushed into one batch before it is handed on, whatever its row count (a sheet of long
-/// shared strings would otherwise fill 65,536 rows of them).
-const BATCH_TEXT_BYTES: u64 = 32 << 20;
 
 /// What the reader thread sends.
 enum Event {
@@ -226,13 +223,12 @@ fn push(batcher: &mut OrderBatcher, row: SheetRow) {
 
 impl Fill for ExcelFill {
     fn fill(&mut self, batcher: &mut OrderBatcher) -> Result<bool, IngestError> {
-        let mut text = 0u64;
         loop {
-            if batcher.is_full() || text > BATCH_TEXT_BYTES {
+            // Full by rows or by text (`BATCH_BYTES`): a sheet of long strings makes short batches.
+            if batcher.is_full() {
                 return Ok(true);
             }
             if let Some(row) = self.rows.next() {
-                text += row.text_len();
                 push(batcher, row);
                 continue;
             }
