@@ -434,7 +434,8 @@ async fn attempt(
                 in_flight[reader] = (0, 0);
                 bytes_done += sizes[index];
                 if sent {
-                    stop.store(true, Ordering::SeqCst);
+                    // Reading goes on: every file failing part way is found in this attempt, so the
+                    // load starts over once, not once per such file.
                     restart.push((index, reason));
                 } else {
                     let mut outcome = input.outcome(index);
@@ -469,10 +470,25 @@ async fn attempt(
         return Err(EngineError::Interrupted);
     }
     if !restart.is_empty() {
-        // The files written meanwhile are unreferenced; the background cleanup removes them.
+        // The files written meanwhile are unreferenced; the background cleanup removes them. Every
+        // refusal is carried over, so the next attempt does not read those files again.
+        restart.extend(outcomes.iter().enumerate().filter_map(|(i, o)| {
+            let reason = o.as_ref()?.refused.clone()?;
+            Some((i, reason))
+        }));
         return Ok(Attempt::Restart(restart));
     }
-    // Files whose reading was stopped by a restart have no outcome: the attempt did not finish them.
+    // Only the files read to the end get their txn in the row tables: a refused file must load
+    // in full when it is given again once fixed (a mapping added, the right `--sheet`).
+    let read: HashSet<&str> = outcomes
+        .iter()
+        .flatten()
+        .filter(|o| !o.already_loaded && o.refused.is_none())
+        .map(|o| o.fingerprint.as_str())
+        .collect();
+    for p in &mut pending {
+        p.retain(|fp| read.contains(fp.as_str()));
+    }
     let refusals: Vec<FileOutcome> = outcomes
         .iter()
         .flatten()
@@ -480,6 +496,7 @@ async fn attempt(
         .cloned()
         .collect();
     summary.files = outcomes.into_iter().flatten().collect();
+    on_event(LoadEvent::Committing);
     commit_load(
         lake,
         written,

@@ -376,8 +376,14 @@ impl OrderBatcher {
         object: &serde_json::Map<String, serde_json::Value>,
     ) {
         self.counts.read += 1;
-        let record = serde_json::to_string(object).unwrap_or_else(|_| "{}".into());
-        self.bytes += record.len();
+        let mut record = serde_json::to_string(object).unwrap_or_else(|_| "{}".into());
+        if record.len() > MAX_DEAD_LETTER_RECORD {
+            let mut raw = String::from("{\"_raw\":");
+            push_json_string(&mut raw, &record);
+            raw.push('}');
+            record = raw;
+        }
+        self.bytes += record.len() + reason.len();
         self.reject(line, None, reason, record);
     }
 
@@ -456,7 +462,8 @@ fn checked_revenue(quantity: i64, unit_price: f64) -> Result<f64, (&'static str,
 /// A row as a JSON object of column → text in the source's column order; fields beyond the columns are
 /// `_extra_1`, …; the whole is cut at [`MAX_DEAD_LETTER_RECORD`] bytes (the last values dropped).
 fn record_json(columns: &[String], row: &[&str]) -> String {
-    let mut out = String::with_capacity(64 + row.iter().map(|f| f.len() + 16).sum::<usize>());
+    let size: usize = row.iter().map(|f| f.len() + 16).sum();
+    let mut out = String::with_capacity(64 + size.min(MAX_DEAD_LETTER_RECORD));
     out.push('{');
     for (i, value) in row.iter().enumerate() {
         if out.len() > MAX_DEAD_LETTER_RECORD {

@@ -18,7 +18,7 @@ pub enum IngestError {
     },
     /// The file's format is not one shopstream reads.
     #[error(
-        "{path}: unsupported file type (expected .csv, .tsv, .txt, .xlsx, .jsonl, .ndjson or .parquet)"
+        "{path}: unsupported file type (expected .csv, .tsv, .txt, .xlsx, .xls, .ods, .json, .jsonl, .ndjson or .parquet)"
     )]
     UnsupportedFormat {
         /// The file.

@@ -265,11 +265,15 @@ pub struct LayoutCache {
     path: std::path::PathBuf,
     mapping: Option<MappingConfig>,
     resolved: std::collections::HashMap<Vec<String>, ResolvedMapping>,
+    /// Bytes of the column names of the cached layouts.
+    bytes: usize,
 }
 
 impl LayoutCache {
     /// Layouts kept before the cache starts over.
     pub const CAPACITY: usize = 1024;
+    /// Bytes of column names kept before the cache starts over (a layout larger than this is not kept).
+    pub const CAPACITY_BYTES: usize = 8 * 1024 * 1024;
 
     /// A cache for the records of `path` (or a live source's name) under `mapping`.
     pub fn new(path: &Path, mapping: Option<MappingConfig>) -> Self {
@@ -277,6 +281,7 @@ impl LayoutCache {
             path: path.to_path_buf(),
             mapping,
             resolved: std::collections::HashMap::new(),
+            bytes: 0,
         }
     }
 
@@ -286,9 +291,16 @@ impl LayoutCache {
             return Ok(m.clone());
         }
         let m = ResolvedMapping::resolve(&self.path, columns, self.mapping.as_ref())?;
-        if self.resolved.len() >= Self::CAPACITY {
-            self.resolved.clear();
+        // Names are held twice: as the key and in the mapping.
+        let size: usize = columns.iter().map(|c| 2 * (c.len() + 24)).sum();
+        if size > Self::CAPACITY_BYTES {
+            return Ok(m);
         }
+        if self.resolved.len() >= Self::CAPACITY || self.bytes + size > Self::CAPACITY_BYTES {
+            self.resolved.clear();
+            self.bytes = 0;
+        }
+        self.bytes += size;
         self.resolved.insert(columns.to_vec(), m.clone());
         Ok(m)
     }
@@ -315,6 +327,8 @@ pub struct ResolvedMapping {
 
 /// Column names made unique and non-empty: `column_3` for a blank third name, `sku#2` for a second `sku`.
 fn unique_names(columns: &[String]) -> Vec<String> {
+    let mut seen: std::collections::HashSet<String> =
+        std::collections::HashSet::with_capacity(columns.len());
     let mut out: Vec<String> = Vec::with_capacity(columns.len());
     for (i, c) in columns.iter().enumerate() {
         let base = if c.is_empty() {
@@ -324,13 +338,29 @@ fn unique_names(columns: &[String]) -> Vec<String> {
         };
         let mut name = base.clone();
         let mut n = 1;
-        while out.contains(&name) {
+        while seen.contains(&name) {
             n += 1;
             name = format!("{base}#{n}");
         }
+        seen.insert(name.clone());
         out.push(name);
     }
     out
+}
+
+/// Column names for an error message: the first few, and how many there are.
+fn list_columns(columns: &[String]) -> String {
+    const SHOWN: usize = 40;
+    let mut text: String = columns
+        .iter()
+        .take(SHOWN)
+        .map(|c| c.chars().take(64).collect::<String>())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if columns.len() > SHOWN {
+        text.push_str(&format!(", … ({} columns)", columns.len()));
+    }
+    text
 }
 
 /// Normalises a column name for matching: lowercase ASCII letters and digits only.
@@ -405,7 +435,7 @@ impl ResolvedMapping {
                                     "{}: column `{name}` (for `{}`) not found; columns are: {}",
                                     path.display(),
                                     field.name(),
-                                    columns.join(", ")
+                                    list_columns(columns)
                                 ),
                             });
                         }
@@ -438,7 +468,7 @@ impl ResolvedMapping {
                 return Err(IngestError::MissingColumn {
                     path: path.to_path_buf(),
                     field: field.name(),
-                    columns: columns.join(", "),
+                    columns: list_columns(columns),
                 });
             }
         }

@@ -197,6 +197,7 @@ struct Store {
 struct InFlightKey {
     state: Arc<AppState>,
     key: String,
+    generation: u64,
     completed: bool,
 }
 
@@ -219,7 +220,7 @@ impl Drop for InFlightKey {
                 .idempotency
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .release(&self.key);
+                .release(&self.key, self.generation);
         }
     }
 }
@@ -232,9 +233,10 @@ fn begin_key(state: &Arc<AppState>, key: &str, topic: &str) -> Result<InFlightKe
         .unwrap_or_else(|e| e.into_inner())
         .begin(key, state.idempotency_capacity);
     match begun {
-        Begin::New => Ok(InFlightKey {
+        Begin::New(generation) => Ok(InFlightKey {
             state: state.clone(),
             key: key.to_string(),
+            generation,
             completed: false,
         }),
         Begin::Done(ack) => {

@@ -121,15 +121,16 @@ pub(crate) enum KeyState {
 
 /// What [`Idempotency::begin`] found for a key.
 pub(crate) enum Begin {
-    /// The key is new: it is now marked in flight.
-    New,
+    /// The key is new: it is now marked in flight, with this generation.
+    New(u64),
     /// A request with this key is being stored.
     InFlight,
     /// A request with this key was stored with this answer.
     Done(Ack),
 }
 
-/// Idempotency keys of recent requests, in flight or done; beyond the capacity the oldest is evicted.
+/// Idempotency keys of recent requests, in flight or done; beyond the capacity the oldest done key is
+/// evicted (a key in flight never is: its retry would be stored twice; they are as many as requests).
 #[derive(Default)]
 pub(crate) struct Idempotency {
     /// Key → state and the generation it was inserted with.
@@ -145,10 +146,7 @@ impl Idempotency {
         match self.keys.get(key) {
             Some((KeyState::Done(ack), _)) => Begin::Done(ack.clone()),
             Some((KeyState::InFlight, _)) => Begin::InFlight,
-            None => {
-                self.insert(key.to_string(), KeyState::InFlight, capacity);
-                Begin::New
-            }
+            None => Begin::New(self.insert(key.to_string(), KeyState::InFlight, capacity)),
         }
     }
 
@@ -157,36 +155,53 @@ impl Idempotency {
         self.insert(key, KeyState::Done(ack), capacity);
     }
 
-    /// Clears an in-flight mark: the request ended without storing anything.
-    pub(crate) fn release(&mut self, key: &str) {
-        if matches!(self.keys.get(key), Some((KeyState::InFlight, _))) {
+    /// Clears the in-flight mark of generation `generation`: its request ended without storing anything.
+    pub(crate) fn release(&mut self, key: &str, generation: u64) {
+        if matches!(self.keys.get(key), Some((KeyState::InFlight, g)) if *g == generation) {
             self.keys.remove(key);
         }
     }
 
-    fn insert(&mut self, key: String, state: KeyState, capacity: usize) {
-        match self.keys.get_mut(&key) {
-            Some(entry) => entry.0 = state,
+    /// Sets `key`'s state; returns the generation of its entry.
+    fn insert(&mut self, key: String, state: KeyState, capacity: usize) -> u64 {
+        let generation = match self.keys.get_mut(&key) {
+            Some(entry) => {
+                entry.0 = state;
+                entry.1
+            }
             None => {
                 self.generation += 1;
                 self.keys.insert(key.clone(), (state, self.generation));
                 self.order.push_back((key, self.generation));
+                self.generation
             }
-        }
+        };
         // Released keys leave stale entries in the order: drop them once they are as many as the keys.
         if self.order.len() > capacity.saturating_mul(2).max(16) {
             let keys = &self.keys;
             self.order
                 .retain(|(k, g)| keys.get(k).is_some_and(|(_, kg)| kg == g));
         }
+        let mut in_flight = Vec::new();
         while self.keys.len() > capacity {
             let Some((old, generation)) = self.order.pop_front() else {
                 break;
             };
-            if self.keys.get(&old).is_some_and(|(_, g)| *g == generation) {
-                self.keys.remove(&old);
+            match self.keys.get(&old) {
+                Some((KeyState::InFlight, g)) if *g == generation => {
+                    in_flight.push((old, generation))
+                }
+                Some((KeyState::Done(_), g)) if *g == generation => {
+                    self.keys.remove(&old);
+                }
+                _ => {}
             }
         }
+        // Keys in flight go back to the front, oldest first, to be evicted once done.
+        for entry in in_flight.into_iter().rev() {
+            self.order.push_front(entry);
+        }
+        generation
     }
 
     /// Keys held (in flight or done).
@@ -377,7 +392,7 @@ mod tests {
         let mut idem = Idempotency::default();
         for i in 0..100u64 {
             let key = format!("k{i}");
-            assert!(matches!(idem.begin(&key, 10), Begin::New));
+            assert!(matches!(idem.begin(&key, 10), Begin::New(_)));
             idem.remember(key, ack(i), 10);
         }
         assert_eq!(
@@ -389,10 +404,44 @@ mod tests {
         assert!(matches!(idem.state("k99"), Some(KeyState::Done(a)) if a.start == 99));
         // Keys released and reused do not make the queue of insertion order grow without bound.
         for _ in 0..1000 {
-            assert!(matches!(idem.begin("again", 10), Begin::New));
-            idem.release("again");
+            let Begin::New(generation) = idem.begin("again", 10) else {
+                panic!("a released key is new again");
+            };
+            idem.release("again", generation);
         }
         assert!(idem.order.len() <= 20, "{}", idem.order.len());
         assert!(matches!(idem.state("k99"), Some(KeyState::Done(_))));
+    }
+
+    #[test]
+    fn a_key_in_flight_is_never_evicted_and_only_its_own_request_releases_it() {
+        let mut idem = Idempotency::default();
+        let Begin::New(_) = idem.begin("slow", 3) else {
+            panic!("new key");
+        };
+        for i in 0..10u64 {
+            let key = format!("k{i}");
+            idem.begin(&key, 3);
+            idem.remember(key, ack(i), 3);
+        }
+        assert!(
+            matches!(idem.begin("slow", 3), Begin::InFlight),
+            "a retry of a request still being stored waits: it is not stored twice"
+        );
+        idem.remember("slow".into(), ack(99), 3);
+        assert!(matches!(idem.begin("slow", 3), Begin::Done(_)));
+        // A stale release (an older request with the same key) does not clear a newer mark.
+        let mut idem = Idempotency::default();
+        let Begin::New(first) = idem.begin("k", 3) else {
+            panic!("new key");
+        };
+        idem.release("k", first);
+        let Begin::New(second) = idem.begin("k", 3) else {
+            panic!("new again");
+        };
+        idem.release("k", first);
+        assert!(matches!(idem.begin("k", 3), Begin::InFlight));
+        idem.release("k", second);
+        assert!(idem.state("k").is_none());
     }
 }

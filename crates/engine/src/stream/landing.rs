@@ -144,7 +144,7 @@ impl LandingWatcher {
                 })
             } else {
                 Err(EngineError::Output(
-                    "not a supported file type (csv, tsv, txt, xlsx, jsonl, parquet)".into(),
+                    "not a supported file type (csv, tsv, txt, xlsx, xls, ods, json, jsonl, parquet)".into(),
                 ))
             };
             match outcome {

@@ -275,3 +275,41 @@ async fn a_file_failing_part_way_is_refused_whole_and_the_others_load() {
         "n\n3108\n"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_file_loads_in_full_once_fixed_by_a_mapping() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::local(&dir.path().join("lake")).unwrap();
+    let file = dir.path().join("export.csv");
+    std::fs::write(
+        &file,
+        "Order Ref,StockCode,Quantity,InvoiceDate,UnitPrice\n\
+         A1,85123A,6,2010-12-01 08:26:00,2.55\nA2,71053,6,2010-12-01 08:26:00,3.39\n",
+    )
+    .unwrap();
+    let s = load(&lake, std::slice::from_ref(&file), vec![]).await;
+    assert!(
+        s.files[0]
+            .refused
+            .as_deref()
+            .unwrap()
+            .contains("invoice_no"),
+        "{s:?}"
+    );
+    let mapping = MappingConfig {
+        name: "refs".into(),
+        files: vec!["export.csv".into()],
+        columns: BTreeMap::from([("invoice_no".to_string(), "Order Ref".to_string())]),
+        ..Default::default()
+    };
+    let s = load(&lake, &[file], vec![mapping]).await;
+    assert_eq!((s.totals.loaded, s.files[0].refused.clone()), (2, None));
+    assert_eq!(
+        query_csv(&lake, "SELECT COUNT(*) AS n FROM orders").await,
+        "n\n2\n"
+    );
+    assert_eq!(
+        query_csv(&lake, "SELECT COUNT(*) AS n FROM raw_orders").await,
+        "n\n2\n"
+    );
+}

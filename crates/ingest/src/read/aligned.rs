@@ -209,16 +209,18 @@ impl Layout {
                 (reason, vec![line.to_string()])
             }),
             Layout::Separated(n) => {
-                let fields: Vec<String> = line.split_whitespace().map(str::to_string).collect();
-                if fields.len() == *n {
-                    Ok(fields)
-                } else {
-                    let reason = format!(
-                        "expected {n} fields separated by whitespace, found {}",
-                        fields.len()
-                    );
-                    Err((reason, fields))
+                let found = line.split_whitespace().count();
+                if found == *n {
+                    return Ok(line.split_whitespace().map(str::to_string).collect());
                 }
+                let reason = format!("expected {n} fields separated by whitespace, found {found}");
+                // A few fields too many or too few are kept as fields; a line of millions is kept as text.
+                let fields = if found <= n.saturating_mul(4).max(64) {
+                    line.split_whitespace().map(str::to_string).collect()
+                } else {
+                    vec![line.to_string()]
+                };
+                Err((reason, fields))
             }
         }
     }
@@ -298,7 +300,9 @@ impl Fill for AlignedFill {
                     let row: Vec<&str> = fields.iter().map(String::as_str).collect();
                     batcher.push_row(line_no, &row);
                 }
-                Err((reason, fields)) if matches!(self.layout, Layout::Separated(_)) => {
+                Err((reason, fields))
+                    if matches!(self.layout, Layout::Separated(_)) && fields.len() > 1 =>
+                {
                     let row: Vec<&str> = fields.iter().map(String::as_str).collect();
                     batcher.push_misshapen(line_no, &reason, &row);
                 }

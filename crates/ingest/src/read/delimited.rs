@@ -77,6 +77,9 @@ fn text_of(field: &[u8]) -> Cow<'_, str> {
     String::from_utf8_lossy(field)
 }
 
+/// Fields of a record with the wrong field count kept in its dead letter.
+const MAX_KEPT_FIELDS: usize = 4096;
+
 /// CSV's read-ahead buffer.
 const BUFFER_BYTES: usize = 256 * 1024;
 
@@ -229,7 +232,14 @@ impl Fill for DelimitedFill {
                 continue; // a blank line is not a record
             }
             if n != self.width {
-                let fields: Vec<Cow<'_, str>> = self.record.iter().map(text_of).collect();
+                // At most a few thousand fields are kept in the dead letter (a line of millions of
+                // commas stays bounded).
+                let fields: Vec<Cow<'_, str>> = self
+                    .record
+                    .iter()
+                    .take(MAX_KEPT_FIELDS)
+                    .map(text_of)
+                    .collect();
                 let row: Vec<&str> = fields.iter().map(|f| f.as_ref()).collect();
                 let reason = format!(
                     "expected {} fields separated by `{}`, found {n}",

@@ -33,6 +33,32 @@ use crate::sources::value_text;
 
 type Input = BufReader<Counting<File>>;
 
+/// Values (objects, arrays, elements, members) one record may hold: a parsed value takes about 80
+/// bytes, so a 16 MiB line of `[0,0,0,…]` would otherwise take 700 MiB.
+const MAX_JSON_VALUES: usize = 1_000_000;
+
+/// An upper bound of the values in a JSON text: its `{`, `[` and `,` outside strings, plus one.
+fn count_values(bytes: &[u8]) -> usize {
+    let (mut n, mut in_string, mut escape) = (1, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escape, b) {
+                (true, _) => escape = false,
+                (false, b'\\') => escape = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b'{' | b'[' | b',' => n += 1,
+                _ => {}
+            }
+        }
+    }
+    n
+}
+
 /// One record's bytes as found, before parsing.
 #[derive(Debug, PartialEq)]
 enum RawRecord {
@@ -69,36 +95,57 @@ fn holds_records(obj: &Map<String, Value>) -> bool {
         .any(|v| matches!(v, Value::Array(a) if matches!(a.first(), Some(Value::Object(_)))))
 }
 
-/// Whether the file is read value by value (an array, or a wrapper object) rather than line by line.
-fn is_streamed(path: &Path) -> Result<bool, IngestError> {
+/// The first non-blank lines of a file (at most two), each bounded.
+fn first_lines(path: &Path) -> Result<Vec<Line>, IngestError> {
     let (input, _) = open_input(path)?;
     let mut lines = BoundedLines::new(input, MAX_RECORD_BYTES);
-    let first = loop {
+    let mut out = Vec::new();
+    while out.len() < 2 {
         match lines.next_line().map_err(|e| IngestError::io(path, e))? {
-            None => {
-                return Err(IngestError::malformed(
-                    path,
-                    "the file holds no JSON records",
-                ));
-            }
+            None => break,
             Some(Line::Text(t)) if t.trim_ascii().is_empty() => continue,
-            Some(line) => break line,
+            Some(line) => out.push(line),
         }
+    }
+    Ok(out)
+}
+
+fn parse_object(line: &Line) -> Option<Map<String, Value>> {
+    match line {
+        Line::Text(t) => match serde_json::from_slice::<Value>(strip_bom(t.trim_ascii())) {
+            Ok(Value::Object(o)) => Some(o),
+            _ => None,
+        },
+        Line::TooLong { .. } => None,
+    }
+}
+
+/// Whether the file is read value by value (an array, or a wrapper object) rather than line by line:
+/// it starts with `[`, or (`.json` only) with an object that is not followed by a second one-line
+/// object and either spans lines or holds an array of objects.
+fn is_streamed(path: &Path) -> Result<bool, IngestError> {
+    let lines = first_lines(path)?;
+    let Some(first) = lines.first() else {
+        return Err(IngestError::malformed(
+            path,
+            "the file holds no JSON records",
+        ));
     };
     let jsonl = path
         .extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| e.eq_ignore_ascii_case("jsonl") || e.eq_ignore_ascii_case("ndjson"));
-    let Line::Text(text) = first else {
-        return Ok(!jsonl);
+    let starts = match first {
+        Line::Text(t) => strip_bom(t.trim_ascii()).first().copied(),
+        Line::TooLong { prefix, .. } => strip_bom(prefix.trim_ascii()).first().copied(),
     };
-    let text = strip_bom(text.trim_ascii());
-    Ok(match text.first() {
+    // A second line holding an object of its own: JSON Lines, whatever the first line holds.
+    let json_lines = lines.get(1).and_then(parse_object).is_some();
+    Ok(match starts {
         Some(b'[') => true,
-        Some(b'{') if !jsonl => match serde_json::from_slice::<Value>(text) {
-            Ok(Value::Object(o)) => holds_records(&o),
-            _ => true,
-        },
+        Some(b'{') if !jsonl && !json_lines => {
+            parse_object(first).is_none_or(|o| holds_records(&o))
+        }
         _ => false,
     })
 }
@@ -173,6 +220,14 @@ impl JsonFill {
             RawRecord::Bytes(b) => b,
         };
         let lossy = || String::from_utf8_lossy(&bytes).into_owned();
+        let values = count_values(&bytes);
+        if values > MAX_JSON_VALUES {
+            let reason = format!(
+                "record of {values} JSON values, more than the limit of {MAX_JSON_VALUES}: not read"
+            );
+            let prefix = &bytes[..bytes.len().min(TOO_LONG_PREFIX)];
+            return batcher.push_unreadable(no, &reason, &String::from_utf8_lossy(prefix));
+        }
         match serde_json::from_slice::<Value>(strip_bom(&bytes)) {
             Ok(Value::Object(obj)) => self.push_object(batcher, no, &obj),
             Ok(_) => batcher.push_unreadable(no, "not a JSON object", &lossy()),
@@ -301,6 +356,8 @@ struct Scanner<R> {
     at: At,
     /// Records returned so far.
     count: u64,
+    /// Whether a top-level value was seen: only the first may be a wrapper.
+    seen_top: bool,
 }
 
 /// A value scanned: its bytes (when kept) and its length.
@@ -315,6 +372,7 @@ impl<R: BufRead> Scanner<R> {
             reader,
             at: At::Top,
             count: 0,
+            seen_top: false,
         }
     }
 
@@ -391,9 +449,11 @@ impl<R: BufRead> Scanner<R> {
             match (self.at, b) {
                 (At::Top, b'[') => {
                     self.bump();
+                    self.seen_top = true;
                     self.at = At::Records { wrapper: false };
                 }
-                (At::Top, b'{') => {
+                (At::Top, b'{') if !self.seen_top => {
+                    self.seen_top = true;
                     if let Some(record) = self.open_object()? {
                         return Ok(Some(record));
                     }
@@ -409,8 +469,23 @@ impl<R: BufRead> Scanner<R> {
                     self.bump();
                     self.at = At::Top;
                 }
+                (At::WrapperRest, b'[') => {
+                    // Another array of objects holds records too (none is dropped unseen); other
+                    // arrays are skipped.
+                    self.bump();
+                    if self.peek()? == Some(b'{') {
+                        self.at = At::Records { wrapper: true };
+                    } else {
+                        let scan = ValueScan {
+                            depth: 1,
+                            started: true,
+                            ..Default::default()
+                        };
+                        self.scan_value(scan, 0)?;
+                    }
+                }
                 (At::WrapperRest, _) => {
-                    // `,`, `:`, keys and values of the members after the records: skipped unkept.
+                    // `,`, `:`, keys and other values of the wrapper's members: skipped unkept.
                     self.scan_value(ValueScan::default(), 0)?;
                 }
             }

@@ -21,11 +21,15 @@ use super::text::MAX_RECORD_BYTES;
 
 /// Rows per batch read when rows are small.
 const MAX_BATCH_ROWS: usize = 8192;
+/// A row group declaring more bytes than this is read [`SMALL_BATCH_ROWS`] rows at a time.
+const LARGE_ROW_GROUP_BYTES: i64 = 256 * 1024 * 1024;
+const SMALL_BATCH_ROWS: usize = 64;
 
 /// Rows per batch for the file's largest rows (declared uncompressed bytes per row of its row groups),
 /// or why the file is refused.
 fn batch_rows(meta: &parquet::file::metadata::ParquetMetaData) -> Result<usize, String> {
     let mut widest = 0u64;
+    let mut small_batches = false;
     for (i, rg) in meta.row_groups().iter().enumerate() {
         let rows = rg.num_rows().max(1) as u64;
         let per_row = rg.total_byte_size().max(0) as u64 / rows;
@@ -38,8 +42,18 @@ fn batch_rows(meta: &parquet::file::metadata::ParquetMetaData) -> Result<usize, 
             ));
         }
         widest = widest.max(per_row);
+        // The average can hide a few huge values among many small ones: in a large row group, read
+        // few rows at a time.
+        if rg.total_byte_size() > LARGE_ROW_GROUP_BYTES {
+            small_batches = true;
+        }
     }
-    Ok((BATCH_BYTES as u64 / widest.max(1)).clamp(1, MAX_BATCH_ROWS as u64) as usize)
+    let rows = (BATCH_BYTES as u64 / widest.max(1)).clamp(1, MAX_BATCH_ROWS as u64) as usize;
+    Ok(if small_batches {
+        rows.min(SMALL_BATCH_ROWS)
+    } else {
+        rows
+    })
 }
 
 pub(super) struct ParquetFill {
