@@ -1,5 +1,7 @@
-//! End-to-end tests of the `shopstream` binary: exit codes, errors, and loads killed mid-way.
+//! End-to-end tests of the `shopstream` binary: exit codes, errors, loads killed mid-way, and the
+//! bad-input corpus.
 
+mod bad_inputs;
 mod crash;
 mod errors;
 mod live;
