@@ -311,7 +311,8 @@ async fn attempt(
     // Plan: which files to read, and per table which fingerprints it already holds or will get.
     let mut outcomes: Vec<Option<FileOutcome>> = vec![None; files.len()];
     let mut jobs = VecDeque::new();
-    let mut seen = HashSet::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut duplicates: Vec<(usize, usize)> = Vec::new();
     let mut done: Vec<HashSet<Arc<str>>> = vec![HashSet::new(); ROW_TABLES.len()];
     let mut pending: Vec<Vec<String>> = vec![Vec::new(); ROW_TABLES.len()];
     let mut bytes_done = 0u64;
@@ -324,7 +325,14 @@ async fn attempt(
             bytes_done += sizes[index];
             continue;
         }
-        if !seen.insert(fp.clone()) || has_txn(&loads, TableKind::Loads, fp).await? {
+        // A second file with the same content in this load shares the first one's fate (reported last).
+        if let Some(&first) = seen.get(fp) {
+            duplicates.push((index, first));
+            bytes_done += sizes[index];
+            continue;
+        }
+        seen.insert(fp.clone(), index);
+        if has_txn(&loads, TableKind::Loads, fp).await? {
             let mut outcome = input.outcome(index);
             outcome.already_loaded = true;
             on_file(index, &outcome);
@@ -478,6 +486,15 @@ async fn attempt(
         }));
         return Ok(Attempt::Restart(restart));
     }
+    for (index, first) in duplicates {
+        let mut outcome = input.outcome(index);
+        match outcomes[first].as_ref().and_then(|o| o.refused.clone()) {
+            Some(reason) => outcome.refused = Some(reason),
+            None => outcome.already_loaded = true,
+        }
+        on_file(index, &outcome);
+        outcomes[index] = Some(outcome);
+    }
     // Only the files read to the end get their txn in the row tables: a refused file must load
     // in full when it is given again once fixed (a mapping added, the right `--sheet`).
     let read: HashSet<&str> = outcomes
@@ -570,15 +587,18 @@ async fn record_refusals(
         return Ok(());
     }
     let table = lake.open_or_create(TableKind::DeadLetters).await?;
+    // One row per refused path; a content already recorded (an earlier load) is not recorded again.
     let mut new = Vec::new();
+    let mut contents: Vec<&str> = Vec::new();
     for o in refused {
         let app_id = refused_txn_id(&o.fingerprint);
-        if !has_app_txn(&table, TableKind::DeadLetters, app_id).await?
-            && !new
-                .iter()
-                .any(|n: &&FileOutcome| n.fingerprint == o.fingerprint)
+        if contents.contains(&o.fingerprint.as_str())
+            || !has_app_txn(&table, TableKind::DeadLetters, app_id).await?
         {
             new.push(o);
+            if !contents.contains(&o.fingerprint.as_str()) {
+                contents.push(&o.fingerprint);
+            }
         }
     }
     if new.is_empty() {
@@ -588,9 +608,9 @@ async fn record_refusals(
     sink.write(&refusals_batch(load_id, load_time_us, &new))
         .await?;
     let (table, adds) = sink.finish().await?;
-    let txns = new
+    let txns = contents
         .iter()
-        .map(|o| Transaction::new(refused_txn_id(&o.fingerprint), 1))
+        .map(|fp| Transaction::new(refused_txn_id(fp), 1))
         .collect();
     let meta = HashMap::from([(
         "shopstream.load_id".to_string(),
