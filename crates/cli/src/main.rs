@@ -76,7 +76,9 @@ enum GenFormatArg {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Load files or folders (CSV/TSV/delimited, aligned text, Excel, JSON Lines, Parquet) into the lake.
+    /// Load files or folders (CSV/TSV/delimited, aligned or whitespace-separated text, Excel, JSON, JSON Lines,
+    /// Parquet) into the lake. A file that cannot be read is refused with its reason while the others load;
+    /// the exit code is then 1.
     Ingest {
         /// Files or folders (folders are read recursively).
         #[arg(required = true)]
