@@ -185,17 +185,38 @@ impl Config {
         };
         let config: Config =
             toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {name}: {e}"))?;
-        for m in &config.ingest.mappings {
-            m.validate().with_context(|| format!("config {name}"))?;
+        config
+            .validate()
+            .with_context(|| format!("config {name}"))?;
+        Ok(config)
+    }
+
+    /// Every check of the configuration, run by every command (so `tables` refuses what `serve` would).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for m in &self.ingest.mappings {
+            m.validate()?;
         }
-        if config.ingest.timezone.parse::<chrono_tz::Tz>().is_err() {
+        if self.ingest.timezone.parse::<chrono_tz::Tz>().is_err() {
             anyhow::bail!(
-                "config {name}: [ingest] timezone `{}` is not a time zone (use an IANA name such as \
-                 `Europe/London`, or `UTC`)",
-                config.ingest.timezone
+                "[ingest] timezone `{}` is not a time zone (use an IANA name such as `Europe/London`, \
+                 or `UTC`)",
+                self.ingest.timezone
             );
         }
-        Ok(config)
+        let live = &self.live;
+        if live.compact_every_s > 0 && live.vacuum_after_s < 300 {
+            anyhow::bail!(
+                "[live] vacuum_after_s = {}: at least 300, so queries that started before a compaction \
+                 can still read the files it replaced",
+                live.vacuum_after_s
+            );
+        }
+        for p in &live.pollers {
+            if !p.flow.is_empty() && !live.flows.iter().any(|f| f.name == p.flow) {
+                anyhow::bail!("[[live.pollers]] `{}`: no flow `{}`", p.name, p.flow);
+            }
+        }
+        Ok(())
     }
 
     /// The lake location for a data dir.
@@ -227,6 +248,29 @@ mod tests {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/examples/mappings.toml");
         let c = Config::load(Some(&example)).unwrap();
         assert_eq!(c.ingest.mappings[0].name, "webshop-export");
+    }
+
+    #[test]
+    fn serve_only_settings_are_checked_by_every_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("live.toml");
+        std::fs::write(
+            &p,
+            "[lake]\n[live]\ncompact_every_s = 60\nvacuum_after_s = 10\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", Config::load(Some(&p)).unwrap_err());
+        assert!(
+            err.contains("vacuum_after_s = 10") && err.contains("live.toml"),
+            "{err}"
+        );
+        std::fs::write(
+            &p,
+            "[lake]\n[[live.pollers]]\nname = \"shop\"\nurl = \"http://127.0.0.1:1/o\"\nstyle = \"page\"\nflow = \"nope\"\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", Config::load(Some(&p)).unwrap_err());
+        assert!(err.contains("no flow `nope`"), "{err}");
     }
 
     #[test]

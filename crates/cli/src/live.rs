@@ -112,13 +112,6 @@ pub async fn start(
         tokio::spawn(loader.run(stop.clone())),
         tokio::spawn(landing.run(stop.clone())),
     ];
-    if live.compact_every_s > 0 && live.vacuum_after_s < 300 {
-        bail!(
-            "[live] vacuum_after_s = {}: at least 300, so queries that started before a compaction can \
-             still read the files it replaced",
-            live.vacuum_after_s
-        );
-    }
     if live.compact_every_s > 0 {
         tasks.push(tokio::spawn(shopstream_engine::compact::run_every(
             ctx.lake()?,
