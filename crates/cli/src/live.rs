@@ -4,16 +4,15 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-
-use anyhow::{Context, bail};
 use std::time::Duration;
 
+use anyhow::{Context, bail};
 use shopstream_engine::stream::landing::LandingWatcher;
 use shopstream_engine::stream::topic_load::{TopicLoadConfig, TopicLoader};
 use shopstream_ingest::generate::{Generator, ONLINE_RETAIL_HEADER};
 use shopstream_ingest::sources::api::Poller;
 use shopstream_log::Log;
-use shopstream_server::{AppState, app, bind};
+use shopstream_server::{AppState, Status, app, bind};
 
 use crate::Ctx;
 
@@ -311,7 +310,7 @@ pub fn feed_store(
     })
 }
 
-fn fetch_status(ctx: &Ctx, base: &str) -> anyhow::Result<serde_json::Value> {
+fn fetch_status(ctx: &Ctx, base: &str) -> anyhow::Result<Status> {
     let mut req = ureq::get(format!("{}/v1/status", base.trim_end_matches('/')));
     if !ctx.config.server.token.is_empty() {
         req = req.header(
@@ -324,7 +323,7 @@ fn fetch_status(ctx: &Ctx, base: &str) -> anyhow::Result<serde_json::Value> {
         .with_context(|| format!("asking {base} (is `shopstream serve` running?)"))?
         .body_mut()
         .read_to_string()?;
-    Ok(serde_json::from_str(&body)?)
+    serde_json::from_str(&body).with_context(|| format!("the status from {base}"))
 }
 
 pub fn status(ctx: &Ctx, url: Option<String>) -> anyhow::Result<()> {
@@ -333,38 +332,31 @@ pub fn status(ctx: &Ctx, url: Option<String>) -> anyhow::Result<()> {
     let before = fetch_status(ctx, &base)?;
     std::thread::sleep(Duration::from_secs(1));
     let s = fetch_status(ctx, &base)?;
-    let rate = |k: &str| {
-        s[k].as_u64()
-            .unwrap_or(0)
-            .saturating_sub(before[k].as_u64().unwrap_or(0))
-    };
     println!(
         "{:<20} {:>9} {:>12} {:>12} {:>10} {:>10}",
         "topic/partition", "start", "end", "loaded", "lag", "in/s"
     );
-    let before_parts = before["partitions"].as_array().cloned().unwrap_or_default();
-    for p in s["partitions"].as_array().into_iter().flatten() {
-        let name = format!("{}/{}", p["topic"].as_str().unwrap_or("?"), p["partition"]);
-        let prev = before_parts
+    for p in &s.partitions {
+        let prev = before
+            .partitions
             .iter()
-            .find(|b| b["topic"] == p["topic"] && b["partition"] == p["partition"])
-            .and_then(|b| b["end_offset"].as_u64())
-            .unwrap_or(0);
-        let loaded = p["loaded_offset"]
-            .as_u64()
-            .map_or("-".to_string(), |v| v.to_string());
+            .find(|b| b.topic == p.topic && b.partition == p.partition)
+            .map_or(0, |b| b.end_offset);
+        let loaded = p.loaded_offset.map_or("-".to_string(), |v| v.to_string());
         println!(
-            "{name:<20} {:>9} {:>12} {loaded:>12} {:>10} {:>10}",
-            p["start_offset"],
-            p["end_offset"],
-            p["lag"],
-            p["end_offset"].as_u64().unwrap_or(0).saturating_sub(prev)
+            "{:<20} {:>9} {:>12} {loaded:>12} {:>10} {:>10}",
+            format!("{}/{}", p.topic, p.partition),
+            p.start_offset,
+            p.end_offset,
+            p.lag,
+            p.end_offset.saturating_sub(prev)
         );
     }
     println!(
         "rates: {} records/s received over HTTP, {} records/s loaded into the lake",
-        rate("http_accepted_records"),
-        rate("loaded_records")
+        s.http_accepted_records
+            .saturating_sub(before.http_accepted_records),
+        s.loaded_records.saturating_sub(before.loaded_records)
     );
     for flow in &ctx.config.live.flows {
         println!(
@@ -374,20 +366,8 @@ pub fn status(ctx: &Ctx, url: Option<String>) -> anyhow::Result<()> {
             flow.dead_letter_topic()
         );
     }
-    for k in [
-        "http_accepted_requests",
-        "http_accepted_records",
-        "http_duplicate_requests",
-        "http_rejected_requests",
-        "http_throttled_requests",
-        "loaded_records",
-        "dead_letters",
-        "lake_commits",
-        "landing_processed_files",
-        "landing_failed_files",
-        "log_recovered_truncations",
-    ] {
-        println!("{k:<28} {}", s[k]);
+    for (name, value) in s.counters() {
+        println!("{name:<28} {value}");
     }
     Ok(())
 }

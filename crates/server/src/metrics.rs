@@ -7,12 +7,12 @@ use std::sync::atomic::Ordering;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 
 /// One partition's figures.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PartitionStatus {
     /// Topic.
     pub topic: String,
@@ -32,8 +32,9 @@ pub struct PartitionStatus {
     pub syncs: u64,
 }
 
-/// Everything `shopstream status` shows.
-#[derive(Debug, Serialize)]
+/// Everything `shopstream status` shows: the server writes it at `/v1/status`, the CLI reads it back as
+/// this struct.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
     /// Per partition.
     pub partitions: Vec<PartitionStatus>,
@@ -59,6 +60,25 @@ pub struct Status {
     pub landing_processed_files: u64,
     /// Landing folder: files moved to `failed/`.
     pub landing_failed_files: u64,
+}
+
+impl Status {
+    /// The counters by name, in the order `shopstream status` prints them.
+    pub fn counters(&self) -> [(&'static str, u64); 11] {
+        [
+            ("http_accepted_requests", self.http_accepted_requests),
+            ("http_accepted_records", self.http_accepted_records),
+            ("http_duplicate_requests", self.http_duplicate_requests),
+            ("http_rejected_requests", self.http_rejected_requests),
+            ("http_throttled_requests", self.http_throttled_requests),
+            ("loaded_records", self.loaded_records),
+            ("dead_letters", self.dead_letters),
+            ("lake_commits", self.lake_commits),
+            ("landing_processed_files", self.landing_processed_files),
+            ("landing_failed_files", self.landing_failed_files),
+            ("log_recovered_truncations", self.log_recovered_truncations),
+        ]
+    }
 }
 
 pub(crate) fn collect(state: &AppState) -> Status {
