@@ -289,6 +289,81 @@ enum Attempt {
     Restart(Vec<(usize, String)>),
 }
 
+/// What an attempt does with each file, decided before reading.
+struct Plan {
+    /// Outcomes known before reading: refused earlier, or loaded by an earlier load.
+    outcomes: Vec<Option<FileOutcome>>,
+    /// The files to read.
+    jobs: VecDeque<Job>,
+    /// (file, earlier file with the same content in this load): they share its outcome.
+    duplicates: Vec<(usize, usize)>,
+    /// Per row table, the fingerprints it already holds (a load killed between its commits).
+    done: Vec<HashSet<Arc<str>>>,
+    /// Per row table, the fingerprints it is to receive.
+    pending: Vec<Vec<String>>,
+    /// Bytes of the files not read.
+    bytes_done: u64,
+}
+
+/// Plans an attempt: which files to read, and per table which fingerprints it holds or will get.
+async fn plan(
+    input: &Input<'_>,
+    refused: &HashMap<usize, String>,
+    loads: &DeltaTable,
+    tables: &[(TableKind, DeltaTable)],
+    on_file: &(dyn Fn(usize, &FileOutcome) + Send + Sync),
+) -> Result<Plan> {
+    let mut plan = Plan {
+        outcomes: vec![None; input.files.len()],
+        jobs: VecDeque::new(),
+        duplicates: Vec::new(),
+        done: vec![HashSet::new(); ROW_TABLES.len()],
+        pending: vec![Vec::new(); ROW_TABLES.len()],
+        bytes_done: 0,
+    };
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (index, fp) in input.fingerprints.iter().enumerate() {
+        let known = if let Some(reason) = refused.get(&index) {
+            let mut outcome = input.outcome(index);
+            outcome.refused = Some(reason.clone());
+            Some(outcome)
+        } else if let Some(&first) = seen.get(fp.as_str()) {
+            // A second file with the same content shares the first one's fate (reported last).
+            plan.duplicates.push((index, first));
+            plan.bytes_done += input.sizes[index];
+            continue;
+        } else if has_txn(loads, TableKind::Loads, fp).await? {
+            seen.insert(fp, index);
+            let mut outcome = input.outcome(index);
+            outcome.already_loaded = true;
+            Some(outcome)
+        } else {
+            seen.insert(fp, index);
+            None
+        };
+        if let Some(outcome) = known {
+            on_file(index, &outcome);
+            plan.outcomes[index] = Some(outcome);
+            plan.bytes_done += input.sizes[index];
+            continue;
+        }
+        let fingerprint: Arc<str> = Arc::from(fp.as_str());
+        for (t, (kind, table)) in tables.iter().enumerate() {
+            if has_txn(table, *kind, fp).await? {
+                plan.done[t].insert(fingerprint.clone());
+            } else {
+                plan.pending[t].push(fp.clone());
+            }
+        }
+        plan.jobs.push_back(Job {
+            index,
+            path: input.files[index].clone(),
+            fingerprint,
+        });
+    }
+    Ok(plan)
+}
+
 /// One attempt at loading the files not in `refused`; nothing is committed unless it is `Done`.
 async fn attempt(
     lake: &Lake,
@@ -308,52 +383,14 @@ async fn attempt(
         tables.push((kind, lake.open_or_create(kind).await?));
     }
 
-    // Plan: which files to read, and per table which fingerprints it already holds or will get.
-    let mut outcomes: Vec<Option<FileOutcome>> = vec![None; files.len()];
-    let mut jobs = VecDeque::new();
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    let mut duplicates: Vec<(usize, usize)> = Vec::new();
-    let mut done: Vec<HashSet<Arc<str>>> = vec![HashSet::new(); ROW_TABLES.len()];
-    let mut pending: Vec<Vec<String>> = vec![Vec::new(); ROW_TABLES.len()];
-    let mut bytes_done = 0u64;
-    for (index, fp) in input.fingerprints.iter().enumerate() {
-        if let Some(reason) = refused.get(&index) {
-            let mut outcome = input.outcome(index);
-            outcome.refused = Some(reason.clone());
-            on_file(index, &outcome);
-            outcomes[index] = Some(outcome);
-            bytes_done += sizes[index];
-            continue;
-        }
-        // A second file with the same content in this load shares the first one's fate (reported last).
-        if let Some(&first) = seen.get(fp) {
-            duplicates.push((index, first));
-            bytes_done += sizes[index];
-            continue;
-        }
-        seen.insert(fp.clone(), index);
-        if has_txn(&loads, TableKind::Loads, fp).await? {
-            let mut outcome = input.outcome(index);
-            outcome.already_loaded = true;
-            on_file(index, &outcome);
-            outcomes[index] = Some(outcome);
-            bytes_done += sizes[index];
-            continue;
-        }
-        let fingerprint: Arc<str> = Arc::from(fp.as_str());
-        for (t, (kind, table)) in tables.iter().enumerate() {
-            if has_txn(table, *kind, fp).await? {
-                done[t].insert(fingerprint.clone());
-            } else {
-                pending[t].push(fp.clone());
-            }
-        }
-        jobs.push_back(Job {
-            index,
-            path: files[index].clone(),
-            fingerprint,
-        });
-    }
+    let Plan {
+        mut outcomes,
+        jobs,
+        duplicates,
+        done,
+        mut pending,
+        mut bytes_done,
+    } = plan(input, refused, &loads, &tables, on_file).await?;
 
     // One sink task per table.
     let mut senders = Vec::new();
