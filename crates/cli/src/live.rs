@@ -366,8 +366,8 @@ pub fn status(ctx: &Ctx, url: Option<String>) -> anyhow::Result<()> {
             flow.dead_letter_topic()
         );
     }
-    for (name, value) in s.counters() {
-        println!("{name:<28} {value}");
+    for c in s.counters() {
+        println!("{:<28} {}", c.key, c.value);
     }
     Ok(())
 }

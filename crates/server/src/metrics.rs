@@ -62,21 +62,96 @@ pub struct Status {
     pub landing_failed_files: u64,
 }
 
+/// One counter of [`Status`]: its key in `/v1/status` and `shopstream status`, its Prometheus name and
+/// help, and its value. [`Status::counters`] lists each once; every view reads that list.
+#[derive(Debug, Clone, Copy)]
+pub struct Counter {
+    /// The field name in `/v1/status`.
+    pub key: &'static str,
+    /// The Prometheus metric (a counter).
+    pub metric: &'static str,
+    /// The Prometheus help text.
+    pub help: &'static str,
+    /// The value.
+    pub value: u64,
+}
+
 impl Status {
-    /// The counters by name, in the order `shopstream status` prints them.
-    pub fn counters(&self) -> [(&'static str, u64); 11] {
+    /// The counters, in the order `shopstream status` prints them.
+    pub fn counters(&self) -> [Counter; 11] {
+        let c = |key, metric, help, value| Counter {
+            key,
+            metric,
+            help,
+            value,
+        };
         [
-            ("http_accepted_requests", self.http_accepted_requests),
-            ("http_accepted_records", self.http_accepted_records),
-            ("http_duplicate_requests", self.http_duplicate_requests),
-            ("http_rejected_requests", self.http_rejected_requests),
-            ("http_throttled_requests", self.http_throttled_requests),
-            ("loaded_records", self.loaded_records),
-            ("dead_letters", self.dead_letters),
-            ("lake_commits", self.lake_commits),
-            ("landing_processed_files", self.landing_processed_files),
-            ("landing_failed_files", self.landing_failed_files),
-            ("log_recovered_truncations", self.log_recovered_truncations),
+            c(
+                "http_accepted_requests",
+                "shopstream_http_accepted_requests_total",
+                "Requests stored.",
+                self.http_accepted_requests,
+            ),
+            c(
+                "http_accepted_records",
+                "shopstream_http_accepted_records_total",
+                "Records stored from requests.",
+                self.http_accepted_records,
+            ),
+            c(
+                "http_duplicate_requests",
+                "shopstream_http_duplicate_requests_total",
+                "Retries answered from idempotency keys.",
+                self.http_duplicate_requests,
+            ),
+            c(
+                "http_rejected_requests",
+                "shopstream_http_rejected_requests_total",
+                "Requests refused.",
+                self.http_rejected_requests,
+            ),
+            c(
+                "http_throttled_requests",
+                "shopstream_http_throttled_requests_total",
+                "Requests refused by back-pressure.",
+                self.http_throttled_requests,
+            ),
+            c(
+                "loaded_records",
+                "shopstream_lake_loaded_records_total",
+                "Records loaded into the lake.",
+                self.loaded_records,
+            ),
+            c(
+                "dead_letters",
+                "shopstream_lake_dead_letters_total",
+                "Records dead-lettered by the load.",
+                self.dead_letters,
+            ),
+            c(
+                "lake_commits",
+                "shopstream_lake_commits_total",
+                "Micro-batches committed.",
+                self.lake_commits,
+            ),
+            c(
+                "landing_processed_files",
+                "shopstream_landing_processed_files_total",
+                "Landing-folder files loaded and moved to processed/.",
+                self.landing_processed_files,
+            ),
+            c(
+                "landing_failed_files",
+                "shopstream_landing_failed_files_total",
+                "Landing-folder files refused and moved to failed/.",
+                self.landing_failed_files,
+            ),
+            c(
+                "log_recovered_truncations",
+                "shopstream_log_recovered_truncations_total",
+                "Torn tails cut at open.",
+                self.log_recovered_truncations,
+            ),
         ]
     }
 }
@@ -185,55 +260,8 @@ pub(crate) async fn prometheus(State(state): State<Arc<AppState>>) -> impl IntoR
         "Records durable in the log but not yet loaded into the lake.",
         per_partition(&|p| p.lag),
     );
-    let totals = [
-        (
-            "shopstream_http_accepted_requests_total",
-            "Requests stored.",
-            s.http_accepted_requests,
-        ),
-        (
-            "shopstream_http_accepted_records_total",
-            "Records stored from requests.",
-            s.http_accepted_records,
-        ),
-        (
-            "shopstream_http_duplicate_requests_total",
-            "Retries answered from idempotency keys.",
-            s.http_duplicate_requests,
-        ),
-        (
-            "shopstream_http_rejected_requests_total",
-            "Requests refused.",
-            s.http_rejected_requests,
-        ),
-        (
-            "shopstream_http_throttled_requests_total",
-            "Requests refused by back-pressure.",
-            s.http_throttled_requests,
-        ),
-        (
-            "shopstream_lake_loaded_records_total",
-            "Records loaded into the lake.",
-            s.loaded_records,
-        ),
-        (
-            "shopstream_lake_dead_letters_total",
-            "Records dead-lettered by the load.",
-            s.dead_letters,
-        ),
-        (
-            "shopstream_lake_commits_total",
-            "Micro-batches committed.",
-            s.lake_commits,
-        ),
-        (
-            "shopstream_log_recovered_truncations_total",
-            "Torn tails cut at open.",
-            s.log_recovered_truncations,
-        ),
-    ];
-    for (name, help, v) in totals {
-        family(name, "counter", help, vec![(String::new(), v)]);
+    for c in s.counters() {
+        family(c.metric, "counter", c.help, vec![(String::new(), c.value)]);
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

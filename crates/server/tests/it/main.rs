@@ -700,3 +700,44 @@ fn the_query_api_answers_sql_and_reports_in_json_csv_and_arrow() {
     );
     assert_eq!(anonymous_get(&format!("http://{addr}/assets/nope.js")), 404);
 }
+
+#[test]
+fn metrics_and_status_report_the_same_counters() {
+    let s = start(ServerConfig::default());
+    let (code, _) = post(
+        &s,
+        "text/csv",
+        "InvoiceNo\n1\n2\n",
+        &[("Idempotency-Key", "m1")],
+    );
+    assert_eq!(code, 200);
+    let (code, _) = post(
+        &s,
+        "text/csv",
+        "InvoiceNo\n1\n2\n",
+        &[("Idempotency-Key", "m1")],
+    );
+    assert_eq!(code, 200);
+    let get = |path: &str| {
+        ureq::get(format!("{}{path}", s.url))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    };
+    let status: shopstream_server::Status = serde_json::from_str(&get("/v1/status")).unwrap();
+    assert_eq!(
+        (status.http_accepted_records, status.http_duplicate_requests),
+        (2, 1)
+    );
+    let metrics = get("/metrics");
+    for c in status.counters() {
+        assert!(
+            metrics.contains(&format!("\n{} {}\n", c.metric, c.value)),
+            "{} = {} in /v1/status: {metrics}",
+            c.metric,
+            c.value
+        );
+    }
+}
