@@ -20,7 +20,7 @@ use shopstream_engine::load::{LoadEvent, LoadSummary, WriteOptions, load_files};
 use shopstream_engine::output::{OutputFormat, write, write_parquet};
 use shopstream_engine::sql::QueryResult;
 use shopstream_engine::{Catalog, Lake, TableKind, reports};
-use shopstream_ingest::expand_paths;
+use shopstream_ingest::expand_paths_skipping;
 use shopstream_ingest::generate::{GenFormat, Generator};
 
 use crate::config::Config;
@@ -445,7 +445,13 @@ async fn ingest(
     progress: bool,
 ) -> anyhow::Result<LoadSummary> {
     let lake = ctx.lake()?;
-    let files = expand_paths(paths)?;
+    let (files, skipped) = expand_paths_skipping(paths)?;
+    for f in &skipped {
+        eprintln!(
+            "{}: skipped (not a file type shopstream reads: csv, tsv, psv, txt, dat, xlsx, xls, ods, json, jsonl, ndjson, parquet)",
+            f.display()
+        );
+    }
     if files.is_empty() {
         bail!(
             "no readable files in {}",

@@ -17,4 +17,4 @@ pub mod sources;
 pub use batch::{Chunk, Counts, Provenance};
 pub use error::IngestError;
 pub use mapping::MappingConfig;
-pub use read::{FileReader, Format, ReadOptions, expand_paths, fingerprint};
+pub use read::{FileReader, Format, ReadOptions, expand_paths, expand_paths_skipping, fingerprint};

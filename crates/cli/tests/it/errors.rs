@@ -153,3 +153,25 @@ fn help_describes_serve_and_demo_each_with_its_own_text() {
     assert!(line("serve").contains("live path"), "{help}");
     assert!(line("demo").contains("end to end"), "{help}");
 }
+
+#[test]
+fn files_of_other_types_in_a_folder_are_named_as_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("in");
+    std::fs::create_dir(&folder).unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/online-retail/2010-12-01.csv");
+    std::fs::copy(&fixture, folder.join("day.csv")).unwrap();
+    std::fs::write(folder.join("notes.md"), "# not orders\n").unwrap();
+    let o = run(
+        dir.path(),
+        &["ingest", "--no-progress", folder.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("loaded 3108"), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("notes.md: skipped (not a file type"),
+        "{}",
+        stderr(&o)
+    );
+}

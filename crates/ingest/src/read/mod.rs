@@ -267,7 +267,15 @@ pub fn fingerprint(path: &Path) -> Result<String, IngestError> {
 
 /// Expands files and folders (recursively, sorted, supported extensions only) into a list of files.
 pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, IngestError> {
-    let mut out = Vec::new();
+    expand_paths_skipping(paths).map(|(files, _)| files)
+}
+
+/// Like [`expand_paths`], also returning the files found in folders that were left out because their
+/// type is not one shopstream reads (so a user can be told, not left to wonder).
+pub fn expand_paths_skipping(
+    paths: &[PathBuf],
+) -> Result<(Vec<PathBuf>, Vec<PathBuf>), IngestError> {
+    let (mut out, mut skipped) = (Vec::new(), Vec::new());
     for p in paths {
         let meta = std::fs::metadata(p).map_err(|e| IngestError::io(p, e))?;
         if meta.is_dir() {
@@ -277,11 +285,16 @@ pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, IngestError> {
                 .collect();
             entries.sort();
             let (dirs, files): (Vec<_>, Vec<_>) = entries.into_iter().partition(|e| e.is_dir());
-            out.extend(files.into_iter().filter(|f| Format::is_supported(f)));
-            out.extend(expand_paths(&dirs)?);
+            let (supported, other): (Vec<_>, Vec<_>) =
+                files.into_iter().partition(|f| Format::is_supported(f));
+            out.extend(supported);
+            skipped.extend(other);
+            let (more, more_skipped) = expand_paths_skipping(&dirs)?;
+            out.extend(more);
+            skipped.extend(more_skipped);
         } else {
             out.push(p.clone());
         }
     }
-    Ok(out)
+    Ok((out, skipped))
 }
