@@ -552,7 +552,6 @@ async fn attempt(
     summary.files = outcomes.into_iter().flatten().collect();
     on_event(LoadEvent::Committing);
     commit_load(
-        lake,
         written,
         pending,
         loads,
@@ -567,7 +566,6 @@ async fn attempt(
 
 /// Commits the row tables (one commit each, the files' txns) and then `loads`.
 async fn commit_load(
-    _lake: &Lake,
     written: Vec<(TableKind, DeltaTable, Vec<deltalake::kernel::Add>)>,
     pending: Vec<Vec<String>>,
     loads: DeltaTable,
