@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::Deserialize;
-use shopstream_ingest::MappingConfig;
+use std::sync::Arc;
+
+use shopstream_ingest::{Dataset, DatasetConfig, MappingConfig};
 
 /// The embedded default configuration.
 pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
@@ -30,6 +32,9 @@ pub struct Config {
     /// `[postgres]`: the Postgres wire endpoint.
     #[serde(default)]
     pub postgres: shopstream_server::postgres::PostgresConfig,
+    /// `[[datasets]]`: tables other than orders (customers, products, …).
+    #[serde(default)]
+    pub datasets: Vec<DatasetConfig>,
 }
 
 /// The live path: the topic order records arrive in, and how the log keeps it.
@@ -159,12 +164,17 @@ impl IngestConfig {
         self.timezone.parse().unwrap_or(chrono_tz::Tz::UTC)
     }
 
-    /// Read options for files of a load.
-    pub fn read_options(&self, sheet: Option<String>) -> shopstream_ingest::ReadOptions {
+    /// Read options for files of a load into `dataset`.
+    pub fn read_options(
+        &self,
+        sheet: Option<String>,
+        dataset: Arc<Dataset>,
+    ) -> shopstream_ingest::ReadOptions {
         shopstream_ingest::ReadOptions {
             sheet,
             mappings: self.mappings.clone(),
             timezone: self.timezone(),
+            dataset,
         }
     }
 }
@@ -193,8 +203,19 @@ impl Config {
 
     /// Every check of the configuration, run by every command (so `tables` refuses what `serve` would).
     pub fn validate(&self) -> anyhow::Result<()> {
+        let mut declared: Vec<Arc<Dataset>> = Vec::new();
+        for d in &self.datasets {
+            let dataset = d.to_dataset()?;
+            if declared.iter().any(|o| o.name == dataset.name) {
+                anyhow::bail!("[[datasets]] `{}` is declared twice", dataset.name);
+            }
+            declared.push(Arc::new(dataset));
+        }
         for m in &self.ingest.mappings {
-            m.validate()?;
+            // A mapping for a dataset created by loading a file is checked when a file is loaded.
+            if let Some(dataset) = self.declared_dataset(m.dataset_name()) {
+                m.validate(&dataset)?;
+            }
         }
         if self.ingest.timezone.parse::<chrono_tz::Tz>().is_err() {
             anyhow::bail!(
@@ -217,6 +238,18 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The dataset `name` as the config knows it: `orders`, or a `[[datasets]]` entry.
+    pub fn declared_dataset(&self, name: &str) -> Option<Arc<Dataset>> {
+        if name == "orders" {
+            return Some(Dataset::orders());
+        }
+        self.datasets
+            .iter()
+            .find(|d| d.name == name)
+            .and_then(|d| d.to_dataset().ok())
+            .map(Arc::new)
     }
 
     /// The lake location for a data dir.

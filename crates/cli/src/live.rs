@@ -79,7 +79,9 @@ pub async fn start(
     let landing = LandingWatcher::new(
         &ctx.config.landing_dir(&ctx.data_dir),
         lake,
-        ctx.config.ingest.read_options(None),
+        ctx.config
+            .ingest
+            .read_options(None, shopstream_ingest::Dataset::orders()),
         ctx.write_options(),
         Duration::from_millis(live.landing_poll_ms),
     )?;

@@ -19,7 +19,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use shopstream_engine::load::{LoadEvent, LoadSummary, WriteOptions, load_files};
 use shopstream_engine::output::{OutputFormat, write, write_parquet};
 use shopstream_engine::sql::QueryResult;
-use shopstream_engine::{Catalog, Lake, TableKind, reports};
+use shopstream_engine::{Catalog, Lake, Table, reports};
+use shopstream_ingest::Dataset;
 use shopstream_ingest::expand_paths_skipping;
 use shopstream_ingest::generate::{GenFormat, Generator};
 
@@ -89,6 +90,19 @@ enum Command {
         /// No progress bar.
         #[arg(long)]
         no_progress: bool,
+        /// The dataset to load into (default: orders). A dataset the lake and the config do not know is
+        /// created with the columns and types inferred from the first file; files with new columns add
+        /// them to the table.
+        #[arg(long, default_value = "orders")]
+        dataset: String,
+        /// Only print the dataset's columns (inferred, or added by these files); load nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show a dataset's columns and types, key, partition and size.
+    Describe {
+        /// The dataset (or any lake table).
+        name: String,
     },
     /// List the lake's tables with rows, files, bytes and Delta version.
     Tables,
@@ -286,8 +300,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             paths,
             sheet,
             no_progress,
+            dataset,
+            dry_run,
         } => {
-            let summary = ingest(&ctx, &paths, sheet, !no_progress).await?;
+            let target = Target {
+                dataset: &dataset,
+                dry_run,
+            };
+            let Some(summary) = ingest(&ctx, &paths, sheet, !no_progress, target).await? else {
+                return Ok(());
+            };
             if summary.totals.rejected > 0 {
                 eprintln!(
                     "{} rejected rows are in the dead_letters table: shopstream sql \"SELECT * FROM dead_letters WHERE load_id = '{}'\"",
@@ -305,6 +327,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Tables => tables(&ctx).await,
+        Command::Describe { name } => describe(&ctx, &name).await,
         Command::Compact {
             tables,
             vacuum_after_s,
@@ -438,12 +461,30 @@ fn progress_bar(len: u64, template: &str) -> ProgressBar {
     bar
 }
 
+/// The dataset a load writes, and whether it only shows what it would do.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    dataset: &'a str,
+    dry_run: bool,
+}
+
+impl Target<'_> {
+    fn orders() -> Target<'static> {
+        Target {
+            dataset: "orders",
+            dry_run: false,
+        }
+    }
+}
+
+/// Loads `paths` into the target dataset; `None` on a dry run.
 async fn ingest(
     ctx: &Ctx,
     paths: &[PathBuf],
     sheet: Option<String>,
     progress: bool,
-) -> anyhow::Result<LoadSummary> {
+    target: Target<'_>,
+) -> anyhow::Result<Option<LoadSummary>> {
     let lake = ctx.lake()?;
     let (files, skipped) = expand_paths_skipping(paths)?;
     for f in &skipped {
@@ -462,7 +503,22 @@ async fn ingest(
                 .join(", ")
         );
     }
-    let read = ctx.config.ingest.read_options(sheet);
+    let declared = ctx.config.declared_dataset(target.dataset);
+    let mut read = ctx.config.ingest.read_options(sheet, Dataset::orders());
+    let prepared = shopstream_engine::datasets::prepare(
+        &lake,
+        target.dataset,
+        declared,
+        &files,
+        &read,
+        target.dry_run,
+    )
+    .await?;
+    print_prepared(&prepared, target.dry_run);
+    if target.dry_run {
+        return Ok(None);
+    }
+    read.dataset = prepared.dataset.clone();
     let cancel = Arc::new(AtomicBool::new(false));
     let c = cancel.clone();
     tokio::spawn(async move {
@@ -541,7 +597,110 @@ async fn ingest(
         t.rejected,
         started.elapsed().as_secs_f64()
     );
-    Ok(summary)
+    Ok(Some(summary))
+}
+
+/// Prints what [`shopstream_engine::datasets::prepare`] inferred, added and found not to fit.
+fn print_prepared(p: &shopstream_engine::datasets::Prepared, dry_run: bool) {
+    let name = &p.dataset.name;
+    if let Some(inferred) = &p.inferred {
+        let verb = if dry_run {
+            "would be created"
+        } else {
+            "created"
+        };
+        println!("dataset `{name}` {verb} with the columns inferred from the first file:");
+        for c in inferred {
+            let format = c
+                .date_format
+                .as_deref()
+                .map(|f| format!(", {f}"))
+                .unwrap_or_default();
+            let comma = if c.field_type == shopstream_ingest::mapping::FieldType::DecimalComma {
+                ", decimal comma"
+            } else {
+                ""
+            };
+            println!(
+                "  {:<24} {:<14} (from `{}`{format}{comma})",
+                c.name,
+                c.ty.sql_name(),
+                c.source
+            );
+        }
+    } else if dry_run {
+        println!("dataset `{name}`:");
+        for c in &p.dataset.columns {
+            println!("  {:<24} {}", c.name, c.ty.sql_name());
+        }
+    }
+    for c in &p.added {
+        let verb = if dry_run { "would add" } else { "added" };
+        println!(
+            "dataset `{name}`: {verb} column `{}` {} (new in these files; earlier rows have NULL)",
+            c.name,
+            c.ty.sql_name()
+        );
+    }
+    for m in &p.mismatches {
+        eprintln!("warning: {m}");
+    }
+}
+
+/// `shopstream describe NAME`.
+async fn describe(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
+    let lake = ctx.lake()?;
+    let dataset = match lake
+        .dataset(name)
+        .await?
+        .or_else(|| ctx.config.declared_dataset(name))
+    {
+        Some(d) => d,
+        None => {
+            let table = Table::builtins().into_iter().find(|t| t.name() == name);
+            let Some(table) = table else {
+                let known: Vec<String> =
+                    lake.list().await?.iter().map(|t| t.name().into()).collect();
+                bail!(
+                    "no dataset `{name}` in the lake or the config (tables: {})",
+                    known.join(", ")
+                );
+            };
+            println!("table `{name}` (built in)");
+            for f in table.schema().fields() {
+                println!("  {:<24} {}", f.name(), f.data_type());
+            }
+            return Ok(());
+        }
+    };
+    let table = Table::of_dataset(&dataset);
+    println!("dataset `{name}`");
+    let schema = table.schema();
+    for f in schema.fields() {
+        let column = dataset.columns.iter().find(|c| c.name == *f.name());
+        let (ty, note) = match column {
+            Some(c) => (
+                c.ty.sql_name().to_string(),
+                if c.required { "not null" } else { "" },
+            ),
+            None => (f.data_type().to_string(), "provenance"),
+        };
+        println!("  {:<24} {:<14} {note}", f.name(), ty);
+    }
+    if !dataset.key.is_empty() {
+        println!("key: {}", dataset.key.join(", "));
+    }
+    if let Some(p) = table.partition_columns().first() {
+        println!("partitioned by: {p}");
+    }
+    match lake.tables().await?.into_iter().find(|t| t.name == name) {
+        Some(t) => println!(
+            "{} rows in {} files ({} bytes), Delta version {}",
+            t.rows, t.files, t.bytes, t.version
+        ),
+        None => println!("not created yet: declared in the config, no file loaded"),
+    }
+    Ok(())
 }
 
 async fn tables(ctx: &Ctx) -> anyhow::Result<()> {
@@ -566,26 +725,24 @@ async fn tables(ctx: &Ctx) -> anyhow::Result<()> {
 
 async fn compact(ctx: &Ctx, names: &[String], vacuum_after_s: Option<u64>) -> anyhow::Result<()> {
     let lake = ctx.lake()?;
-    let kinds: Vec<TableKind> = if names.is_empty() {
-        TableKind::ALL.to_vec()
+    let all = lake.list().await?;
+    let kinds: Vec<Table> = if names.is_empty() {
+        all
     } else {
         names
             .iter()
             .map(|n| {
-                TableKind::ALL
-                    .into_iter()
-                    .find(|k| k.name() == n)
-                    .ok_or_else(|| {
-                        let all: Vec<&str> = TableKind::ALL.iter().map(|k| k.name()).collect();
-                        anyhow::anyhow!("no table `{n}` (tables: {})", all.join(", "))
-                    })
+                all.iter().find(|k| k.name() == n).cloned().ok_or_else(|| {
+                    let names: Vec<&str> = all.iter().map(|k| k.name()).collect();
+                    anyhow::anyhow!("no table `{n}` (tables: {})", names.join(", "))
+                })
             })
             .collect::<anyhow::Result<_>>()?
     };
     for kind in kinds {
         let tasks = std::thread::available_parallelism().map_or(1, |n| n.get());
         let s =
-            shopstream_engine::compact::compact(&lake, kind, &ctx.write_options(), tasks).await?;
+            shopstream_engine::compact::compact(&lake, &kind, &ctx.write_options(), tasks).await?;
         match s.version {
             Some(v) => println!(
                 "{}: {} of {} files rewritten into {} ({} partitions), version {v}",
@@ -594,8 +751,8 @@ async fn compact(ctx: &Ctx, names: &[String], vacuum_after_s: Option<u64>) -> an
             None => println!("{}: nothing to compact ({} files)", s.table, s.files_before),
         }
         if let Some(after) = vacuum_after_s {
-            let n =
-                shopstream_engine::compact::vacuum(&lake, kind, Duration::from_secs(after)).await?;
+            let n = shopstream_engine::compact::vacuum(&lake, &kind, Duration::from_secs(after))
+                .await?;
             println!("{}: {n} replaced files deleted", kind.name());
         }
     }
@@ -822,7 +979,14 @@ async fn demo(ctx: &Ctx, from: Option<PathBuf>, rows: u64) -> anyhow::Result<()>
             file
         }
     };
-    ingest(ctx, std::slice::from_ref(&source), None, true).await?;
+    ingest(
+        ctx,
+        std::slice::from_ref(&source),
+        None,
+        true,
+        Target::orders(),
+    )
+    .await?;
     println!();
     tables(ctx).await?;
     for (name, title) in [

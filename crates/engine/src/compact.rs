@@ -16,14 +16,14 @@ use std::num::NonZeroU64;
 use deltalake::operations::vacuum::VacuumMode;
 
 use crate::error::{EngineError, Result};
-use crate::lake::{Lake, TableKind};
+use crate::lake::{Lake, Table};
 use crate::sink::{WriteOptions, writer_properties};
 
 /// What one compaction did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CompactSummary {
     /// The table's name.
-    pub table: &'static str,
+    pub table: String,
     /// Data files before.
     pub files_before: usize,
     /// Small files rewritten (removed from the table).
@@ -40,7 +40,7 @@ pub struct CompactSummary {
 /// to `tasks` threads. [`EngineError::CompactionRunning`] when another compaction of the lake runs.
 pub async fn compact(
     lake: &Lake,
-    kind: TableKind,
+    kind: &Table,
     write: &WriteOptions,
     tasks: usize,
 ) -> Result<CompactSummary> {
@@ -49,7 +49,7 @@ pub async fn compact(
         e => e,
     })?;
     let mut summary = CompactSummary {
-        table: kind.name(),
+        table: kind.name().to_string(),
         ..CompactSummary::default()
     };
     let Some(table) = lake.open(kind).await? else {
@@ -80,7 +80,7 @@ pub async fn compact(
 
 /// Deletes the data files `kind`'s table stopped using (compacted away) more than `retention` ago
 /// (Delta `VACUUM`); returns how many. Readers of a version older than that could no longer read it.
-pub async fn vacuum(lake: &Lake, kind: TableKind, retention: std::time::Duration) -> Result<usize> {
+pub async fn vacuum(lake: &Lake, kind: &Table, retention: std::time::Duration) -> Result<usize> {
     run_vacuum(lake, kind, retention, VacuumMode::Lite).await
 }
 
@@ -89,7 +89,7 @@ pub async fn vacuum(lake: &Lake, kind: TableKind, retention: std::time::Duration
 /// left behind. Younger files are kept, as a writer may be about to commit them. Returns how many.
 pub async fn vacuum_orphans(
     lake: &Lake,
-    kind: TableKind,
+    kind: &Table,
     older_than: std::time::Duration,
 ) -> Result<usize> {
     run_vacuum(lake, kind, older_than, VacuumMode::Full).await
@@ -97,7 +97,7 @@ pub async fn vacuum_orphans(
 
 async fn run_vacuum(
     lake: &Lake,
-    kind: TableKind,
+    kind: &Table,
     retention: std::time::Duration,
     mode: VacuumMode,
 ) -> Result<usize> {
@@ -145,7 +145,14 @@ pub async fn run_every(
         }
         waited = std::time::Duration::ZERO;
         wait = every;
-        for kind in TableKind::ALL {
+        let tables = match lake.list().await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!("listing the lake's tables: {e}");
+                continue;
+            }
+        };
+        for kind in &tables {
             if stop.load(Ordering::Relaxed) {
                 break;
             }
@@ -174,7 +181,7 @@ pub async fn run_every(
         }
         if orphans_checked.is_none_or(|t| t.elapsed() >= ORPHAN_AGE) {
             orphans_checked = Some(std::time::Instant::now());
-            for kind in TableKind::ALL {
+            for kind in &tables {
                 match vacuum_orphans(&lake, kind, ORPHAN_AGE.max(retention)).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!("{}: {n} unreferenced files deleted", kind.name()),

@@ -17,6 +17,14 @@ pub enum EngineError {
     /// A SQL statement failed to plan or run.
     #[error(transparent)]
     Sql(#[from] datafusion::error::DataFusionError),
+    /// A dataset cannot be loaded (bad name, nothing to infer its columns from).
+    #[error("dataset `{dataset}`: {reason}")]
+    Dataset {
+        /// The dataset.
+        dataset: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The lake location is not usable.
     #[error("lake location `{location}`: {reason}")]
     Location {

@@ -1,74 +1,170 @@
 //! The lake: Delta Lake tables (delta-rs) under one object-store URL.
 //!
 //! A [`Lake`] is addressed by a URL (`file:///…` for the data dir by default; the same code path
-//! serves `s3://…` once object-store credentials are configured). It owns the four tables of the
-//! batch path: `raw_orders` (text as ingested), `orders` (clean, partitioned by `invoice_month`),
-//! `dead_letters` and `loads`. Tables are created on first use with their schema and partitioning;
-//! files are zstd Parquet written by [`crate::load`].
+//! serves `s3://…` once object-store credentials are configured). Its tables are data ([`Table`]): the
+//! built-in `raw_orders` (text as ingested), `orders` (clean, partitioned by `invoice_month`),
+//! `dead_letters` (every dataset's) and `loads`, and one table per dataset, found by listing the lake
+//! (a dataset's columns, partition and key are read back from its Delta schema and properties). Tables
+//! are created on first use with their schema and partitioning; files are zstd Parquet written by
+//! [`crate::load`].
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, LazyLock};
 
 use arrow::datatypes::SchemaRef;
 use deltalake::kernel::StructField;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::{DeltaTable, DeltaTableError};
-use shopstream_ingest::schema::{
-    DEAD_LETTERS_SCHEMA, LOADS_SCHEMA, ORDERS_PARTITION, ORDERS_SCHEMA, RAW_SCHEMA,
-};
+use shopstream_ingest::Dataset;
+use shopstream_ingest::schema::{DEAD_LETTERS_SCHEMA, LOADS_SCHEMA, RAW_SCHEMA};
 use url::Url;
 
 use crate::error::{EngineError, Result};
 
-/// One of the lake's tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TableKind {
-    /// Every accepted record as the text that arrived, with provenance.
-    Raw,
-    /// Clean, typed order lines.
-    Orders,
-    /// Rejected records with the reason.
-    DeadLetters,
-    /// One row per loaded file.
-    Loads,
+/// One of the lake's tables: its name, schema and layout, as data. The four built-in tables are
+/// [`Table::raw_orders`], [`Table::orders`], [`Table::dead_letters`] and [`Table::loads`]; every other
+/// table is a dataset's ([`Table::of_dataset`]), found in the lake or declared in the config.
+#[derive(Debug, Clone)]
+pub struct Table(Arc<TableDef>);
+
+#[derive(Debug)]
+struct TableDef {
+    name: String,
+    schema: SchemaRef,
+    partition: Vec<String>,
+    /// Text columns whose statistics never skip a file (see `sink::writer_properties`).
+    no_statistics: Vec<String>,
+    dataset: Option<Arc<Dataset>>,
 }
 
-impl TableKind {
-    /// All tables, in the order a load commits them (`loads` last: it is the load's record).
-    pub const ALL: [TableKind; 4] = [
-        TableKind::Raw,
-        TableKind::DeadLetters,
-        TableKind::Orders,
-        TableKind::Loads,
-    ];
+impl PartialEq for Table {
+    fn eq(&self, other: &Table) -> bool {
+        self.0.name == other.0.name
+    }
+}
+
+impl Eq for Table {}
+
+impl std::hash::Hash for Table {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.name.hash(state)
+    }
+}
+
+fn text_columns(schema: &SchemaRef) -> Vec<String> {
+    schema
+        .fields()
+        .iter()
+        .filter(|f| f.data_type() == &arrow::datatypes::DataType::Utf8)
+        .map(|f| f.name().clone())
+        .collect()
+}
+
+static BUILTIN: LazyLock<[Table; 4]> = LazyLock::new(|| {
+    let def = |name: &str, schema: &SchemaRef, no_statistics: Vec<String>| {
+        Table(Arc::new(TableDef {
+            name: name.into(),
+            schema: schema.clone(),
+            partition: Vec::new(),
+            no_statistics,
+            dataset: None,
+        }))
+    };
+    let mut orders = Table::of_dataset(&Dataset::orders());
+    Arc::get_mut(&mut orders.0).expect("fresh").no_statistics =
+        ["description", "source_file", "source_sheet", "load_id"]
+            .map(String::from)
+            .to_vec();
+    [
+        // The raw table is read whole (audit, trace by file and line); its text is never a filter.
+        def("raw_orders", &RAW_SCHEMA, text_columns(&RAW_SCHEMA)),
+        def(
+            "dead_letters",
+            &DEAD_LETTERS_SCHEMA,
+            text_columns(&DEAD_LETTERS_SCHEMA),
+        ),
+        orders,
+        def("loads", &LOADS_SCHEMA, Vec::new()),
+    ]
+});
+
+impl Table {
+    /// The built-in tables, in the order a load commits them (`loads` last: it is the load's record).
+    pub fn builtins() -> [Table; 4] {
+        BUILTIN.clone()
+    }
+
+    /// Every accepted order record as the text that arrived, with provenance.
+    pub fn raw_orders() -> Table {
+        BUILTIN[0].clone()
+    }
+
+    /// Rejected records of every dataset, with the reason.
+    pub fn dead_letters() -> Table {
+        BUILTIN[1].clone()
+    }
+
+    /// Clean, typed order lines.
+    pub fn orders() -> Table {
+        BUILTIN[2].clone()
+    }
+
+    /// One row per loaded file.
+    pub fn loads() -> Table {
+        BUILTIN[3].clone()
+    }
+
+    /// The table of a dataset.
+    pub fn of_dataset(dataset: &Arc<Dataset>) -> Table {
+        let schema = dataset.table_schema();
+        let no_statistics = ["source_file", "source_sheet", "load_id"]
+            .map(String::from)
+            .to_vec();
+        Table(Arc::new(TableDef {
+            name: dataset.name.clone(),
+            partition: dataset.partition_column().into_iter().collect(),
+            schema,
+            no_statistics,
+            dataset: Some(dataset.clone()),
+        }))
+    }
 
     /// The table's name in SQL and on disk.
-    pub fn name(self) -> &'static str {
-        match self {
-            TableKind::Raw => "raw_orders",
-            TableKind::Orders => "orders",
-            TableKind::DeadLetters => "dead_letters",
-            TableKind::Loads => "loads",
-        }
+    pub fn name(&self) -> &str {
+        &self.0.name
     }
 
     /// The Arrow schema of the table.
-    pub fn schema(self) -> SchemaRef {
-        match self {
-            TableKind::Raw => RAW_SCHEMA.clone(),
-            TableKind::Orders => ORDERS_SCHEMA.clone(),
-            TableKind::DeadLetters => DEAD_LETTERS_SCHEMA.clone(),
-            TableKind::Loads => LOADS_SCHEMA.clone(),
-        }
+    pub fn schema(&self) -> SchemaRef {
+        self.0.schema.clone()
     }
 
     /// Partition columns.
-    pub fn partition_columns(self) -> Vec<String> {
-        match self {
-            TableKind::Orders => vec![ORDERS_PARTITION.to_string()],
-            _ => Vec::new(),
-        }
+    pub fn partition_columns(&self) -> Vec<String> {
+        self.0.partition.clone()
     }
+
+    /// Text columns written without min/max statistics.
+    pub fn columns_without_statistics(&self) -> &[String] {
+        &self.0.no_statistics
+    }
+
+    /// The dataset whose rows the table holds (`None` for `raw_orders`, `dead_letters`, `loads`).
+    pub fn dataset(&self) -> Option<&Arc<Dataset>> {
+        self.0.dataset.as_ref()
+    }
+}
+
+/// The Delta table property holding a dataset's key columns (comma-separated).
+const KEY_PROPERTY: &str = "shopstream.key";
+
+fn key_property(table: &Table) -> HashMap<String, Option<String>> {
+    table
+        .dataset()
+        .filter(|d| !d.key.is_empty())
+        .map(|d| HashMap::from([(KEY_PROPERTY.to_string(), Some(d.key.join(",")))]))
+        .unwrap_or_default()
 }
 
 /// Summary of one table for `shopstream tables`.
@@ -134,7 +230,7 @@ impl Lake {
             .flatten()
     }
 
-    fn table_url(&self, kind: TableKind) -> Result<Url> {
+    fn table_url(&self, kind: &Table) -> Result<Url> {
         self.root
             .join(&format!("{}/", kind.name()))
             .map_err(|e| EngineError::Location {
@@ -144,7 +240,7 @@ impl Lake {
     }
 
     /// Opens a table if it exists (`None` otherwise).
-    pub async fn open(&self, kind: TableKind) -> Result<Option<DeltaTable>> {
+    pub async fn open(&self, kind: &Table) -> Result<Option<DeltaTable>> {
         if let Some(dir) = self.local_dir()
             && !dir.join(kind.name()).join("_delta_log").is_dir()
         {
@@ -157,7 +253,7 @@ impl Lake {
     }
 
     /// Opens a table, creating it (empty, with its schema and partitioning) if it does not exist.
-    pub async fn open_or_create(&self, kind: TableKind) -> Result<DeltaTable> {
+    pub async fn open_or_create(&self, kind: &Table) -> Result<DeltaTable> {
         if let Some(t) = self.open(kind).await? {
             return Ok(t);
         }
@@ -190,6 +286,9 @@ impl Lake {
                 deltalake::TableProperty::DataSkippingNumIndexedCols,
                 Some("32"),
             )
+            .with_configuration(key_property(kind))
+            // `shopstream.key` is ours, not a Delta property.
+            .with_raise_if_key_not_exists(false)
             .await;
         match created {
             Ok(t) => Ok(t),
@@ -201,11 +300,78 @@ impl Lake {
         }
     }
 
+    /// Every table in the lake: the built-in ones that exist, then the datasets' tables by name.
+    pub async fn list(&self) -> Result<Vec<Table>> {
+        let mut out = Vec::new();
+        for t in Table::builtins() {
+            if self.open(&t).await?.is_some() {
+                out.push(t);
+            }
+        }
+        for name in self.dataset_names()? {
+            if let Some(dataset) = self.dataset(&name).await? {
+                out.push(Table::of_dataset(&dataset));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The names of the datasets' tables in the lake (not the built-in ones), sorted: one listing of the
+    /// lake folder.
+    pub fn dataset_names(&self) -> Result<Vec<String>> {
+        let Some(dir) = self.local_dir() else {
+            return Ok(Vec::new());
+        };
+        if !dir.is_dir() {
+            return Ok(Vec::new());
+        }
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .map_err(|e| EngineError::Location {
+                location: dir.display().to_string(),
+                reason: e.to_string(),
+            })?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| shopstream_ingest::dataset::is_identifier(n))
+            .filter(|n| !Table::builtins().iter().any(|t| t.name() == n))
+            .filter(|n| dir.join(n).join("_delta_log").is_dir())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The dataset of an existing table (`None` when the lake has no table of that name).
+    pub async fn dataset(&self, name: &str) -> Result<Option<Arc<Dataset>>> {
+        if name == "orders" {
+            return Ok(Some(Dataset::orders()));
+        }
+        let probe = Table::of_dataset(&Arc::new(Dataset {
+            name: name.into(),
+            columns: Vec::new(),
+            key: Vec::new(),
+            partition: None,
+            evolved: 0,
+        }));
+        let Some(table) = self.open(&probe).await? else {
+            return Ok(None);
+        };
+        let snapshot = table.snapshot().map_err(EngineError::delta(name))?;
+        let schema = snapshot.snapshot().arrow_schema();
+        let metadata = snapshot.metadata();
+        let mut dataset = Dataset::from_table(name, &schema, metadata.partition_columns());
+        if let Some(key) = metadata.configuration().get(KEY_PROPERTY) {
+            dataset.key = key.split(',').map(String::from).collect();
+            for c in &mut dataset.columns {
+                c.required |= dataset.key.contains(&c.name);
+            }
+        }
+        Ok(Some(Arc::new(dataset)))
+    }
+
     /// Row counts, sizes and versions of every existing table.
     pub async fn tables(&self) -> Result<Vec<TableInfo>> {
         let mut out = Vec::new();
-        for kind in TableKind::ALL {
-            let Some(table) = self.open(kind).await? else {
+        for kind in self.list().await? {
+            let Some(table) = self.open(&kind).await? else {
                 continue;
             };
             let snapshot = table.snapshot().map_err(EngineError::delta(kind.name()))?;

@@ -2,12 +2,13 @@
 //! SQL on Apache DataFusion over all of them, and the built-in reports.
 //!
 //! The ingest crate turns files and live records into Arrow batches; this crate owns where they go
-//! ([`lake`], [`sink`], [`load`], [`compact`], and the continuous jobs in [`stream`]: topic load, landing
+//! ([`lake`], [`datasets`], [`sink`], [`load`], [`compact`], and the continuous jobs in [`stream`]: topic load, landing
 //! folder) and how
 //! they are queried ([`sql`], [`reports`], [`output`]). Windows, watermarks and checkpointed state will join
 //! [`stream`], on the same tables and catalog.
 
 pub mod compact;
+pub mod datasets;
 pub mod error;
 pub mod functions;
 pub mod lake;
@@ -19,5 +20,5 @@ pub mod sql;
 pub mod stream;
 
 pub use error::{EngineError, Result};
-pub use lake::{Lake, TableKind};
+pub use lake::{Lake, Table};
 pub use sql::{Catalog, Changes, FileChange, LiveCatalog, QueryResult, TableFiles, run_read_only};

@@ -28,11 +28,11 @@ use std::sync::{Arc, Mutex};
 use arrow::array::{Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder};
 use deltalake::DeltaTable;
 use deltalake::kernel::Transaction;
-use shopstream_ingest::{Counts, FileReader, Format, Provenance, ReadOptions};
+use shopstream_ingest::{Chunk, Counts, Dataset, FileReader, Format, Provenance, ReadOptions};
 use tokio::sync::mpsc;
 
 use crate::error::{EngineError, Result};
-use crate::lake::{Lake, TableKind};
+use crate::lake::{Lake, Table};
 pub use crate::sink::WriteOptions;
 use crate::sink::{TableSink, commit_adds};
 
@@ -89,8 +89,14 @@ pub struct LoadSummary {
     pub orders_version: Option<u64>,
 }
 
-fn txn_id(fingerprint: &str) -> String {
-    format!("shopstream.file.{fingerprint}")
+/// The Delta txn recording that a file content was loaded into `dataset` (orders keeps the id it had
+/// before datasets, so lakes from then stay exactly-once).
+fn txn_id(dataset: &Dataset, fingerprint: &str) -> String {
+    if dataset.is_orders() {
+        format!("shopstream.file.{fingerprint}")
+    } else {
+        format!("shopstream.file.{}.{fingerprint}", dataset.name)
+    }
 }
 
 /// The Delta txn recording that a file content was refused (its `dead_letters` row is written once).
@@ -127,11 +133,7 @@ pub(crate) fn lock_lake(lake: &Lake, name: &str) -> Result<Option<WriterLock>> {
     }
 }
 
-async fn has_txn(table: &DeltaTable, kind: TableKind, fingerprint: &str) -> Result<bool> {
-    has_app_txn(table, kind, txn_id(fingerprint)).await
-}
-
-async fn has_app_txn(table: &DeltaTable, kind: TableKind, app_id: String) -> Result<bool> {
+async fn has_app_txn(table: &DeltaTable, kind: &Table, app_id: String) -> Result<bool> {
     let snapshot = table.snapshot().map_err(EngineError::delta(kind.name()))?;
     let v = snapshot
         .transaction_version(table.log_store().as_ref(), app_id)
@@ -140,8 +142,25 @@ async fn has_app_txn(table: &DeltaTable, kind: TableKind, app_id: String) -> Res
     Ok(v.is_some())
 }
 
-/// The tables a load writes rows to, in commit order (`loads` is written after them).
-const ROW_TABLES: [TableKind; 3] = [TableKind::Raw, TableKind::DeadLetters, TableKind::Orders];
+/// The tables a load of `dataset` writes rows to, in commit order (`loads` is written after them): for
+/// orders `raw_orders`, `dead_letters`, `orders`; for another dataset `dead_letters` and its table. The
+/// dataset's own table is always last.
+pub(crate) fn row_tables(dataset: &Arc<Dataset>) -> Vec<Table> {
+    if dataset.is_orders() {
+        vec![Table::raw_orders(), Table::dead_letters(), Table::orders()]
+    } else {
+        vec![Table::dead_letters(), Table::of_dataset(dataset)]
+    }
+}
+
+/// The batch of `chunk` that goes to `table`.
+pub(crate) fn batch_for<'a>(chunk: &'a Chunk, table: &Table) -> &'a RecordBatch {
+    match table.name() {
+        "raw_orders" => &chunk.raw,
+        "dead_letters" => &chunk.dead_letters,
+        _ => &chunk.rows,
+    }
+}
 
 /// A batch for one table, tagged with the fingerprint of the file it came from.
 type Tagged = (Arc<str>, RecordBatch);
@@ -310,15 +329,16 @@ async fn plan(
     input: &Input<'_>,
     refused: &HashMap<usize, String>,
     loads: &DeltaTable,
-    tables: &[(TableKind, DeltaTable)],
+    tables: &[(Table, DeltaTable)],
     on_file: &(dyn Fn(usize, &FileOutcome) + Send + Sync),
 ) -> Result<Plan> {
+    let dataset = &input.read.dataset;
     let mut plan = Plan {
         outcomes: vec![None; input.files.len()],
         jobs: VecDeque::new(),
         duplicates: Vec::new(),
-        done: vec![HashSet::new(); ROW_TABLES.len()],
-        pending: vec![Vec::new(); ROW_TABLES.len()],
+        done: vec![HashSet::new(); tables.len()],
+        pending: vec![Vec::new(); tables.len()],
         bytes_done: 0,
     };
     let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -332,7 +352,7 @@ async fn plan(
             plan.duplicates.push((index, first));
             plan.bytes_done += input.sizes[index];
             continue;
-        } else if has_txn(loads, TableKind::Loads, fp).await? {
+        } else if has_app_txn(loads, &Table::loads(), txn_id(dataset, fp)).await? {
             seen.insert(fp, index);
             let mut outcome = input.outcome(index);
             outcome.already_loaded = true;
@@ -349,7 +369,7 @@ async fn plan(
         }
         let fingerprint: Arc<str> = Arc::from(fp.as_str());
         for (t, (kind, table)) in tables.iter().enumerate() {
-            if has_txn(table, *kind, fp).await? {
+            if has_app_txn(table, kind, txn_id(dataset, fp)).await? {
                 plan.done[t].insert(fingerprint.clone());
             } else {
                 plan.pending[t].push(fp.clone());
@@ -377,11 +397,13 @@ async fn attempt(
     let files = input.files;
     let sizes = input.sizes;
     let parallelism = reader_threads(files.len());
-    let loads = lake.open_or_create(TableKind::Loads).await?;
+    let loads = lake.open_or_create(&Table::loads()).await?;
     let mut tables = Vec::new();
-    for kind in ROW_TABLES {
-        tables.push((kind, lake.open_or_create(kind).await?));
+    for kind in row_tables(&input.read.dataset) {
+        let table = lake.open_or_create(&kind).await?;
+        tables.push((kind, table));
     }
+    let kinds: Vec<Table> = tables.iter().map(|(k, _)| k.clone()).collect();
 
     let Plan {
         mut outcomes,
@@ -416,6 +438,7 @@ async fn attempt(
             reader,
             jobs: jobs.clone(),
             senders: senders.clone(),
+            tables: kinds.clone(),
             events: ev_tx.clone(),
             stop: stop.clone(),
             cancel: input.cancel.clone(),
@@ -551,28 +574,21 @@ async fn attempt(
         .collect();
     summary.files = outcomes.into_iter().flatten().collect();
     on_event(LoadEvent::Committing);
-    commit_load(
-        written,
-        pending,
-        loads,
-        &mut summary,
-        load_time_us,
-        input.write,
-    )
-    .await?;
-    record_refusals(lake, &refusals, &load_id, load_time_us, input.write).await?;
+    commit_load(written, pending, loads, &mut summary, load_time_us, input).await?;
+    record_refusals(lake, &refusals, &load_id, load_time_us, input).await?;
     Ok(Attempt::Done(summary))
 }
 
 /// Commits the row tables (one commit each, the files' txns) and then `loads`.
 async fn commit_load(
-    written: Vec<(TableKind, DeltaTable, Vec<deltalake::kernel::Add>)>,
+    written: Vec<(Table, DeltaTable, Vec<deltalake::kernel::Add>)>,
     pending: Vec<Vec<String>>,
     loads: DeltaTable,
     summary: &mut LoadSummary,
     load_time_us: i64,
-    write: &WriteOptions,
+    input: &Input<'_>,
 ) -> Result<()> {
+    let dataset = &input.read.dataset;
     let load_id = summary.load_id.clone();
     let meta = HashMap::from([(
         "shopstream.load_id".to_string(),
@@ -584,10 +600,10 @@ async fn commit_load(
         }
         let txns = pending
             .iter()
-            .map(|fp| Transaction::new(txn_id(fp), 1))
+            .map(|fp| Transaction::new(txn_id(dataset, fp), 1))
             .collect();
-        let version = commit_adds(kind, &table, adds, txns, meta.clone()).await?;
-        if kind == TableKind::Orders {
+        let version = commit_adds(&kind, &table, adds, txns, meta.clone()).await?;
+        if kind.dataset().is_some() {
             summary.orders_version = version;
         }
     }
@@ -597,15 +613,15 @@ async fn commit_load(
         .filter(|o| !o.already_loaded && o.refused.is_none())
         .collect();
     if !loaded.is_empty() {
-        let mut sink = TableSink::new(TableKind::Loads, loads, write);
+        let mut sink = TableSink::new(Table::loads(), loads, input.write);
         sink.write(&loads_batch(&load_id, load_time_us, &loaded))
             .await?;
         let (loads, adds) = sink.finish().await?;
         let txns = loaded
             .iter()
-            .map(|o| Transaction::new(txn_id(&o.fingerprint), 1))
+            .map(|o| Transaction::new(txn_id(dataset, &o.fingerprint), 1))
             .collect();
-        commit_adds(TableKind::Loads, &loads, adds, txns, meta).await?;
+        commit_adds(&Table::loads(), &loads, adds, txns, meta).await?;
     }
     Ok(())
 }
@@ -616,19 +632,20 @@ async fn record_refusals(
     refused: &[FileOutcome],
     load_id: &str,
     load_time_us: i64,
-    write: &WriteOptions,
+    input: &Input<'_>,
 ) -> Result<()> {
     if refused.is_empty() {
         return Ok(());
     }
-    let table = lake.open_or_create(TableKind::DeadLetters).await?;
+    let dead_letters = Table::dead_letters();
+    let table = lake.open_or_create(&dead_letters).await?;
     // One row per refused path; a content already recorded (an earlier load) is not recorded again.
     let mut new = Vec::new();
     let mut contents: Vec<&str> = Vec::new();
     for o in refused {
         let app_id = refused_txn_id(&o.fingerprint);
         if contents.contains(&o.fingerprint.as_str())
-            || !has_app_txn(&table, TableKind::DeadLetters, app_id).await?
+            || !has_app_txn(&table, &dead_letters, app_id).await?
         {
             new.push(o);
             if !contents.contains(&o.fingerprint.as_str()) {
@@ -639,8 +656,9 @@ async fn record_refusals(
     if new.is_empty() {
         return Ok(());
     }
-    let mut sink = TableSink::new(TableKind::DeadLetters, table, write);
-    sink.write(&refusals_batch(load_id, load_time_us, &new))
+    let mut sink = TableSink::new(dead_letters.clone(), table, input.write);
+    let dataset = &input.read.dataset.name;
+    sink.write(&refusals_batch(load_id, load_time_us, dataset, &new))
         .await?;
     let (table, adds) = sink.finish().await?;
     let txns = contents
@@ -651,7 +669,7 @@ async fn record_refusals(
         "shopstream.load_id".to_string(),
         serde_json::Value::String(load_id.to_string()),
     )]);
-    commit_adds(TableKind::DeadLetters, &table, adds, txns, meta).await?;
+    commit_adds(&dead_letters, &table, adds, txns, meta).await?;
     Ok(())
 }
 
@@ -660,13 +678,13 @@ async fn run_sink(
     mut sink: TableSink,
     mut rx: mpsc::Receiver<Tagged>,
     done: HashSet<Arc<str>>,
-) -> Result<(TableKind, DeltaTable, Vec<deltalake::kernel::Add>)> {
+) -> Result<(Table, DeltaTable, Vec<deltalake::kernel::Add>)> {
     while let Some((fingerprint, batch)) = rx.recv().await {
         if !done.contains(&fingerprint) {
             sink.write(&batch).await?;
         }
     }
-    let kind = sink.kind();
+    let kind = sink.kind().clone();
     let (table, adds) = sink.finish().await?;
     Ok((kind, table, adds))
 }
@@ -676,6 +694,8 @@ struct ReaderCtx {
     reader: usize,
     jobs: Arc<Mutex<VecDeque<Job>>>,
     senders: Vec<mpsc::Sender<Tagged>>,
+    /// The table of each sender.
+    tables: Vec<Table>,
     events: mpsc::UnboundedSender<ReaderEvent>,
     stop: Arc<AtomicBool>,
     cancel: Arc<AtomicBool>,
@@ -739,8 +759,8 @@ impl ReaderCtx {
                 return Ok(None);
             }
             let chunk = chunk.map_err(|e| refuse(e, sent))?;
-            let batches = [chunk.raw, chunk.dead_letters, chunk.orders];
-            for (tx, batch) in self.senders.iter().zip(batches) {
+            for (tx, table) in self.senders.iter().zip(&self.tables) {
+                let batch = batch_for(&chunk, table).clone();
                 if batch.num_rows() > 0 {
                     sent = true;
                     if tx.blocking_send((job.fingerprint.clone(), batch)).is_err() {
@@ -761,7 +781,12 @@ impl ReaderCtx {
 }
 
 /// One `dead_letters` row per refused file: no line, no field, the reason.
-fn refusals_batch(load_id: &str, load_time_us: i64, rows: &[&FileOutcome]) -> RecordBatch {
+fn refusals_batch(
+    load_id: &str,
+    load_time_us: i64,
+    dataset: &str,
+    rows: &[&FileOutcome],
+) -> RecordBatch {
     use arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
     let n = rows.len();
     let file: StringArray = rows
@@ -779,7 +804,7 @@ fn refusals_batch(load_id: &str, load_time_us: i64, rows: &[&FileOutcome]) -> Re
         .collect();
     let text = |v: Option<&str>| -> ArrayRef { Arc::new(StringArray::from(vec![v; n])) };
     RecordBatch::try_new(
-        TableKind::DeadLetters.schema(),
+        Table::dead_letters().schema(),
         vec![
             Arc::new(file),
             Arc::new(Int64Array::from(vec![0i64; n])),
@@ -789,6 +814,7 @@ fn refusals_batch(load_id: &str, load_time_us: i64, rows: &[&FileOutcome]) -> Re
             Arc::new(reason),
             text(Some("{}")),
             Arc::new(TimestampMicrosecondArray::from(vec![load_time_us; n])),
+            text(Some(dataset)),
         ],
     )
     .expect("refusals batch matches the dead-letter schema")
@@ -816,7 +842,7 @@ fn loads_batch(load_id: &str, load_time_us: i64, rows: &[&FileOutcome]) -> Recor
         time.append_value(load_time_us);
     }
     RecordBatch::try_new(
-        TableKind::Loads.schema(),
+        Table::loads().schema(),
         vec![
             Arc::new(id.finish()),
             Arc::new(file.finish()),

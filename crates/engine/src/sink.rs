@@ -25,7 +25,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use crate::error::{EngineError, Result};
-use crate::lake::TableKind;
+use crate::lake::Table;
 
 /// A row group is closed at this encoded size at the latest (see [`writer_properties`]).
 pub const MAX_ROW_GROUP_BYTES: usize = 16 * 1024 * 1024;
@@ -54,30 +54,14 @@ impl Default for WriteOptions {
     }
 }
 
-/// Text columns whose min/max statistics would never skip a file: computing them costs two string
-/// comparisons per value, so they are not collected.
-fn columns_without_statistics(kind: TableKind) -> Vec<String> {
-    let schema = kind.schema();
-    let text = schema
-        .fields()
-        .iter()
-        .filter(|f| f.data_type() == &arrow::datatypes::DataType::Utf8)
-        .map(|f| f.name().clone());
-    match kind {
-        // The raw table is read whole (audit, trace by file and line); its text is never a filter.
-        TableKind::Raw | TableKind::DeadLetters => text.collect(),
-        TableKind::Orders => ["description", "source_file", "source_sheet", "load_id"]
-            .map(String::from)
-            .to_vec(),
-        TableKind::Loads => Vec::new(),
-    }
-}
-
-pub(crate) fn writer_properties(kind: TableKind, o: &WriteOptions) -> WriterProperties {
+/// Parquet settings for a table's files. Text columns whose min/max statistics would never skip a file
+/// ([`Table::columns_without_statistics`]) are written without them: computing them costs two string
+/// comparisons per value.
+pub(crate) fn writer_properties(kind: &Table, o: &WriteOptions) -> WriterProperties {
     let mut builder = WriterProperties::builder();
-    for c in columns_without_statistics(kind) {
-        builder =
-            builder.set_column_statistics_enabled(ColumnPath::from(c), EnabledStatistics::None);
+    for c in kind.columns_without_statistics() {
+        builder = builder
+            .set_column_statistics_enabled(ColumnPath::from(c.as_str()), EnabledStatistics::None);
     }
     builder
         .set_compression(Compression::ZSTD(
@@ -106,7 +90,7 @@ struct OpenWriter {
 
 /// Streams batches of one table into parquet files; see the module documentation.
 pub struct TableSink {
-    kind: TableKind,
+    kind: Table,
     table: DeltaTable,
     options: WriteOptions,
     /// Index of the partition column in the table's batches, for partitioned tables.
@@ -118,7 +102,7 @@ pub struct TableSink {
 
 impl TableSink {
     /// A sink writing into `table` (of kind `kind`).
-    pub fn new(kind: TableKind, table: DeltaTable, options: &WriteOptions) -> TableSink {
+    pub fn new(kind: Table, table: DeltaTable, options: &WriteOptions) -> TableSink {
         let partition_column = kind
             .partition_columns()
             .first()
@@ -135,8 +119,8 @@ impl TableSink {
     }
 
     /// The table this sink writes.
-    pub fn kind(&self) -> TableKind {
-        self.kind
+    pub fn kind(&self) -> &Table {
+        &self.kind
     }
 
     /// Writes one batch (in the table's schema, partition column included).
@@ -183,11 +167,11 @@ impl TableSink {
                         .min_by_key(|&i| self.open[i].last_used)
                         .expect("open is not empty");
                     let mut w = self.open.swap_remove(lru);
-                    self.closed.extend(flush(self.kind, &mut w.writer).await?);
+                    self.closed.extend(flush(&self.kind, &mut w.writer).await?);
                 }
                 let writer = RecordBatchWriter::for_table(&self.table)
                     .map_err(EngineError::delta(self.kind.name()))?
-                    .with_writer_properties(writer_properties(self.kind, &self.options))
+                    .with_writer_properties(writer_properties(&self.kind, &self.options))
                     .with_target_file_size(self.options.target_file_size);
                 let partition = self
                     .kind
@@ -212,13 +196,13 @@ impl TableSink {
     pub async fn finish(mut self) -> Result<(DeltaTable, Vec<Add>)> {
         let mut adds = std::mem::take(&mut self.closed);
         for mut w in std::mem::take(&mut self.open) {
-            adds.extend(flush(self.kind, &mut w.writer).await?);
+            adds.extend(flush(&self.kind, &mut w.writer).await?);
         }
         Ok((self.table, adds))
     }
 }
 
-async fn flush(kind: TableKind, writer: &mut RecordBatchWriter) -> Result<Vec<Add>> {
+async fn flush(kind: &Table, writer: &mut RecordBatchWriter) -> Result<Vec<Add>> {
     writer
         .flush()
         .await
@@ -272,7 +256,7 @@ fn split_by_value(batch: &RecordBatch, col: usize) -> Result<Vec<(String, Record
 /// Commits `adds` to `table` in one Delta commit carrying `txns` and `metadata`; returns the new
 /// version. With no adds and no transactions nothing is committed and `None` is returned.
 pub async fn commit_adds(
-    kind: TableKind,
+    kind: &Table,
     table: &DeltaTable,
     adds: Vec<Add>,
     txns: Vec<Transaction>,

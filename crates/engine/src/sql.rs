@@ -20,7 +20,7 @@ use datafusion::prelude::{SQLOptions, SessionContext};
 use deltalake::DeltaTable;
 
 use crate::error::{EngineError, Result};
-use crate::lake::{Lake, TableKind};
+use crate::lake::{Lake, Table};
 
 /// A query session over a lake.
 pub struct Catalog {
@@ -58,7 +58,7 @@ fn session_config() -> Result<SessionConfig> {
 }
 
 /// Registers `table` (or an empty table with the schema, when it does not exist yet) as `kind`'s name.
-async fn register(ctx: &SessionContext, kind: TableKind, table: Option<&DeltaTable>) -> Result<()> {
+async fn register(ctx: &SessionContext, kind: &Table, table: Option<&DeltaTable>) -> Result<()> {
     match table {
         Some(table) => {
             table
@@ -93,8 +93,13 @@ impl Catalog {
     pub async fn open(lake: &Lake) -> Result<Catalog> {
         let ctx = SessionContext::new_with_config(session_config()?);
         crate::functions::register(&ctx);
-        for kind in TableKind::ALL {
-            register(&ctx, kind, lake.open(kind).await?.as_ref()).await?;
+        for kind in Table::builtins() {
+            register(&ctx, &kind, lake.open(&kind).await?.as_ref()).await?;
+        }
+        for kind in lake.list().await? {
+            if kind.dataset().is_some_and(|d| !d.is_orders()) {
+                register(&ctx, &kind, lake.open(&kind).await?.as_ref()).await?;
+            }
         }
         Ok(Catalog { ctx })
     }
@@ -115,7 +120,7 @@ pub struct LiveCatalog {
     lake: Lake,
     ctx: SessionContext,
     /// Each table's Delta state (`None`: not created yet); the lock also serializes refreshes.
-    tables: tokio::sync::Mutex<HashMap<TableKind, Option<DeltaTable>>>,
+    tables: tokio::sync::Mutex<HashMap<String, (Table, Option<DeltaTable>)>>,
 }
 
 impl LiveCatalog {
@@ -130,16 +135,18 @@ impl LiveCatalog {
         }
         crate::functions::register(&ctx);
         let mut tables = HashMap::new();
-        for kind in TableKind::ALL {
-            let table = lake.open(kind).await?;
-            register(&ctx, kind, table.as_ref()).await?;
-            tables.insert(kind, table);
+        for kind in Table::builtins() {
+            let table = lake.open(&kind).await?;
+            register(&ctx, &kind, table.as_ref()).await?;
+            tables.insert(kind.name().to_string(), (kind, table));
         }
-        Ok(Arc::new(LiveCatalog {
+        let catalog = Arc::new(LiveCatalog {
             lake,
             ctx,
             tables: tokio::sync::Mutex::new(tables),
-        }))
+        });
+        catalog.refresh().await?;
+        Ok(catalog)
     }
 
     /// The settings a session for [`open_with`](Self::open_with) should start from.
@@ -157,8 +164,15 @@ impl LiveCatalog {
     pub async fn refresh(&self) -> Result<bool> {
         let mut tables = self.tables.lock().await;
         let mut changed = false;
-        for kind in TableKind::ALL {
-            let slot = tables.entry(kind).or_insert(None);
+        // Datasets created since (a new table is one more folder in the lake).
+        for name in self.lake.dataset_names()? {
+            if !tables.contains_key(&name)
+                && let Some(dataset) = self.lake.dataset(&name).await?
+            {
+                tables.insert(name, (Table::of_dataset(&dataset), None));
+            }
+        }
+        for (kind, slot) in tables.values_mut() {
             match slot {
                 None => {
                     if let Some(table) = self.lake.open(kind).await? {
@@ -183,16 +197,16 @@ impl LiveCatalog {
     }
 
     /// The version of `kind`'s table as of the last [`refresh`](Self::refresh) (`None`: not created yet).
-    pub async fn version(&self, kind: TableKind) -> Option<u64> {
+    pub async fn version(&self, kind: &Table) -> Option<u64> {
         let tables = self.tables.lock().await;
-        tables.get(&kind)?.as_ref()?.version()
+        tables.get(kind.name())?.1.as_ref()?.version()
     }
 
     /// The data files of `kind`'s table as of the last [`refresh`](Self::refresh), with its version, and
     /// (given `since`) what the commits after version `since` added and removed — all of one version.
-    pub async fn files(&self, kind: TableKind, since: Option<u64>) -> Result<TableFiles> {
+    pub async fn files(&self, kind: &Table, since: Option<u64>) -> Result<TableFiles> {
         let tables = self.tables.lock().await;
-        let Some(Some(table)) = tables.get(&kind) else {
+        let Some((_, Some(table))) = tables.get(kind.name()) else {
             return Ok(TableFiles::default());
         };
         let delta = || EngineError::delta(kind.name());

@@ -16,6 +16,7 @@ use arrow::array::{
 use chrono::{Datelike, NaiveDateTime};
 use chrono_tz::Tz;
 
+use crate::dataset::rows::DatasetRows;
 use crate::mapping::ResolvedMapping;
 use crate::schema::{DEAD_LETTERS_SCHEMA, ORDERS_SCHEMA, OrderField, RAW_SCHEMA};
 
@@ -49,10 +50,10 @@ pub struct Provenance {
 /// A set of batches ready to be written, one per lake table (any may be empty).
 #[derive(Debug)]
 pub struct Chunk {
-    /// Rows for the raw table.
+    /// Rows for `raw_orders` (always empty for datasets other than orders).
     pub raw: RecordBatch,
-    /// Rows for the orders table.
-    pub orders: RecordBatch,
+    /// Rows for the dataset's table (`orders`, or a user dataset).
+    pub rows: RecordBatch,
     /// Rows for the dead-letter table.
     pub dead_letters: RecordBatch,
 }
@@ -68,29 +69,30 @@ pub struct Counts {
     pub rejected: u64,
 }
 
-struct Provenance4 {
+/// The provenance columns of a table being built.
+pub(crate) struct ProvenanceColumns {
     file: StringBuilder,
     line: Int64Builder,
     sheet: StringBuilder,
     load_id: StringBuilder,
 }
 
-impl Provenance4 {
-    fn new(cap: usize) -> Self {
-        Provenance4 {
+impl ProvenanceColumns {
+    pub(crate) fn new(cap: usize) -> Self {
+        ProvenanceColumns {
             file: StringBuilder::with_capacity(cap, cap * 16),
             line: Int64Builder::with_capacity(cap),
             sheet: StringBuilder::new(),
             load_id: StringBuilder::with_capacity(cap, cap * 36),
         }
     }
-    fn push(&mut self, p: &Provenance, line: u64) {
+    pub(crate) fn push(&mut self, p: &Provenance, line: u64) {
         self.file.append_value(&*p.source_file);
         self.line.append_value(line as i64);
         self.sheet.append_option(p.sheet.as_deref());
         self.load_id.append_value(&*p.load_id);
     }
-    fn finish(&mut self) -> [ArrayRef; 4] {
+    pub(crate) fn finish(&mut self) -> [ArrayRef; 4] {
         [
             finish_text(&mut self.file),
             finish_primitive(&mut self.line),
@@ -133,11 +135,15 @@ pub struct OrderBatcher {
     bytes: usize,
     // raw
     raw_text: [StringBuilder; 8],
-    raw_prov: Provenance4,
+    raw_prov: ProvenanceColumns,
     raw_load_time: TimestampMicrosecondBuilder,
     raw_received: TimestampMicrosecondBuilder,
     /// When the rows being pushed were received (live records), µs since the epoch.
     received_us: Option<i64>,
+    /// The rows of a dataset other than orders (the order builders below stay empty then).
+    dataset_rows: Option<DatasetRows>,
+    /// Sampling for inference: rows are kept as text, nothing is built.
+    sample: Option<Sampler>,
     // orders
     invoice_no: StringBuilder,
     stock_code: StringBuilder,
@@ -149,15 +155,40 @@ pub struct OrderBatcher {
     country: StringBuilder,
     is_cancellation: BooleanBuilder,
     line_revenue: Float64Builder,
-    orders_prov: Provenance4,
+    orders_prov: ProvenanceColumns,
     invoice_month: StringBuilder,
     // dead letters
-    dl_prov: Provenance4,
+    dl_prov: ProvenanceColumns,
     dl_field: StringBuilder,
     dl_reason: StringBuilder,
     dl_record: StringBuilder,
     dl_load_time: TimestampMicrosecondBuilder,
     dl_rows: usize,
+}
+
+/// Rows kept as text for inference; records with other keys (JSON) add their columns.
+struct Sampler {
+    max: usize,
+    columns: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Sampler {
+    fn push(&mut self, columns: &[String], row: &[&str]) {
+        let mut out = vec![String::new(); self.columns.len()];
+        for (name, value) in columns.iter().zip(row) {
+            let i = match self.columns.iter().position(|c| c == name) {
+                Some(i) => i,
+                None => {
+                    self.columns.push(name.clone());
+                    out.push(String::new());
+                    self.columns.len() - 1
+                }
+            };
+            out[i] = value.to_string();
+        }
+        self.rows.push(out);
+    }
 }
 
 /// A parsed, typed order line.
@@ -181,6 +212,8 @@ impl OrderBatcher {
     /// A batcher for rows of one source (file or sheet).
     pub fn new(mapping: ResolvedMapping, provenance: Provenance) -> Self {
         let cap = 1024;
+        let dataset_rows =
+            (!mapping.dataset.is_orders()).then(|| DatasetRows::new(mapping.dataset.clone()));
         OrderBatcher {
             mapping,
             provenance,
@@ -190,10 +223,12 @@ impl OrderBatcher {
             rows: 0,
             bytes: 0,
             raw_text: std::array::from_fn(|_| StringBuilder::with_capacity(cap, cap * 8)),
-            raw_prov: Provenance4::new(cap),
+            raw_prov: ProvenanceColumns::new(cap),
             raw_load_time: TimestampMicrosecondBuilder::with_capacity(cap),
             raw_received: TimestampMicrosecondBuilder::with_capacity(cap),
             received_us: None,
+            dataset_rows,
+            sample: None,
             invoice_no: StringBuilder::with_capacity(cap, cap * 6),
             stock_code: StringBuilder::with_capacity(cap, cap * 6),
             description: StringBuilder::with_capacity(cap, cap * 32),
@@ -204,9 +239,9 @@ impl OrderBatcher {
             country: StringBuilder::with_capacity(cap, cap * 14),
             is_cancellation: BooleanBuilder::with_capacity(cap),
             line_revenue: Float64Builder::with_capacity(cap),
-            orders_prov: Provenance4::new(cap),
+            orders_prov: ProvenanceColumns::new(cap),
             invoice_month: StringBuilder::with_capacity(cap, cap * 7),
-            dl_prov: Provenance4::new(0),
+            dl_prov: ProvenanceColumns::new(0),
             dl_field: StringBuilder::new(),
             dl_reason: StringBuilder::new(),
             dl_record: StringBuilder::new(),
@@ -244,6 +279,33 @@ impl OrderBatcher {
         self.set_mapping(mapping);
     }
 
+    /// Keeps the next `max` rows as text instead of building batches (see [`crate::read::sample`]).
+    pub fn start_sample(&mut self, max: usize) {
+        self.sample = Some(Sampler {
+            max,
+            columns: Vec::new(),
+            rows: Vec::new(),
+        });
+    }
+
+    /// The rows kept since [`start_sample`](Self::start_sample), values in the order of the columns.
+    pub fn take_sample(&mut self) -> crate::read::Sample {
+        let s = self.sample.take().unwrap_or(Sampler {
+            max: 0,
+            columns: Vec::new(),
+            rows: Vec::new(),
+        });
+        crate::read::Sample {
+            columns: s.columns,
+            rows: s.rows,
+        }
+    }
+
+    /// The dataset the rows are read into.
+    pub fn dataset(&self) -> &Arc<crate::dataset::Dataset> {
+        &self.mapping.dataset
+    }
+
     /// Counts so far.
     pub fn counts(&self) -> Counts {
         self.counts
@@ -256,6 +318,9 @@ impl OrderBatcher {
 
     /// Whether a batch is full and should be taken.
     pub fn is_full(&self) -> bool {
+        if let Some(s) = &self.sample {
+            return s.rows.len() >= s.max;
+        }
         self.buffered() >= BATCH_ROWS || self.bytes >= BATCH_BYTES
     }
 
@@ -305,6 +370,23 @@ impl OrderBatcher {
     pub fn push_row(&mut self, line: u64, row: &[&str]) {
         self.counts.read += 1;
         self.bytes += row.iter().map(|f| f.len()).sum::<usize>();
+        if let Some(sample) = &mut self.sample {
+            sample.push(&self.mapping.columns, row);
+            return;
+        }
+        if let Some(rows) = &mut self.dataset_rows {
+            match rows.push(&self.mapping, row, &self.provenance, line) {
+                Ok(()) => {
+                    self.counts.loaded += 1;
+                    self.rows += 1;
+                }
+                Err((field, reason)) => {
+                    let record = record_json(&self.mapping.columns, row);
+                    self.reject(line, Some(&field), &reason, record)
+                }
+            }
+            return;
+        }
         match Self::parse(&self.mapping, row, &mut self.last_date_format) {
             Ok(t) => {
                 // Inline, not a `&mut self` method: `t` borrows the mapping (constants, defaults).
@@ -427,13 +509,23 @@ impl OrderBatcher {
         dead.push(finish_text(&mut self.dl_reason));
         dead.push(finish_text(&mut self.dl_record));
         dead.push(finish_primitive(&mut self.dl_load_time));
+        dead.push(Arc::new(arrow::array::StringArray::from(vec![
+            Some(
+                self.mapping.dataset.name.as_str()
+            );
+            dead[0].len()
+        ])));
 
         let batch = |schema: &arrow::datatypes::SchemaRef, cols: Vec<ArrayRef>| {
             RecordBatch::try_new(schema.clone(), cols).expect("builders match the table schemas")
         };
+        let rows = match &mut self.dataset_rows {
+            Some(rows) => rows.take(),
+            None => batch(&ORDERS_SCHEMA, orders),
+        };
         Chunk {
             raw: batch(&RAW_SCHEMA, raw),
-            orders: batch(&ORDERS_SCHEMA, orders),
+            rows,
             dead_letters: batch(&DEAD_LETTERS_SCHEMA, dead),
         }
     }
@@ -503,7 +595,13 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let mapping = ResolvedMapping::resolve(Path::new("t.csv"), &columns, None).unwrap();
+        let mapping = ResolvedMapping::resolve(
+            Path::new("t.csv"),
+            &columns,
+            None,
+            &crate::dataset::Dataset::orders(),
+        )
+        .unwrap();
         OrderBatcher::new(
             mapping,
             Provenance {
@@ -566,10 +664,10 @@ mod tests {
             }
         );
         let chunk = b.take();
-        assert_eq!(chunk.orders.num_rows(), 2);
+        assert_eq!(chunk.rows.num_rows(), 2);
         assert_eq!(chunk.raw.num_rows(), 2);
         let cust = chunk
-            .orders
+            .rows
             .column(6)
             .as_any()
             .downcast_ref::<Int64Array>()
@@ -577,11 +675,11 @@ mod tests {
         assert_eq!(cust.value(0), 17850);
         assert!(cust.is_null(1));
         assert!(
-            chunk.orders.column(8).as_boolean().value(1),
+            chunk.rows.column(8).as_boolean().value(1),
             "C invoice is a cancellation"
         );
         assert_eq!(
-            chunk.orders.column(2).as_string::<i32>().value(0),
+            chunk.rows.column(2).as_string::<i32>().value(0),
             "WHITE HANGING HEART"
         );
         let dl = &chunk.dead_letters;
@@ -701,7 +799,7 @@ mod tests {
         b.push_row(3, &date("2011-06-01 14:00:00+02:00"));
         b.push_row(4, &date("2011-06-01 13:00:00")); // naive: London wall-clock as is
         b.push_row(5, &date("2011-12-01T12:00:00.5Z")); // GMT
-        let orders = b.take().orders;
+        let orders = b.take().rows;
         assert_eq!(orders.num_rows(), 4);
         let ts = orders
             .column(4)

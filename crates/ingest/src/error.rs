@@ -40,8 +40,8 @@ pub enum IngestError {
     MissingColumn {
         /// The file.
         path: PathBuf,
-        /// The canonical field that has no source.
-        field: &'static str,
+        /// The dataset column that has no source.
+        field: String,
         /// The columns the file has.
         columns: String,
     },
@@ -50,6 +50,14 @@ pub enum IngestError {
     BadMapping {
         /// The mapping's name.
         mapping: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A dataset in the configuration is invalid, or a dataset name is unknown.
+    #[error("dataset `{dataset}`: {reason}")]
+    BadDataset {
+        /// The dataset's name.
+        dataset: String,
         /// What is wrong.
         reason: String,
     },

@@ -13,6 +13,9 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 
 use crate::error::IngestError;
+use std::sync::Arc;
+
+use crate::dataset::Dataset;
 use crate::schema::OrderField;
 
 /// How the text of one field is read.
@@ -47,6 +50,9 @@ pub struct MappingConfig {
     pub name: String,
     /// File-name patterns (`*` and `?`) this mapping applies to, e.g. `"shop-export-*.csv"`.
     pub files: Vec<String>,
+    /// The dataset these files load into (`orders` when not given).
+    #[serde(default)]
+    pub dataset: Option<String>,
     /// Canonical field -> source column name, e.g. `invoice_no = "Order ID"`.
     #[serde(default)]
     pub columns: BTreeMap<String, String>,
@@ -81,8 +87,13 @@ impl MappingConfig {
             .any(|pattern| glob_match(pattern.as_bytes(), name.as_bytes()))
     }
 
-    /// Checks that every key names a canonical field and every date format is usable.
-    pub fn validate(&self) -> Result<(), IngestError> {
+    /// The dataset this mapping loads into.
+    pub fn dataset_name(&self) -> &str {
+        self.dataset.as_deref().unwrap_or("orders")
+    }
+
+    /// Checks that every key names a column of `dataset` and every date format is usable.
+    pub fn validate(&self, dataset: &Dataset) -> Result<(), IngestError> {
         let bad = |reason: String| IngestError::BadMapping {
             mapping: self.name.clone(),
             reason,
@@ -94,10 +105,11 @@ impl MappingConfig {
             ("defaults", self.defaults.keys().collect()),
         ] {
             for key in keys {
-                if OrderField::from_name(key).is_none() {
+                if dataset.index_of(key).is_none() {
                     return Err(bad(format!(
-                        "unknown field `{key}` in `{section}` (fields are: {})",
-                        crate::schema::ORDER_FIELDS.join(", ")
+                        "unknown field `{key}` in `{section}` (fields of `{}` are: {})",
+                        dataset.name,
+                        dataset.column_names().join(", ")
                     )));
                 }
             }
@@ -143,7 +155,8 @@ pub enum DateFormat {
 }
 
 impl DateFormat {
-    fn parse(spec: &str) -> Result<DateFormat, String> {
+    /// Parses a chrono format (or `excel_serial`, `unix_seconds`), naming a bad one.
+    pub fn parse(spec: &str) -> Result<DateFormat, String> {
         match spec {
             "excel_serial" => return Ok(DateFormat::ExcelSerial),
             "unix_seconds" => return Ok(DateFormat::UnixSeconds),
@@ -171,7 +184,8 @@ impl DateFormat {
         })
     }
 
-    fn apply(&self, text: &str, tz: Tz) -> Option<NaiveDateTime> {
+    /// The time `text` reads as in this format, in the shop's time zone `tz`.
+    pub fn apply(&self, text: &str, tz: Tz) -> Option<NaiveDateTime> {
         match self {
             DateFormat::DateTime(f) => NaiveDateTime::parse_from_str(text, f).ok(),
             DateFormat::Aware(f) => DateTime::parse_from_str(text, f)
@@ -286,11 +300,17 @@ impl LayoutCache {
     }
 
     /// The mapping for records with these field names, in this order.
-    pub fn resolve(&mut self, columns: &[String]) -> Result<ResolvedMapping, IngestError> {
-        if let Some(m) = self.resolved.get(columns) {
+    pub fn resolve(
+        &mut self,
+        columns: &[String],
+        dataset: &Arc<Dataset>,
+    ) -> Result<ResolvedMapping, IngestError> {
+        if let Some(m) = self.resolved.get(columns)
+            && Arc::ptr_eq(&m.dataset, dataset)
+        {
             return Ok(m.clone());
         }
-        let m = ResolvedMapping::resolve(&self.path, columns, self.mapping.as_ref())?;
+        let m = ResolvedMapping::resolve(&self.path, columns, self.mapping.as_ref(), dataset)?;
         // Names are held twice: as the key and in the mapping.
         let size: usize = columns.iter().map(|c| 2 * (c.len() + 24)).sum();
         if size > Self::CAPACITY_BYTES {
@@ -309,16 +329,20 @@ impl LayoutCache {
 /// A mapping resolved against one file's columns: ready to apply to each row.
 #[derive(Debug, Clone)]
 pub struct ResolvedMapping {
-    /// Name of the mapping used (`online-retail` when none was configured).
+    /// Name of the mapping used (`online-retail` when none was configured for orders, else the dataset's).
     pub name: String,
-    /// Source per canonical field, in [`OrderField::ALL`] order.
-    pub sources: [FieldSource; 8],
-    /// Default per canonical field.
-    pub defaults: [Option<String>; 8],
-    /// Type per canonical field.
-    pub types: [FieldType; 8],
+    /// The dataset the rows are read into.
+    pub dataset: Arc<Dataset>,
+    /// Source per dataset column, in column order.
+    pub sources: Vec<FieldSource>,
+    /// Default per dataset column.
+    pub defaults: Vec<Option<String>>,
+    /// Type per dataset column.
+    pub types: Vec<FieldType>,
     /// Explicit date formats (empty: the built-in list).
     pub date_formats: Vec<DateFormat>,
+    /// Per dataset column, the date format inferred from the file (tried first; `None`: the usual ones).
+    pub column_dates: Vec<Option<DateFormat>>,
     /// The shop's time zone: naive times are wall-clock times in it, times with an offset are converted into it.
     pub timezone: Tz,
     /// The source's column names, unique (a repeated or empty name gets a suffix), for dead-letter records.
@@ -371,6 +395,19 @@ fn normalise(name: &str) -> String {
         .collect()
 }
 
+/// Source column names (normalised) recognised without a mapping for column `i` of `dataset`: its own name,
+/// and for orders the Online Retail spellings.
+fn aliases(dataset: &Dataset, i: usize) -> Vec<std::borrow::Cow<'static, str>> {
+    if dataset.is_orders() {
+        builtin_aliases(OrderField::ALL[i])
+            .iter()
+            .map(|a| std::borrow::Cow::Borrowed(*a))
+            .collect()
+    } else {
+        vec![std::borrow::Cow::Owned(normalise(&dataset.columns[i].name))]
+    }
+}
+
 /// Column names recognised without a mapping (normalised), per canonical field.
 fn builtin_aliases(field: OrderField) -> &'static [&'static str] {
     match field {
@@ -391,64 +428,66 @@ fn builtin_aliases(field: OrderField) -> &'static [&'static str] {
     }
 }
 
-const REQUIRED: [OrderField; 5] = [
-    OrderField::InvoiceNo,
-    OrderField::StockCode,
-    OrderField::Quantity,
-    OrderField::InvoiceDate,
-    OrderField::UnitPrice,
-];
-
 impl ResolvedMapping {
-    /// Resolves `mapping` (or the built-in Online Retail names) against a file's column names.
+    /// Resolves `mapping` (or, without one, the dataset's column names and, for orders, the built-in Online
+    /// Retail names) against a file's column names.
     pub fn resolve(
         path: &Path,
         columns: &[String],
         mapping: Option<&MappingConfig>,
+        dataset: &Arc<Dataset>,
     ) -> Result<ResolvedMapping, IngestError> {
         let normalised: Vec<String> = columns.iter().map(|c| normalise(c)).collect();
+        let n = dataset.columns.len();
+        let default_name = if dataset.is_orders() {
+            "online-retail".to_string()
+        } else {
+            dataset.name.clone()
+        };
         let mut resolved = ResolvedMapping {
-            name: mapping.map_or_else(|| "online-retail".to_string(), |m| m.name.clone()),
-            sources: std::array::from_fn(|_| FieldSource::Absent),
-            defaults: std::array::from_fn(|_| None),
-            types: [FieldType::Auto; 8],
+            name: mapping.map_or(default_name, |m| m.name.clone()),
+            dataset: dataset.clone(),
+            sources: vec![FieldSource::Absent; n],
+            defaults: vec![None; n],
+            types: vec![FieldType::Auto; n],
             date_formats: Vec::new(),
+            column_dates: vec![None; n],
             timezone: Tz::UTC,
             columns: unique_names(columns).into(),
         };
-        for field in OrderField::ALL {
-            let i = field as usize;
-            let configured = mapping.and_then(|m| m.columns.get(field.name()));
-            resolved.sources[i] =
-                if let Some(constant) = mapping.and_then(|m| m.constants.get(field.name())) {
-                    FieldSource::Constant(constant.clone())
-                } else if let Some(name) = configured {
-                    match columns.iter().position(|c| c == name).or_else(|| {
-                        let n = normalise(name);
-                        normalised.iter().position(|c| *c == n)
-                    }) {
-                        Some(idx) => FieldSource::Column(idx),
-                        None => {
-                            return Err(IngestError::BadMapping {
-                                mapping: resolved.name.clone(),
-                                reason: format!(
-                                    "{}: column `{name}` (for `{}`) not found; columns are: {}",
-                                    path.display(),
-                                    field.name(),
-                                    list_columns(columns)
-                                ),
-                            });
-                        }
+        for (i, column) in dataset.columns.iter().enumerate() {
+            let field = column.name.as_str();
+            let configured = mapping.and_then(|m| m.columns.get(field));
+            resolved.sources[i] = if let Some(constant) =
+                mapping.and_then(|m| m.constants.get(field))
+            {
+                FieldSource::Constant(constant.clone())
+            } else if let Some(name) = configured {
+                match columns.iter().position(|c| c == name).or_else(|| {
+                    let n = normalise(name);
+                    normalised.iter().position(|c| *c == n)
+                }) {
+                    Some(idx) => FieldSource::Column(idx),
+                    None => {
+                        return Err(IngestError::BadMapping {
+                            mapping: resolved.name.clone(),
+                            reason: format!(
+                                "{}: column `{name}` (for `{field}`) not found; columns are: {}",
+                                path.display(),
+                                list_columns(columns)
+                            ),
+                        });
                     }
-                } else {
-                    builtin_aliases(field)
-                        .iter()
-                        .find_map(|alias| normalised.iter().position(|c| c == alias))
-                        .map_or(FieldSource::Absent, FieldSource::Column)
-                };
+                }
+            } else {
+                aliases(dataset, i)
+                    .iter()
+                    .find_map(|alias| normalised.iter().position(|c| c == alias))
+                    .map_or(FieldSource::Absent, FieldSource::Column)
+            };
             if let Some(m) = mapping {
-                resolved.defaults[i] = m.defaults.get(field.name()).cloned();
-                resolved.types[i] = m.types.get(field.name()).copied().unwrap_or_default();
+                resolved.defaults[i] = m.defaults.get(field).cloned();
+                resolved.types[i] = m.types.get(field).copied().unwrap_or_default();
             }
         }
         if let Some(m) = mapping {
@@ -462,12 +501,14 @@ impl ResolvedMapping {
                     reason,
                 })?;
         }
-        for field in REQUIRED {
-            let i = field as usize;
-            if resolved.sources[i] == FieldSource::Absent && resolved.defaults[i].is_none() {
+        for (i, column) in dataset.columns.iter().enumerate() {
+            if column.required
+                && resolved.sources[i] == FieldSource::Absent
+                && resolved.defaults[i].is_none()
+            {
                 return Err(IngestError::MissingColumn {
                     path: path.to_path_buf(),
-                    field: field.name(),
+                    field: column.name.clone(),
                     columns: list_columns(columns),
                 });
             }
@@ -477,8 +518,8 @@ impl ResolvedMapping {
 
     /// The text of `field` for one row: the constant, the column's text, or the default when empty.
     #[inline]
-    pub fn text<'a>(&'a self, field: OrderField, row: &[&'a str]) -> Option<&'a str> {
-        let i = field as usize;
+    pub fn text<'a>(&'a self, field: impl Into<usize>, row: &[&'a str]) -> Option<&'a str> {
+        let i = field.into();
         let value = match &self.sources[i] {
             FieldSource::Column(c) => row.get(*c).copied().filter(|v| !v.trim().is_empty()),
             FieldSource::Constant(v) => Some(v.as_str()),
@@ -489,8 +530,8 @@ impl ResolvedMapping {
 
     /// The raw text of `field` for one row, as it arrived (no default applied).
     #[inline]
-    pub fn raw<'a>(&'a self, field: OrderField, row: &[&'a str]) -> Option<&'a str> {
-        match &self.sources[field as usize] {
+    pub fn raw<'a>(&'a self, field: impl Into<usize>, row: &[&'a str]) -> Option<&'a str> {
+        match &self.sources[field.into()] {
             FieldSource::Column(c) => row.get(*c).copied(),
             FieldSource::Constant(v) => Some(v.as_str()),
             FieldSource::Absent => None,
@@ -498,7 +539,7 @@ impl ResolvedMapping {
     }
 
     /// Parses an integer field (`quantity`, `customer_id`).
-    pub fn parse_integer(&self, field: OrderField, text: &str) -> Result<i64, String> {
+    pub fn parse_integer(&self, field: impl Into<usize>, text: &str) -> Result<i64, String> {
         let t = text.trim();
         if let Ok(v) = t.parse::<i64>() {
             return Ok(v);
@@ -514,9 +555,9 @@ impl ResolvedMapping {
     }
 
     /// Parses a decimal field (`unit_price`).
-    pub fn parse_decimal(&self, field: OrderField, text: &str) -> Result<f64, String> {
+    pub fn parse_decimal(&self, field: impl Into<usize>, text: &str) -> Result<f64, String> {
         let t = text.trim();
-        let value = match self.types[field as usize] {
+        let value = match self.types[field.into()] {
             FieldType::DecimalComma => t.replace('.', "").replace(',', ".").parse::<f64>().ok(),
             FieldType::Cents => t.parse::<i64>().ok().map(|c| c as f64 / 100.0),
             _ => t.parse::<f64>().ok(),
@@ -529,8 +570,25 @@ impl ResolvedMapping {
 
     /// Parses the invoice date; `last_format` remembers which format worked last, to try it first.
     pub fn parse_date(&self, text: &str, last_format: &mut usize) -> Result<NaiveDateTime, String> {
+        self.parse_date_of(OrderField::InvoiceDate, text, last_format)
+    }
+
+    /// Parses a date or timestamp field; `last_format` remembers which format worked last.
+    pub fn parse_date_of(
+        &self,
+        field: impl Into<usize>,
+        text: &str,
+        last_format: &mut usize,
+    ) -> Result<NaiveDateTime, String> {
         let t = text.trim();
-        match self.types[OrderField::InvoiceDate as usize] {
+        let field = field.into();
+        if let Some(v) = self.column_dates[field]
+            .as_ref()
+            .and_then(|f| f.apply(t, self.timezone))
+        {
+            return Ok(v);
+        }
+        match self.types[field] {
             FieldType::ExcelSerial => {
                 return DateFormat::ExcelSerial
                     .apply(t, self.timezone)
@@ -620,6 +678,10 @@ fn parse_iso_fast(t: &str) -> Option<NaiveDateTime> {
 mod tests {
     use super::*;
 
+    fn orders() -> Arc<Dataset> {
+        Dataset::orders()
+    }
+
     fn cols(names: &[&str]) -> Vec<String> {
         names.iter().map(|s| s.to_string()).collect()
     }
@@ -627,14 +689,19 @@ mod tests {
     #[test]
     fn online_retail_header_resolves_without_mapping() {
         let c = cols(&crate::generate::ONLINE_RETAIL_HEADER);
-        let m = ResolvedMapping::resolve(Path::new("x.csv"), &c, None).unwrap();
+        let m = ResolvedMapping::resolve(Path::new("x.csv"), &c, None, &orders()).unwrap();
         assert_eq!(m.sources[6], FieldSource::Column(6));
     }
 
     #[test]
     fn missing_required_column_names_field_and_columns() {
-        let err = ResolvedMapping::resolve(Path::new("x.csv"), &cols(&["InvoiceNo", "Foo"]), None)
-            .unwrap_err();
+        let err = ResolvedMapping::resolve(
+            Path::new("x.csv"),
+            &cols(&["InvoiceNo", "Foo"]),
+            None,
+            &orders(),
+        )
+        .unwrap_err();
         let text = err.to_string();
         assert!(
             text.contains("stock_code") && text.contains("Foo"),
@@ -654,6 +721,7 @@ mod tests {
                 "UnitPrice",
             ]),
             None,
+            &orders(),
         )
         .unwrap();
         assert_eq!(
@@ -673,7 +741,7 @@ mod tests {
             "InvoiceDate",
             "UnitPrice",
         ]);
-        let m = ResolvedMapping::resolve(Path::new("x.csv"), &c, None).unwrap();
+        let m = ResolvedMapping::resolve(Path::new("x.csv"), &c, None, &orders()).unwrap();
         let mut last = 0;
         let expected = NaiveDate::from_ymd_opt(2010, 12, 1)
             .unwrap()
@@ -689,8 +757,9 @@ mod tests {
             date_formats: vec!["%Y%m%d".into(), "excel_serial".into()],
             ..Default::default()
         };
-        mapping.validate().unwrap();
-        let m = ResolvedMapping::resolve(Path::new("x.csv"), &c, Some(&mapping)).unwrap();
+        mapping.validate(&orders()).unwrap();
+        let m =
+            ResolvedMapping::resolve(Path::new("x.csv"), &c, Some(&mapping), &orders()).unwrap();
         assert_eq!(
             m.parse_date("20101201", &mut last).unwrap().date(),
             expected.date()
@@ -709,7 +778,7 @@ mod tests {
             ..Default::default()
         };
         assert!(
-            m.validate()
+            m.validate(&orders())
                 .unwrap_err()
                 .to_string()
                 .contains("unknown field `invoice`")

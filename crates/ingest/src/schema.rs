@@ -21,6 +21,12 @@ pub const ORDER_FIELDS: [&str; 8] = [
     "country",
 ];
 
+impl From<OrderField> for usize {
+    fn from(f: OrderField) -> usize {
+        f as usize
+    }
+}
+
 /// Index of each canonical field in [`ORDER_FIELDS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OrderField {
@@ -65,7 +71,8 @@ fn timestamp() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, None)
 }
 
-fn provenance_fields() -> Vec<Field> {
+/// The provenance columns every row table has: where each row came from.
+pub fn provenance_fields() -> Vec<Field> {
     vec![
         Field::new("source_file", DataType::Utf8, false),
         Field::new("source_line", DataType::Int64, false),
@@ -117,6 +124,8 @@ pub static DEAD_LETTERS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("reason", DataType::Utf8, false),
         Field::new("record", DataType::Utf8, false),
         Field::new("load_time", timestamp(), false),
+        // The dataset the record was meant for (`orders` for rows of lakes from before datasets).
+        Field::new("dataset", DataType::Utf8, true),
     ]);
     Arc::new(Schema::new(fields))
 });

@@ -17,7 +17,7 @@ use arrow::datatypes::SchemaRef;
 use chrono::NaiveDate;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use shopstream_engine::{LiveCatalog, QueryResult, TableKind};
+use shopstream_engine::{LiveCatalog, QueryResult, Table};
 
 /// Panel names.
 pub const PANELS: [&str; 10] = [
@@ -424,7 +424,7 @@ impl PanelStore {
     async fn current(&self) -> shopstream_engine::Result<SessionContext> {
         self.catalog.refresh().await?;
         let mut slot = self.aggregates.lock().await;
-        let version = self.catalog.version(TableKind::Orders).await;
+        let version = self.catalog.version(&Table::orders()).await;
         if let Some(a) = slot.as_ref().filter(|a| a.orders_version == version) {
             return Ok(a.ctx.clone());
         }
@@ -433,7 +433,7 @@ impl PanelStore {
         // exactly these files, so the aggregates are of one set of files even when a commit lands
         // meanwhile.
         let since = slot.as_ref().and_then(|a| a.orders_version);
-        let at = self.catalog.files(TableKind::Orders, since).await?;
+        let at = self.catalog.files(&Table::orders(), since).await?;
         let version = at.version;
         let files: HashSet<String> = at.files.into_iter().collect();
         // A compaction since: the files it removed were aggregated and the ones it added hold the same

@@ -15,17 +15,16 @@ use std::time::Duration;
 
 use deltalake::DeltaTable;
 use deltalake::kernel::Transaction;
+use shopstream_ingest::Dataset;
 use shopstream_ingest::MappingConfig;
 use shopstream_ingest::batch::BATCH_ROWS;
 use shopstream_ingest::sources::EnvelopeBatcher;
 use shopstream_log::{Log, Partition};
 
 use crate::error::{EngineError, Result};
-use crate::lake::{Lake, TableKind};
+use crate::lake::{Lake, Table};
+use crate::load::{batch_for, row_tables};
 use crate::sink::{TableSink, WriteOptions, commit_adds};
-
-/// Tables the load writes, in commit order.
-const TABLES: [TableKind; 3] = [TableKind::Raw, TableKind::DeadLetters, TableKind::Orders];
 
 /// Settings of a continuous load.
 #[derive(Debug, Clone)]
@@ -36,7 +35,9 @@ pub struct TopicLoadConfig {
     pub max_records: usize,
     /// Pause between steps that found nothing new.
     pub idle_wait: Duration,
-    /// Mapping for records whose fields are not the Online Retail ones.
+    /// The dataset the topic's records load into.
+    pub dataset: Arc<Dataset>,
+    /// Mapping for records whose fields are not the dataset's own (Online Retail ones for orders).
     pub mapping: Option<MappingConfig>,
     /// The shop's time zone (`[ingest] timezone`).
     pub timezone: chrono_tz::Tz,
@@ -51,6 +52,7 @@ impl TopicLoadConfig {
             topic: topic.to_string(),
             max_records: 200_000,
             idle_wait: Duration::from_millis(200),
+            dataset: Dataset::orders(),
             mapping: None,
             timezone: chrono_tz::Tz::UTC,
             write: WriteOptions::default(),
@@ -80,13 +82,14 @@ pub struct LoadProgress {
 pub struct TopicLoader {
     config: TopicLoadConfig,
     partitions: Vec<Arc<Partition>>,
-    tables: Vec<(TableKind, DeltaTable)>,
-    /// Per partition, per table (in `TABLES` order): next offset to load.
-    committed: Vec<[u64; 3]>,
+    /// The tables written, in commit order (see [`row_tables`]), with the dataset's table last.
+    tables: Vec<(Table, DeltaTable)>,
+    /// Per partition, per table (in `tables` order): next offset to load.
+    committed: Vec<Vec<u64>>,
     progress: Arc<LoadProgress>,
 }
 
-async fn loaded_offset(table: &DeltaTable, kind: TableKind, app_id: &str) -> Result<u64> {
+async fn loaded_offset(table: &DeltaTable, kind: &Table, app_id: &str) -> Result<u64> {
     let snapshot = table.snapshot().map_err(EngineError::delta(kind.name()))?;
     let v = snapshot
         .transaction_version(table.log_store().as_ref(), app_id)
@@ -102,15 +105,16 @@ impl TopicLoader {
             .topic(&config.topic)
             .map_err(|e| EngineError::Internal(e.to_string()))?;
         let mut tables = Vec::new();
-        for kind in TABLES {
-            tables.push((kind, lake.open_or_create(kind).await?));
+        for kind in row_tables(&config.dataset) {
+            let table = lake.open_or_create(&kind).await?;
+            tables.push((kind, table));
         }
         let mut committed = Vec::new();
         for p in 0..topic.partition_count() {
             let app = txn_app_id(&config.topic, p);
-            let mut offsets = [0u64; 3];
+            let mut offsets = vec![0u64; tables.len()];
             for (i, (kind, table)) in tables.iter().enumerate() {
-                offsets[i] = loaded_offset(table, *kind, &app).await?;
+                offsets[i] = loaded_offset(table, kind, &app).await?;
             }
             committed.push(offsets);
         }
@@ -130,9 +134,12 @@ impl TopicLoader {
         self.progress.clone()
     }
 
-    /// Next offset to load into `orders`, per partition.
+    /// Next offset to load into the dataset's table, per partition.
     pub fn loaded_offsets(&self) -> Vec<u64> {
-        self.committed.iter().map(|c| c[2]).collect()
+        self.committed
+            .iter()
+            .map(|c| *c.last().expect("the dataset's table"))
+            .collect()
     }
 
     fn publish_offsets(&self) {
@@ -157,9 +164,9 @@ impl TopicLoader {
     }
 
     async fn step_partition(&mut self, p: usize) -> Result<u64> {
-        let c = self.committed[p];
-        let from = *c.iter().min().expect("three tables");
-        let ahead = *c.iter().max().expect("three tables");
+        let c = self.committed[p].clone();
+        let from = *c.iter().min().expect("tables");
+        let ahead = *c.iter().max().expect("tables");
         let partition = self.partitions[p].clone();
         // Tables ahead after a crash between commits: bring the others up to them first, and only them.
         let limit = if ahead > from {
@@ -178,14 +185,22 @@ impl TopicLoader {
         let topic = &self.config.topic;
         let load_id = format!("{topic}/{p}@{from}-{to}");
         let now = chrono::Utc::now().timestamp_micros();
-        let mut batcher = EnvelopeBatcher::new(self.config.mapping.clone(), &load_id, now);
+        let mut batcher = EnvelopeBatcher::new(
+            self.config.mapping.clone(),
+            self.config.dataset.clone(),
+            &load_id,
+            now,
+        );
         batcher.set_timezone(self.config.timezone);
-        let behind: Vec<usize> = (0..TABLES.len()).filter(|&i| c[i] == from).collect();
+        let behind: Vec<usize> = (0..c.len()).filter(|&i| c[i] == from).collect();
         let mut sinks: HashMap<usize, TableSink> = behind
             .iter()
             .map(|&i| {
                 let (kind, table) = &self.tables[i];
-                (i, TableSink::new(*kind, table.clone(), &self.config.write))
+                (
+                    i,
+                    TableSink::new(kind.clone(), table.clone(), &self.config.write),
+                )
             })
             .collect();
         let mut buffered = 0;
@@ -198,12 +213,7 @@ impl TopicLoader {
                 buffered = 0;
                 let chunk = batcher.take();
                 for (&i, sink) in sinks.iter_mut() {
-                    let batch = match TABLES[i] {
-                        TableKind::Raw => &chunk.raw,
-                        TableKind::DeadLetters => &chunk.dead_letters,
-                        _ => &chunk.orders,
-                    };
-                    sink.write(batch).await?;
+                    sink.write(batch_for(&chunk, &self.tables[i].0)).await?;
                 }
             }
         }
@@ -214,10 +224,10 @@ impl TopicLoader {
         )]);
         for i in behind {
             let sink = sinks.remove(&i).expect("a sink per table behind");
-            let kind = TABLES[i];
+            let kind = self.tables[i].0.clone();
             let (mut table, adds) = sink.finish().await?;
             let txn = Transaction::new(app.clone(), to as i64);
-            commit_adds(kind, &table, adds, vec![txn], meta.clone()).await?;
+            commit_adds(&kind, &table, adds, vec![txn], meta.clone()).await?;
             table
                 .update_state()
                 .await

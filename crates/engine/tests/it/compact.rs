@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use shopstream_engine::compact::{compact, vacuum, vacuum_orphans};
 use shopstream_engine::load::WriteOptions;
-use shopstream_engine::{Lake, TableKind};
+use shopstream_engine::{Lake, Table};
 
 use crate::{load, query_csv, testdata};
 
@@ -40,7 +40,7 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
 }
 
 async fn data_files(lake: &Lake) -> usize {
-    let table = lake.open(TableKind::Orders).await.unwrap().unwrap();
+    let table = lake.open(&Table::orders()).await.unwrap().unwrap();
     table.get_file_uris().unwrap().count()
 }
 
@@ -58,7 +58,7 @@ async fn small_commits_become_one_file_with_the_same_rows() {
     let before = query_csv(&lake, TOTALS).await;
     assert!(before.starts_with("n,revenue,invoices\n3108,"), "{before}");
 
-    let summary = compact(&lake, TableKind::Orders, &WriteOptions::default(), 2)
+    let summary = compact(&lake, &Table::orders(), &WriteOptions::default(), 2)
         .await
         .unwrap();
     assert_eq!(summary.files_before, 6);
@@ -76,7 +76,7 @@ async fn small_commits_become_one_file_with_the_same_rows() {
             .count()
     };
     assert_eq!(on_disk(), 7);
-    let deleted = vacuum(&lake, TableKind::Orders, std::time::Duration::ZERO)
+    let deleted = vacuum(&lake, &Table::orders(), std::time::Duration::ZERO)
         .await
         .unwrap();
     assert_eq!(deleted, 6);
@@ -92,7 +92,7 @@ async fn small_commits_become_one_file_with_the_same_rows() {
     assert_eq!(query_csv(&lake, TOTALS).await, before);
 
     // Nothing left to do: no commit.
-    let again = compact(&lake, TableKind::Orders, &WriteOptions::default(), 2)
+    let again = compact(&lake, &Table::orders(), &WriteOptions::default(), 2)
         .await
         .unwrap();
     assert_eq!(again.version, None);
@@ -110,8 +110,9 @@ async fn a_load_committing_during_compaction_is_kept() {
     // Compaction and one more load at once (loads take turns; compaction does not wait for them):
     // an append does not conflict with a rewrite.
     let write = WriteOptions::default();
+    let orders = Table::orders();
     let (compacted, _) = tokio::join!(
-        compact(&lake, TableKind::Orders, &write, 2),
+        compact(&lake, &orders, &write, 2),
         load(&lake, std::slice::from_ref(&parts[6]), vec![]),
     );
     compacted.unwrap();
@@ -129,9 +130,10 @@ async fn two_compactions_at_once_do_not_double_rows() {
         load(&lake, &[part], vec![]).await;
     }
     let write = WriteOptions::default();
+    let orders = Table::orders();
     let (a, b) = tokio::join!(
-        compact(&lake, TableKind::Orders, &write, 1),
-        compact(&lake, TableKind::Orders, &write, 1),
+        compact(&lake, &orders, &write, 1),
+        compact(&lake, &orders, &write, 1),
     );
     // One rewrites; the other finds the lake's compaction lock taken (or nothing left to do).
     let rewrites = [&a, &b]
@@ -178,7 +180,7 @@ async fn old_unreferenced_files_are_deleted_young_ones_kept() {
         .unwrap();
     let deleted = vacuum_orphans(
         &lake,
-        TableKind::Orders,
+        &Table::orders(),
         std::time::Duration::from_secs(24 * 3600),
     )
     .await

@@ -1,6 +1,7 @@
 //! Integration tests of the engine: real Delta commits in a temporary lake, real files from testdata/.
 
 mod compact;
+mod datasets;
 mod golden;
 mod load;
 mod robust;

@@ -191,8 +191,13 @@ impl ExcelFill {
         name: String,
         columns: &[String],
     ) -> Result<(), IngestError> {
-        let resolved = ResolvedMapping::resolve(&self.path, columns, self.mapping.as_ref())
-            .map_err(|e| IngestError::malformed(&self.path, format!("sheet `{name}`: {e}")))?;
+        let resolved = ResolvedMapping::resolve(
+            &self.path,
+            columns,
+            self.mapping.as_ref(),
+            batcher.dataset(),
+        )
+        .map_err(|e| IngestError::malformed(&self.path, format!("sheet `{name}`: {e}")))?;
         batcher.set_sheet(Some(&name), resolved);
         self.sheet = name;
         Ok(())

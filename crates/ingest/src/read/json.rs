@@ -238,7 +238,7 @@ impl JsonFill {
     fn push_object(&mut self, batcher: &mut OrderBatcher, no: u64, obj: &Map<String, Value>) {
         if !self.current.iter().eq(obj.keys()) {
             let keys: Vec<String> = obj.keys().cloned().collect();
-            match self.layouts.resolve(&keys) {
+            match self.layouts.resolve(&keys, batcher.dataset()) {
                 Ok(m) => {
                     batcher.set_mapping(m);
                     self.current = keys;

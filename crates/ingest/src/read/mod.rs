@@ -20,8 +20,10 @@ pub use text::MAX_RECORD_BYTES;
 use std::path::{Path, PathBuf};
 
 use crate::batch::{Chunk, Counts, OrderBatcher, Provenance};
+use crate::dataset::infer::{self, Inferred, infer_columns};
+use crate::dataset::{ColumnType, Dataset};
 use crate::error::IngestError;
-use crate::mapping::{MappingConfig, ResolvedMapping};
+use crate::mapping::{FieldType, MappingConfig, ResolvedMapping};
 
 /// The file formats shopstream reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +120,8 @@ pub struct ReadOptions {
     /// The shop's time zone (`[ingest] timezone`): naive times are wall-clock times in it, times with an
     /// offset (`Z`, `+02:00`, zone-aware Parquet timestamps) are converted into it.
     pub timezone: chrono_tz::Tz,
+    /// The dataset the files load into (`orders` unless `ingest --dataset` says otherwise).
+    pub dataset: std::sync::Arc<crate::dataset::Dataset>,
 }
 
 impl Default for ReadOptions {
@@ -126,13 +130,16 @@ impl Default for ReadOptions {
             sheet: None,
             mappings: Vec::new(),
             timezone: chrono_tz::Tz::UTC,
+            dataset: crate::dataset::Dataset::orders(),
         }
     }
 }
 
 impl ReadOptions {
     fn mapping_for(&self, path: &Path) -> Option<&MappingConfig> {
-        self.mappings.iter().find(|m| m.applies_to(path))
+        self.mappings
+            .iter()
+            .find(|m| m.dataset_name() == self.dataset.name && m.applies_to(path))
     }
 }
 
@@ -167,30 +174,17 @@ impl FileReader {
     ) -> Result<FileReader, IngestError> {
         let format = Format::detect(path)?;
         let mapping = options.mapping_for(path);
-        let (fill, columns): (Box<dyn Fill>, Vec<String>) = match format {
-            Format::Delimited => {
-                let (f, c) = delimited::DelimitedFill::open(path, mapping)?;
-                (Box::new(f), c)
-            }
-            Format::Aligned => {
-                let (f, c) = aligned::AlignedFill::open(path)?;
-                (Box::new(f), c)
-            }
-            Format::Excel => {
-                let (f, c) =
-                    excel::ExcelFill::open(path, options.sheet.as_deref(), mapping.cloned())?;
-                (Box::new(f), c)
-            }
-            Format::JsonLines => {
-                let (f, c) = json::JsonFill::open(path, mapping)?;
-                (Box::new(f), c)
-            }
-            Format::Parquet => {
-                let (f, c) = parquet_file::ParquetFill::open(path)?;
-                (Box::new(f), c)
-            }
+        let hints = if options.dataset.is_orders() {
+            None
+        } else {
+            let sample = sample(path, options, SAMPLE_ROWS)?;
+            Some(infer_columns(&sample.columns, &sample.rows))
         };
-        let resolved = ResolvedMapping::resolve(path, &columns, mapping)?;
+        let (fill, columns) = open_fill(path, format, options, mapping)?;
+        let mut resolved = ResolvedMapping::resolve(path, &columns, mapping, &options.dataset)?;
+        if let Some(hints) = &hints {
+            apply_hints(&mut resolved, hints);
+        }
         let mapping_name = resolved.name.clone();
         let mut provenance = provenance;
         provenance.sheet = fill.sheet().map(Into::into);
@@ -251,6 +245,95 @@ impl Iterator for FileReader {
                 }
                 Some(Ok(self.batcher.take()))
             }
+        }
+    }
+}
+
+/// Rows sampled from a file for inference (per file, for datasets other than orders).
+pub const SAMPLE_ROWS: usize = 1000;
+
+/// Opens the reader of `format` for `path`: its row source and column names.
+fn open_fill(
+    path: &Path,
+    format: Format,
+    options: &ReadOptions,
+    mapping: Option<&MappingConfig>,
+) -> Result<(Box<dyn Fill>, Vec<String>), IngestError> {
+    Ok(match format {
+        Format::Delimited => {
+            let (f, c) = delimited::DelimitedFill::open(path, mapping)?;
+            (Box::new(f), c)
+        }
+        Format::Aligned => {
+            let (f, c) = aligned::AlignedFill::open(path)?;
+            (Box::new(f), c)
+        }
+        Format::Excel => {
+            let (f, c) = excel::ExcelFill::open(path, options.sheet.as_deref(), mapping.cloned())?;
+            (Box::new(f), c)
+        }
+        Format::JsonLines => {
+            let (f, c) = json::JsonFill::open(path, mapping)?;
+            (Box::new(f), c)
+        }
+        Format::Parquet => {
+            let (f, c) = parquet_file::ParquetFill::open(path)?;
+            (Box::new(f), c)
+        }
+    })
+}
+
+/// A file's column names and first rows as text (see [`sample`]).
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    /// Column names; for JSON, every key of the sampled records in first-seen order.
+    pub columns: Vec<String>,
+    /// Rows, values in `columns` order.
+    pub rows: Vec<Vec<String>>,
+}
+
+/// Reads the column names and up to `rows` rows of a file, for inference.
+pub fn sample(path: &Path, options: &ReadOptions, rows: usize) -> Result<Sample, IngestError> {
+    let format = Format::detect(path)?;
+    let mapping = options.mapping_for(path);
+    let empty = std::sync::Arc::new(Dataset {
+        name: options.dataset.name.clone(),
+        columns: Vec::new(),
+        key: Vec::new(),
+        partition: None,
+        evolved: 0,
+    });
+    let (mut fill, columns) = open_fill(path, format, options, mapping)?;
+    let resolved = ResolvedMapping::resolve(path, &columns, mapping, &empty)?;
+    let provenance = Provenance {
+        source_file: path.display().to_string().into(),
+        sheet: None,
+        load_id: "".into(),
+        load_time_us: 0,
+    };
+    let mut batcher = OrderBatcher::new(resolved, provenance);
+    batcher.start_sample(rows);
+    while fill.fill(&mut batcher)? && !batcher.is_full() {}
+    let mut sample = batcher.take_sample();
+    if sample.columns.is_empty() {
+        sample.columns = columns;
+    }
+    Ok(sample)
+}
+
+/// Applies what inference found in a file to the mapping of a dataset's columns: decimal commas and date
+/// formats, where the mapping does not say otherwise.
+fn apply_hints(resolved: &mut ResolvedMapping, hints: &[Inferred]) {
+    let dataset = resolved.dataset.clone();
+    for (i, column) in dataset.columns.iter().enumerate() {
+        let Some(h) = hints.iter().find(|h| h.name == column.name) else {
+            continue;
+        };
+        if resolved.types[i] == FieldType::Auto {
+            resolved.types[i] = h.field_type;
+        }
+        if matches!(column.ty, ColumnType::Date | ColumnType::Timestamp) {
+            resolved.column_dates[i] = infer::date_format(h, column.format.as_deref());
         }
     }
 }

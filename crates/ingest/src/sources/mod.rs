@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::batch::{Chunk, Counts, OrderBatcher, Provenance};
+use crate::dataset::Dataset;
 use crate::mapping::{LayoutCache, MappingConfig, ResolvedMapping};
 
 /// One live record as stored in a topic.
@@ -64,18 +65,17 @@ pub struct EnvelopeBatcher {
 }
 
 impl EnvelopeBatcher {
-    /// A batcher whose rows carry `load_id` and `load_time_us`; `mapping` renames fields of other layouts.
+    /// A batcher of rows of `dataset` carrying `load_id` and `load_time_us`; `mapping` renames fields of
+    /// other layouts.
     pub fn new(
         mapping: Option<MappingConfig>,
+        dataset: Arc<Dataset>,
         load_id: &str,
         load_time_us: i64,
     ) -> EnvelopeBatcher {
-        let columns: Vec<String> = crate::schema::ORDER_FIELDS
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let first = ResolvedMapping::resolve(Path::new("live"), &columns, None)
-            .expect("the canonical columns resolve");
+        let columns = dataset.column_names();
+        let first = ResolvedMapping::resolve(Path::new("live"), &columns, None, &dataset)
+            .expect("the dataset's own columns resolve");
         EnvelopeBatcher {
             batcher: OrderBatcher::new(
                 first.clone(),
@@ -136,7 +136,10 @@ impl EnvelopeBatcher {
         let cols: Vec<String> = fields.map_or_else(Vec::new, |f| f.keys().cloned().collect());
         let mapping = match fields {
             None => self.canonical.clone(),
-            Some(_) => self.layouts.resolve(&cols).map_err(|e| e.to_string())?,
+            Some(_) => self
+                .layouts
+                .resolve(&cols, &self.canonical.dataset)
+                .map_err(|e| e.to_string())?,
         };
         let source: Arc<str> = Arc::from(source);
         self.batcher.set_source(source.clone(), mapping);
@@ -175,7 +178,7 @@ mod tests {
             checkpoint: None,
             reason: None,
         };
-        let mut b = EnvelopeBatcher::new(None, "L", 0);
+        let mut b = EnvelopeBatcher::new(None, Dataset::orders(), "L", 0);
         b.push(&envelope.to_bytes(), 0, &|| "p0@0".into());
         let dl = b.take().dead_letters;
         assert_eq!(dl.num_rows(), 1);

@@ -658,7 +658,7 @@ fn the_query_api_answers_sql_and_reports_in_json_csv_and_arrow() {
     let compacted = rt
         .block_on(shopstream_engine::compact::compact(
             &lake,
-            shopstream_engine::TableKind::Orders,
+            &shopstream_engine::Table::orders(),
             &shopstream_engine::load::WriteOptions::default(),
             1,
         ))
