@@ -1,5 +1,6 @@
 """The `orders` table of shopstream, defined for DuckDB and Spark over raw Online Retail CSV or Parquet:
-the same cleaning (trimmed text, empty -> NULL, integer customer ids, C-invoice cancellations, line revenue)."""
+the same cleaning (trimmed text, empty -> NULL, integer customer ids, C-invoice cancellations, line revenue) and
+the same types (money as DECIMAL(18,4), line revenue its exact product with the quantity)."""
 
 DUCKDB = """
 CREATE OR REPLACE VIEW orders AS
@@ -8,11 +9,11 @@ SELECT CAST(InvoiceNo AS VARCHAR) AS invoice_no,
        NULLIF(TRIM(Description), '') AS description,
        CAST(Quantity AS BIGINT) AS quantity,
        CAST(InvoiceDate AS TIMESTAMP) AS invoice_date,
-       CAST(UnitPrice AS DOUBLE) AS unit_price,
+       CAST(UnitPrice AS DECIMAL(18,4)) AS unit_price,
        CAST(CustomerID AS BIGINT) AS customer_id,
        NULLIF(TRIM(Country), '') AS country,
        upper(substr(CAST(InvoiceNo AS VARCHAR), 1, 1)) = 'C' AS is_cancellation,
-       CAST(Quantity AS BIGINT) * CAST(UnitPrice AS DOUBLE) AS line_revenue,
+       CAST(CAST(Quantity AS BIGINT) * CAST(UnitPrice AS DECIMAL(18,4)) AS DECIMAL(18,4)) AS line_revenue,
        strftime(CAST(InvoiceDate AS TIMESTAMP), '%Y-%m') AS invoice_month,
        0 AS source_line
 FROM {source}
@@ -25,11 +26,11 @@ SELECT CAST(InvoiceNo AS STRING) AS invoice_no,
        NULLIF(TRIM(Description), '') AS description,
        CAST(Quantity AS BIGINT) AS quantity,
        CAST(InvoiceDate AS TIMESTAMP) AS invoice_date,
-       CAST(UnitPrice AS DOUBLE) AS unit_price,
+       CAST(UnitPrice AS DECIMAL(18,4)) AS unit_price,
        CAST(CAST(CustomerID AS DOUBLE) AS BIGINT) AS customer_id,
        NULLIF(TRIM(Country), '') AS country,
        upper(substr(CAST(InvoiceNo AS STRING), 1, 1)) = 'C' AS is_cancellation,
-       CAST(Quantity AS BIGINT) * CAST(UnitPrice AS DOUBLE) AS line_revenue,
+       CAST(CAST(Quantity AS BIGINT) * CAST(UnitPrice AS DECIMAL(18,4)) AS DECIMAL(18,4)) AS line_revenue,
        date_format(CAST(InvoiceDate AS TIMESTAMP), 'yyyy-MM') AS invoice_month,
        0 AS source_line
 FROM raw

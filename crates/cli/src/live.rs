@@ -56,6 +56,8 @@ pub struct Live {
     tasks: Vec<tokio::task::JoinHandle<shopstream_engine::Result<()>>>,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
     http_stop: tokio::sync::oneshot::Sender<()>,
+    /// The lake's server lock, held until the server stops (`migrate` waits for it).
+    _lake_lock: Option<shopstream_engine::migrate::ServerLock>,
 }
 
 /// Starts the HTTP ingest, the continuous lake load and the landing folder watcher.
@@ -65,6 +67,7 @@ pub async fn start(
     pg_listen: Option<String>,
 ) -> anyhow::Result<Live> {
     let lake = ctx.lake()?;
+    let lake_lock = shopstream_engine::migrate::hold_for_server(&lake)?;
     // One catalog for the HTTP queries, the dashboard and the Postgres endpoint.
     let catalog =
         shopstream_server::postgres::open_catalog(ctx.lake()?, &ctx.config.postgres.user).await?;
@@ -172,6 +175,7 @@ pub async fn start(
         tasks,
         http,
         http_stop,
+        _lake_lock: lake_lock,
     })
 }
 

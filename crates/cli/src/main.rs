@@ -118,6 +118,11 @@ enum Command {
         #[arg(long)]
         vacuum_after_s: Option<u64>,
     },
+    /// Bring a lake written by an older release to the current table schemas (e.g. money as
+    /// decimal(18,4)): each outdated table is rewritten in place in one Delta commit that keeps its
+    /// exactly-once record, so files loaded before are still skipped. Refused while a `serve`, a load or a
+    /// compaction uses the lake; a current lake is left alone.
+    Migrate,
     /// Run SQL; without a query, an interactive shell.
     Sql {
         /// The query.
@@ -328,6 +333,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Tables => tables(&ctx).await,
         Command::Describe { name } => describe(&ctx, &name).await,
+        Command::Migrate => migrate(&ctx).await,
         Command::Compact {
             tables,
             vacuum_after_s,
@@ -754,6 +760,29 @@ async fn compact(ctx: &Ctx, names: &[String], vacuum_after_s: Option<u64>) -> an
             let n = shopstream_engine::compact::vacuum(&lake, &kind, Duration::from_secs(after))
                 .await?;
             println!("{}: {n} replaced files deleted", kind.name());
+        }
+    }
+    Ok(())
+}
+
+async fn migrate(ctx: &Ctx) -> anyhow::Result<()> {
+    let lake = ctx.lake()?;
+    let done = shopstream_engine::migrate::migrate(&lake, &ctx.write_options()).await?;
+    if done.iter().all(|m| m.version.is_none()) {
+        println!("the lake is up to date: nothing to migrate");
+        return Ok(());
+    }
+    for m in done {
+        match m.version {
+            Some(v) => println!(
+                "{}: {}; {} rows in {} files rewritten into {}, version {v}",
+                m.table,
+                m.changes.join(", "),
+                m.rows,
+                m.files_removed,
+                m.files_added
+            ),
+            None => println!("{}: up to date", m.table),
         }
     }
     Ok(())

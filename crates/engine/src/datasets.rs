@@ -189,7 +189,9 @@ fn evolve(prepared: &mut Prepared, file: &std::path::Path, inferred: &[Inferred]
 
 /// Adds `columns` (nullable) to the table in one Delta commit.
 async fn add_columns(lake: &Lake, table: &Table, columns: &[Column]) -> Result<()> {
-    let delta = lake.open_or_create(table).await?;
+    let Some(delta) = lake.open(table).await? else {
+        return Ok(());
+    };
     let fields: Vec<StructField> = columns
         .iter()
         .map(|c| (&c.field()).try_into_kernel())

@@ -41,6 +41,33 @@ pub enum EngineError {
     /// Another compaction of the lake runs (two at once would keep both rewrites: rows twice).
     #[error("another compaction of the lake at {0} is running; try again when it is done")]
     CompactionRunning(String),
+    /// A table was written by an older release and must be migrated before anything is written to it.
+    #[error(
+        "lake table `{table}` has the schema of an older shopstream ({changes}); run `shopstream migrate` \
+         (with no server running) to rewrite it in the current schema, then try again"
+    )]
+    NeedsMigration {
+        /// The table.
+        table: String,
+        /// How its schema differs.
+        changes: String,
+    },
+    /// `migrate` could not rewrite a table (nothing of that table was committed).
+    #[error("migrating table `{table}`{}: {reason}", if file.is_empty() { String::new() } else { format!(", file {file}") })]
+    Migrate {
+        /// The table.
+        table: String,
+        /// The data file (empty when the table as a whole cannot be migrated).
+        file: String,
+        /// What failed, with the value.
+        reason: String,
+    },
+    /// A `shopstream serve` holds the lake (its lock file).
+    #[error(
+        "a running `shopstream serve` holds this lake (lock file {0}); stop the server first \
+         (one server per lake, and `migrate` runs only while none does)"
+    )]
+    ServerRunning(String),
     /// The load was interrupted (Ctrl-C) before its commit; nothing of it is visible.
     #[error("interrupted: nothing of this load was committed; rerun the same command to load it")]
     Interrupted,

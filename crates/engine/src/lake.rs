@@ -252,9 +252,12 @@ impl Lake {
         Ok(table.version().is_some().then_some(table))
     }
 
-    /// Opens a table, creating it (empty, with its schema and partitioning) if it does not exist.
+    /// Opens a table to write to, creating it (empty, with its schema and partitioning) if it does not
+    /// exist. A table with the schema of an older release is [`EngineError::NeedsMigration`]: nothing is
+    /// written into it before `shopstream migrate`.
     pub async fn open_or_create(&self, kind: &Table) -> Result<DeltaTable> {
         if let Some(t) = self.open(kind).await? {
+            crate::migrate::ensure_current(kind, &t)?;
             return Ok(t);
         }
         if let Some(dir) = self.local_dir() {

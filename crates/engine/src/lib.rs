@@ -2,7 +2,8 @@
 //! SQL on Apache DataFusion over all of them, and the built-in reports.
 //!
 //! The ingest crate turns files and live records into Arrow batches; this crate owns where they go
-//! ([`lake`], [`datasets`], [`sink`], [`load`], [`compact`], and the continuous jobs in [`stream`]: topic load, landing
+//! ([`lake`], [`datasets`], [`sink`], [`load`], [`compact`], [`migrate`], and the continuous jobs in
+//! [`stream`]: topic load, landing
 //! folder) and how
 //! they are queried ([`sql`], [`reports`], [`output`]). Windows, watermarks and checkpointed state will join
 //! [`stream`], on the same tables and catalog.
@@ -13,6 +14,7 @@ pub mod error;
 pub mod functions;
 pub mod lake;
 pub mod load;
+pub mod migrate;
 pub mod output;
 pub mod reports;
 pub mod sink;

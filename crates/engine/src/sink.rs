@@ -98,6 +98,8 @@ pub struct TableSink {
     open: Vec<OpenWriter>,
     closed: Vec<Add>,
     tick: u64,
+    /// Write in the table kind's current schema rather than the table's (`migrate`).
+    rewriting: bool,
 }
 
 impl TableSink {
@@ -115,6 +117,16 @@ impl TableSink {
             open: Vec::new(),
             closed: Vec::new(),
             tick: 0,
+            rewriting: false,
+        }
+    }
+
+    /// A sink writing files of `kind`'s current schema into `table`, whose own schema is an older one: the
+    /// files of a migration, committed together with the new schema.
+    pub fn rewriting(kind: Table, table: DeltaTable, options: &WriteOptions) -> TableSink {
+        TableSink {
+            rewriting: true,
+            ..TableSink::new(kind, table, options)
         }
     }
 
@@ -169,10 +181,19 @@ impl TableSink {
                     let mut w = self.open.swap_remove(lru);
                     self.closed.extend(flush(&self.kind, &mut w.writer).await?);
                 }
-                let writer = RecordBatchWriter::for_table(&self.table)
-                    .map_err(EngineError::delta(self.kind.name()))?
-                    .with_writer_properties(writer_properties(&self.kind, &self.options))
-                    .with_target_file_size(self.options.target_file_size);
+                let writer = if self.rewriting {
+                    RecordBatchWriter::try_new(
+                        self.table.table_url().as_str(),
+                        self.kind.schema(),
+                        Some(self.kind.partition_columns()),
+                        None,
+                    )
+                } else {
+                    RecordBatchWriter::for_table(&self.table)
+                }
+                .map_err(EngineError::delta(self.kind.name()))?
+                .with_writer_properties(writer_properties(&self.kind, &self.options))
+                .with_target_file_size(self.options.target_file_size);
                 let partition = self
                     .kind
                     .partition_columns()

@@ -10,15 +10,17 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, ArrowPrimitiveType, BooleanBuilder, Float64Builder, Int64Builder,
+    Array, ArrayRef, ArrowPrimitiveType, BooleanBuilder, Decimal128Builder, Int64Builder,
     PrimitiveBuilder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use chrono::{Datelike, NaiveDateTime};
 use chrono_tz::Tz;
 
 use crate::dataset::rows::DatasetRows;
-use crate::mapping::ResolvedMapping;
-use crate::schema::{DEAD_LETTERS_SCHEMA, ORDERS_SCHEMA, OrderField, RAW_SCHEMA};
+use crate::mapping::{MAX_MONEY_UNITS, ResolvedMapping, format_scaled};
+use crate::schema::{
+    DEAD_LETTERS_SCHEMA, MONEY_SCALE, ORDERS_SCHEMA, OrderField, RAW_SCHEMA, money,
+};
 
 /// Rows per emitted batch.
 pub const BATCH_ROWS: usize = 65_536;
@@ -31,7 +33,8 @@ pub const BATCH_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_DEAD_LETTER_RECORD: usize = 1024 * 1024;
 
 /// Largest magnitude accepted for `unit_price` and the derived `line_revenue` (a `decimal(18,4)` holds
-/// it exactly): a price of `1.7e308` or a revenue that overflows is a dead letter, never an `inf` in sums.
+/// it exactly): a price of `1.7e308` or a revenue beyond it is a dead letter. In units of the decimal:
+/// [`MAX_MONEY_UNITS`].
 pub const MAX_MONEY: f64 = 1e14;
 
 /// Where a row came from.
@@ -116,6 +119,17 @@ fn finish_primitive<T: ArrowPrimitiveType>(b: &mut PrimitiveBuilder<T>) -> Array
     Arc::new(a)
 }
 
+fn money_builder(cap: usize) -> Decimal128Builder {
+    Decimal128Builder::with_capacity(cap).with_data_type(money())
+}
+
+/// As [`finish_primitive`], keeping the decimal's precision and scale.
+fn finish_money(b: &mut Decimal128Builder) -> ArrayRef {
+    let a = b.finish();
+    *b = money_builder(a.len().max(1024));
+    Arc::new(a)
+}
+
 fn finish_bool(b: &mut BooleanBuilder) -> ArrayRef {
     let a = b.finish();
     *b = BooleanBuilder::with_capacity(a.len().max(1024));
@@ -150,11 +164,11 @@ pub struct OrderBatcher {
     description: StringBuilder,
     quantity: Int64Builder,
     invoice_date: TimestampMicrosecondBuilder,
-    unit_price: Float64Builder,
+    unit_price: Decimal128Builder,
     customer_id: Int64Builder,
     country: StringBuilder,
     is_cancellation: BooleanBuilder,
-    line_revenue: Float64Builder,
+    line_revenue: Decimal128Builder,
     orders_prov: ProvenanceColumns,
     invoice_month: StringBuilder,
     // dead letters
@@ -198,8 +212,9 @@ struct Typed<'a> {
     description: Option<&'a str>,
     quantity: i64,
     invoice_date: NaiveDateTime,
-    unit_price: f64,
-    line_revenue: f64,
+    /// In 10^-4 units (`decimal(18, 4)`), as are the other money values here.
+    unit_price: i128,
+    line_revenue: i128,
     customer_id: Option<i64>,
     country: Option<&'a str>,
 }
@@ -234,11 +249,11 @@ impl OrderBatcher {
             description: StringBuilder::with_capacity(cap, cap * 32),
             quantity: Int64Builder::with_capacity(cap),
             invoice_date: TimestampMicrosecondBuilder::with_capacity(cap),
-            unit_price: Float64Builder::with_capacity(cap),
+            unit_price: money_builder(cap),
             customer_id: Int64Builder::with_capacity(cap),
             country: StringBuilder::with_capacity(cap, cap * 14),
             is_cancellation: BooleanBuilder::with_capacity(cap),
-            line_revenue: Float64Builder::with_capacity(cap),
+            line_revenue: money_builder(cap),
             orders_prov: ProvenanceColumns::new(cap),
             invoice_month: StringBuilder::with_capacity(cap, cap * 7),
             dl_prov: ProvenanceColumns::new(0),
@@ -495,11 +510,11 @@ impl OrderBatcher {
             finish_text(&mut self.description),
             finish_primitive(&mut self.quantity),
             finish_primitive(&mut self.invoice_date),
-            finish_primitive(&mut self.unit_price),
+            finish_money(&mut self.unit_price),
             finish_primitive(&mut self.customer_id),
             finish_text(&mut self.country),
             finish_bool(&mut self.is_cancellation),
-            finish_primitive(&mut self.line_revenue),
+            finish_money(&mut self.line_revenue),
         ];
         orders.extend(self.orders_prov.finish());
         orders.push(finish_text(&mut self.invoice_month));
@@ -531,20 +546,28 @@ impl OrderBatcher {
     }
 }
 
-/// `quantity × unit_price`, or the dead-letter reason when a magnitude is beyond [`MAX_MONEY`].
-fn checked_revenue(quantity: i64, unit_price: f64) -> Result<f64, (&'static str, String)> {
-    if unit_price.abs() >= MAX_MONEY {
+/// `quantity × unit_price` exactly (both in 10^-4 units), or the dead-letter reason when a magnitude is
+/// beyond [`MAX_MONEY`].
+fn checked_revenue(quantity: i64, unit_price: i128) -> Result<i128, (&'static str, String)> {
+    let scale = MONEY_SCALE as u32;
+    if unit_price.unsigned_abs() >= MAX_MONEY_UNITS {
         return Err((
             OrderField::UnitPrice.name(),
-            format!("{unit_price} is beyond the accepted magnitude (below 1e14)"),
+            format!(
+                "{} is beyond the accepted magnitude (below 1e14)",
+                format_scaled(unit_price, scale)
+            ),
         ));
     }
-    let revenue = quantity as f64 * unit_price;
-    if !revenue.is_finite() || revenue.abs() >= MAX_MONEY {
+    // At most 2^63 × 10^18: an i128 holds it.
+    let revenue = i128::from(quantity) * unit_price;
+    if revenue.unsigned_abs() >= MAX_MONEY_UNITS {
         return Err((
             "line_revenue",
             format!(
-                "{quantity} × {unit_price} = {revenue} is beyond the accepted magnitude (below 1e14)"
+                "{quantity} × {} = {} is beyond the accepted magnitude (below 1e14)",
+                format_scaled(unit_price, scale),
+                format_scaled(revenue, scale)
             ),
         ));
     }

@@ -16,7 +16,7 @@ use crate::error::IngestError;
 use std::sync::Arc;
 
 use crate::dataset::Dataset;
-use crate::schema::OrderField;
+use crate::schema::{MONEY_SCALE, OrderField};
 
 /// How the text of one field is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -538,33 +538,61 @@ impl ResolvedMapping {
         }
     }
 
-    /// Parses an integer field (`quantity`, `customer_id`).
+    /// Parses an integer field (`quantity`, `customer_id`): `17850.0` and `1e2` are whole numbers,
+    /// `12583.5` is not.
     pub fn parse_integer(&self, field: impl Into<usize>, text: &str) -> Result<i64, String> {
         let t = text.trim();
         if let Ok(v) = t.parse::<i64>() {
             return Ok(v);
         }
-        let number = self
-            .parse_decimal(field, t)
-            .map_err(|_| format!("`{t}` is not a whole number"))?;
-        if number.fract() == 0.0 && number.abs() < 9.0e15 {
-            Ok(number as i64)
-        } else {
-            Err(format!("`{t}` is not a whole number"))
-        }
+        self.parse_number(field.into(), t)
+            .and_then(ExactDecimal::to_integer)
+            .filter(|v| v.unsigned_abs() < 9_000_000_000_000_000)
+            .ok_or_else(|| format!("`{t}` is not a whole number"))
     }
 
-    /// Parses a decimal field (`unit_price`).
-    pub fn parse_decimal(&self, field: impl Into<usize>, text: &str) -> Result<f64, String> {
+    /// Parses a decimal field (`unit_price`) into an integer count of 10^-[`MONEY_SCALE`] units (the
+    /// `decimal(18, 4)` of the lake), exactly: the text's digits are read as digits, never through a
+    /// binary float. More fraction digits than four are rounded half away from zero, as a DuckDB or
+    /// PostgreSQL cast to `DECIMAL(18, 4)` does (`1.23455` is 1.2346, `-0.00005` is -0.0001). Accepted:
+    /// an optional sign, digits with an optional point (`7.`, `.5`), an optional exponent (`1.5e3`,
+    /// `125E-2`); a `decimal_comma` field reads `1.234,55`, a `cents` field an integer count of cents.
+    /// A magnitude of 10^14 or more is refused here (see `batch::MAX_MONEY`).
+    pub fn parse_decimal(&self, field: impl Into<usize>, text: &str) -> Result<i128, String> {
+        let t = text.trim();
+        let number = self
+            .parse_number(field.into(), t)
+            .ok_or_else(|| format!("`{t}` is not a number"))?;
+        number
+            .to_scaled(MONEY_SCALE as u32)
+            .filter(|v| v.unsigned_abs() < MAX_MONEY_UNITS)
+            .ok_or_else(|| format!("`{t}` is beyond the accepted magnitude (below 1e14)"))
+    }
+
+    /// Parses a binary floating-point field (a `double` column of a dataset), read as the field's type says.
+    pub fn parse_double(&self, field: impl Into<usize>, text: &str) -> Result<f64, String> {
         let t = text.trim();
         let value = match self.types[field.into()] {
             FieldType::DecimalComma => t.replace('.', "").replace(',', ".").parse::<f64>().ok(),
             FieldType::Cents => t.parse::<i64>().ok().map(|c| c as f64 / 100.0),
             _ => t.parse::<f64>().ok(),
         };
-        match value {
-            Some(v) if v.is_finite() => Ok(v),
-            _ => Err(format!("`{t}` is not a number")),
+        value
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| format!("`{t}` is not a number"))
+    }
+
+    /// The exact number a field's text spells, read as the field's type says.
+    fn parse_number(&self, field: usize, t: &str) -> Option<ExactDecimal> {
+        match self.types[field] {
+            FieldType::DecimalComma => ExactDecimal::parse(&t.replace('.', "").replace(',', ".")),
+            FieldType::Cents => t.parse::<i64>().ok().map(|c| ExactDecimal {
+                negative: c < 0,
+                mantissa: u128::from(c.unsigned_abs()),
+                exponent: -2,
+                dropped_nonzero: false,
+            }),
+            _ => ExactDecimal::parse(t),
         }
     }
 
@@ -671,6 +699,159 @@ fn parse_iso_fast(t: &str) -> Option<NaiveDateTime> {
         num(&b[11..13])?,
         num(&b[14..16])?,
         seconds,
+    )
+}
+
+/// Magnitudes accepted for money, in 10^-[`MONEY_SCALE`] units: below 10^14 (`batch::MAX_MONEY`).
+pub const MAX_MONEY_UNITS: u128 = 100_000_000_000_000 * 10u128.pow(MONEY_SCALE as u32);
+
+/// A number read from text exactly: `±mantissa × 10^exponent`. The first 38 significant digits are kept
+/// (more than any accepted value has); later ones only count for whether the number is whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExactDecimal {
+    negative: bool,
+    mantissa: u128,
+    exponent: i64,
+    /// A non-zero digit was beyond the 38 kept.
+    dropped_nonzero: bool,
+}
+
+impl ExactDecimal {
+    /// Reads `[+-] digits [. digits] [(e|E) [+-] digits]` (at least one digit before the exponent), as
+    /// Rust's float parser does for finite numbers; `None` for anything else (`NaN`, `inf`, `1,5`, `0x10`).
+    pub fn parse(text: &str) -> Option<ExactDecimal> {
+        let b = text.as_bytes();
+        let mut i = 0;
+        let negative = match b.first() {
+            Some(b'-') => {
+                i += 1;
+                true
+            }
+            Some(b'+') => {
+                i += 1;
+                false
+            }
+            _ => false,
+        };
+        let mut n = ExactDecimal {
+            negative,
+            mantissa: 0,
+            exponent: 0,
+            dropped_nonzero: false,
+        };
+        let mut digits = 0usize;
+        let mut kept = 0u32;
+        let mut point = false;
+        while i < b.len() {
+            match b[i] {
+                c @ b'0'..=b'9' => {
+                    digits += 1;
+                    let d = u128::from(c - b'0');
+                    if n.mantissa == 0 && d == 0 {
+                        // Leading zeros are not significant.
+                    } else if kept < 38 {
+                        n.mantissa = n.mantissa * 10 + d;
+                        kept += 1;
+                    } else {
+                        n.dropped_nonzero |= d != 0;
+                        if !point {
+                            n.exponent += 1;
+                        }
+                        i += 1;
+                        continue;
+                    }
+                    if point {
+                        n.exponent -= 1;
+                    }
+                }
+                b'.' if !point => point = true,
+                _ => break,
+            }
+            i += 1;
+        }
+        if digits == 0 {
+            return None;
+        }
+        if i < b.len() {
+            if !matches!(b[i], b'e' | b'E') {
+                return None;
+            }
+            i += 1;
+            let (sign, rest) = match b.get(i) {
+                Some(b'-') => (-1i64, &b[i + 1..]),
+                Some(b'+') => (1, &b[i + 1..]),
+                _ => (1, &b[i..]),
+            };
+            if rest.is_empty() || !rest.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            // Saturates: `1e99999999999999999999` is a number, just far beyond any accepted magnitude.
+            let e = rest.iter().fold(0i64, |acc, c| {
+                acc.saturating_mul(10).saturating_add(i64::from(c - b'0'))
+            });
+            n.exponent = n.exponent.saturating_add(sign * e.min(i64::MAX / 2));
+        }
+        Some(n)
+    }
+
+    /// The number as a count of 10^-`scale` units, rounded half away from zero; `None` when it does not
+    /// fit an `i128` with room to spare (far beyond any accepted magnitude).
+    pub fn to_scaled(self, scale: u32) -> Option<i128> {
+        if self.mantissa == 0 {
+            return Some(0);
+        }
+        let shift = self.exponent.saturating_add(i64::from(scale));
+        let units: u128 = if shift >= 0 {
+            let factor = 10u128.checked_pow(u32::try_from(shift).ok()?)?;
+            self.mantissa.checked_mul(factor)?
+        } else if shift < -38 {
+            // The mantissa is below 10^38: less than half of one unit.
+            0
+        } else {
+            let divisor = 10u128.pow(u32::try_from(-shift).ok()?);
+            let (q, r) = (self.mantissa / divisor, self.mantissa % divisor);
+            // Half away from zero: the magnitude rounds up when the rest is at least half a unit.
+            if r >= divisor / 2 { q + 1 } else { q }
+        };
+        let units = i128::try_from(units).ok().filter(|u| *u < i128::MAX / 2)?;
+        Some(if self.negative { -units } else { units })
+    }
+
+    /// The number when it is whole and fits an `i64` (`17850.0`, `1e2`); `None` otherwise.
+    pub fn to_integer(self) -> Option<i64> {
+        if self.dropped_nonzero || !self.fraction_is_zero() {
+            return None;
+        }
+        i64::try_from(self.to_scaled(0)?).ok()
+    }
+
+    fn fraction_is_zero(self) -> bool {
+        if self.exponent >= 0 || self.mantissa == 0 {
+            return true;
+        }
+        match u32::try_from(-self.exponent)
+            .ok()
+            .and_then(|e| 10u128.checked_pow(e))
+        {
+            Some(divisor) => self.mantissa.is_multiple_of(divisor),
+            None => false,
+        }
+    }
+}
+
+/// A count of 10^-`scale` units as decimal text with `scale` fraction digits (`25500, 4` is `2.5500`).
+pub fn format_scaled(units: i128, scale: u32) -> String {
+    let sign = if units < 0 { "-" } else { "" };
+    let magnitude = units.unsigned_abs();
+    if scale == 0 {
+        return format!("{sign}{magnitude}");
+    }
+    let divisor = 10u128.pow(scale);
+    format!(
+        "{sign}{}.{:0width$}",
+        magnitude / divisor,
+        magnitude % divisor,
+        width = scale as usize
     )
 }
 
@@ -783,6 +964,99 @@ mod tests {
                 .to_string()
                 .contains("unknown field `invoice`")
         );
+    }
+
+    #[test]
+    fn prices_are_read_exactly_and_rounded_half_away_from_zero() {
+        let c = cols(&[
+            "InvoiceNo",
+            "StockCode",
+            "Quantity",
+            "InvoiceDate",
+            "UnitPrice",
+        ]);
+        let m = ResolvedMapping::resolve(Path::new("x.csv"), &c, None, &orders()).unwrap();
+        let price = |t: &str| m.parse_decimal(OrderField::UnitPrice, t);
+        for (text, units) in [
+            ("2.55", 25_500),
+            (" 2.55 ", 25_500),
+            ("1.5e3", 15_000_000),
+            ("125E-2", 12_500),
+            ("+4.2", 42_000),
+            (".5", 5_000),
+            ("7.", 70_000),
+            ("-11062.06", -110_620_600),
+            ("1.23455", 12_346),
+            ("-1.23455", -12_346),
+            ("0.12344999", 1_234),
+            ("0.00005", 1),
+            ("0.00004999", 0),
+            ("2.5499999999999998", 25_500),
+            ("0.000000000000000000000000000000000000000000000000009", 0),
+            ("99999999999999.9999", 999_999_999_999_999_999),
+        ] {
+            assert_eq!(price(text), Ok(units), "{text}");
+        }
+        for text in [
+            "NaN",
+            "inf",
+            "-infinity",
+            "1,234.50",
+            "0x10",
+            "",
+            ".",
+            "1e",
+            "e5",
+            "1.2.3",
+            "--1",
+        ] {
+            assert!(price(text).unwrap_err().contains("not a number"), "{text}");
+        }
+        for text in [
+            "1e14",
+            "1.7e308",
+            "1e309",
+            "99999999999999.99995",
+            "-1e99999999999999999999",
+        ] {
+            assert!(price(text).unwrap_err().contains("1e14"), "{text}");
+        }
+
+        let mut typed = m.clone();
+        typed.types[OrderField::UnitPrice as usize] = FieldType::DecimalComma;
+        assert_eq!(
+            typed.parse_decimal(OrderField::UnitPrice, "1.234,55"),
+            Ok(12_345_500)
+        );
+        typed.types[OrderField::UnitPrice as usize] = FieldType::Cents;
+        assert_eq!(
+            typed.parse_decimal(OrderField::UnitPrice, "255"),
+            Ok(25_500)
+        );
+        assert!(typed.parse_decimal(OrderField::UnitPrice, "2.55").is_err());
+    }
+
+    #[test]
+    fn whole_numbers_in_decimal_spellings() {
+        let c = cols(&[
+            "InvoiceNo",
+            "StockCode",
+            "Quantity",
+            "InvoiceDate",
+            "UnitPrice",
+        ]);
+        let m = ResolvedMapping::resolve(Path::new("x.csv"), &c, None, &orders()).unwrap();
+        let q = |t: &str| m.parse_integer(OrderField::Quantity, t);
+        assert_eq!(q("1e2"), Ok(100));
+        assert_eq!(q("3.0"), Ok(3));
+        assert_eq!(q("-0"), Ok(0));
+        assert_eq!(q("+3"), Ok(3));
+        assert!(q("1.00001").is_err(), "not rounded to a whole number");
+        assert!(q("1.000000000000000000000000000000000000000001").is_err());
+        assert!(q("9223372036854775808").is_err());
+        assert!(q("NaN").is_err());
+        assert_eq!(format_scaled(-25_500, 4), "-2.5500");
+        assert_eq!(format_scaled(5, 4), "0.0005");
     }
 
     #[test]

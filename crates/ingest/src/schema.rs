@@ -67,6 +67,20 @@ impl OrderField {
     }
 }
 
+/// Digits of a money column (`unit_price`, `line_revenue`): `decimal(18, 4)`. Eighteen digits hold every
+/// magnitude below 10^14 (the accepted bound, `batch::MAX_MONEY`) with four fraction digits, and fit the
+/// 64-bit integers Parquet stores such decimals as; four fraction digits keep a price per unit of a
+/// hundredth of a cent exact, and sums (DataFusion widens a `SUM` to `decimal(28, 4)`) cannot overflow.
+pub const MONEY_PRECISION: u8 = 18;
+
+/// Fraction digits of a money column (see [`MONEY_PRECISION`]).
+pub const MONEY_SCALE: i8 = 4;
+
+/// The Arrow type of money columns: `Decimal128(18, 4)`.
+pub fn money() -> DataType {
+    DataType::Decimal128(MONEY_PRECISION, MONEY_SCALE)
+}
+
 fn timestamp() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, None)
 }
@@ -89,11 +103,11 @@ pub static ORDERS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("description", DataType::Utf8, true),
         Field::new("quantity", DataType::Int64, false),
         Field::new("invoice_date", timestamp(), false),
-        Field::new("unit_price", DataType::Float64, false),
+        Field::new("unit_price", money(), false),
         Field::new("customer_id", DataType::Int64, true),
         Field::new("country", DataType::Utf8, true),
         Field::new("is_cancellation", DataType::Boolean, false),
-        Field::new("line_revenue", DataType::Float64, false),
+        Field::new("line_revenue", money(), false),
     ];
     fields.extend(provenance_fields());
     fields.push(Field::new("invoice_month", DataType::Utf8, false));

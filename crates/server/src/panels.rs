@@ -179,10 +179,12 @@ const PRODUCT_DAYS_SQL: &str = "SELECT stock_code, date_trunc('day', invoice_dat
     SUM(line_revenue) AS line_revenue \
     FROM orders GROUP BY stock_code, date_trunc('day', invoice_date), country, is_cancellation";
 
+/// The revenue is a `FILTER`ed sum: DataFusion 55 rewrites `SUM(CASE … END)` next to a `COUNT(DISTINCT …)`
+/// into two sums whose decimal types (28 and 38 digits) its `COALESCE` then mixes up at run time.
 fn kpi_select(filter: &str, table: &str) -> String {
     format!(
         "SELECT \
-           COALESCE(SUM(CASE WHEN NOT is_cancellation THEN line_revenue END), 0) AS revenue, \
+           COALESCE(SUM(line_revenue) FILTER (WHERE NOT is_cancellation), 0) AS revenue, \
            COUNT(DISTINCT CASE WHEN NOT is_cancellation THEN invoice_no END) AS orders, \
            COALESCE(SUM(CASE WHEN NOT is_cancellation THEN quantity END), 0) AS units, \
            COUNT(DISTINCT CASE WHEN NOT is_cancellation THEN customer_id END) AS customers, \
@@ -222,9 +224,11 @@ pub fn sql_over(name: &str, p: &PanelParams, src: Source) -> Option<String> {
             format!(
                 "WITH cur AS ({cur}), prev AS ({prev}) \
                  SELECT metric, value, previous FROM ( \
-                 SELECT 'revenue' AS metric, ROUND(cur.revenue, 2) AS value, {pv_rev} AS previous FROM cur, prev \
+                 SELECT 'revenue' AS metric, CAST(ROUND(cur.revenue, 2) AS DOUBLE) AS value, {pv_rev} AS previous \
+                   FROM cur, prev \
                  UNION ALL SELECT 'orders', CAST(cur.orders AS DOUBLE), {pv_orders} FROM cur, prev \
-                 UNION ALL SELECT 'average_order_value', ROUND(cur.revenue / NULLIF(cur.orders, 0), 2), \
+                 UNION ALL SELECT 'average_order_value', \
+                   CAST(ROUND(cur.revenue / NULLIF(cur.orders, 0), 2) AS DOUBLE), \
                    {pv_aov} FROM cur, prev \
                  UNION ALL SELECT 'units', CAST(cur.units AS DOUBLE), {pv_units} FROM cur, prev \
                  UNION ALL SELECT 'customers', CAST(cur.customers AS DOUBLE), {pv_cust} FROM cur, prev \
@@ -238,7 +242,7 @@ pub fn sql_over(name: &str, p: &PanelParams, src: Source) -> Option<String> {
                 cur = kpi_select(&filter, t),
                 prev = kpi_select(&previous, t),
                 pv_rev = if has_previous {
-                    "ROUND(prev.revenue, 2)"
+                    "CAST(ROUND(prev.revenue, 2) AS DOUBLE)"
                 } else {
                     "CAST(NULL AS DOUBLE)"
                 },
@@ -248,7 +252,7 @@ pub fn sql_over(name: &str, p: &PanelParams, src: Source) -> Option<String> {
                     "CAST(NULL AS DOUBLE)"
                 },
                 pv_aov = if has_previous {
-                    "ROUND(prev.revenue / NULLIF(prev.orders, 0), 2)"
+                    "CAST(ROUND(prev.revenue / NULLIF(prev.orders, 0), 2) AS DOUBLE)"
                 } else {
                     "CAST(NULL AS DOUBLE)"
                 },

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::{run, shopstream, stdout};
 
 /// Starts `serve` on a free port (with `config`, if given); returns the child and its base URL.
-fn start(dir: &std::path::Path, config: Option<&std::path::Path>) -> (Child, String) {
+pub fn start(dir: &std::path::Path, config: Option<&std::path::Path>) -> (Child, String) {
     let mut command = shopstream(dir);
     if let Some(c) = config {
         command.env("SHOPSTREAM_CONFIG", c);

@@ -1,10 +1,11 @@
-//! End-to-end tests of the `shopstream` binary: exit codes, errors, loads killed mid-way, and the
-//! bad-input corpus.
+//! End-to-end tests of the `shopstream` binary: exit codes, errors, loads killed mid-way, the
+//! bad-input corpus, and migrating a lake of the previous release.
 
 mod bad_inputs;
 mod crash;
 mod errors;
 mod live;
+mod migrate;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -138,9 +138,9 @@ async fn a_mapping_loads_another_shops_export() {
     assert_eq!(
         rows,
         "invoice_no,stock_code,description,quantity,invoice_date,unit_price,customer_id,country\n\
-         W-1001,SKU-1,Kaffeebecher,2,2024-03-01T09:15:00,4.5,501,Germany\n\
-         W-1001,SKU-2,(no description),1,2024-03-01T09:15:00,1234.0,501,Germany\n\
-         W-1002,SKU-1,Kaffeebecher,1,2024-03-02T00:00:00,4.5,,Germany\n"
+         W-1001,SKU-1,Kaffeebecher,2,2024-03-01T09:15:00,4.5000,501,Germany\n\
+         W-1001,SKU-2,(no description),1,2024-03-01T09:15:00,1234.0000,501,Germany\n\
+         W-1002,SKU-1,Kaffeebecher,1,2024-03-02T00:00:00,4.5000,,Germany\n"
     );
 }
 

@@ -121,7 +121,7 @@ async fn whitespace_separated_text_with_a_header_not_aligned_loads() {
     assert_eq!(
         query_csv(&lake, "SELECT invoice_no, stock_code, quantity, invoice_date, unit_price FROM orders ORDER BY 1 LIMIT 2").await,
         "invoice_no,stock_code,quantity,invoice_date,unit_price\n\
-         536300,85123A,6,2010-12-01T00:00:00,2.55\n536301,85123A,6,2010-12-02T00:00:00,2.55\n"
+         536300,85123A,6,2010-12-01T00:00:00,2.5500\n536301,85123A,6,2010-12-02T00:00:00,2.5500\n"
     );
     let dl = query_csv(
         &lake,

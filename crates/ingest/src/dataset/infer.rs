@@ -95,7 +95,8 @@ impl Candidates {
                 "true" | "false" | "t" | "f" | "yes" | "no"
             );
         }
-        let (point, comma) = (number_shape(v, '.', ','), number_shape(v, ',', '.'));
+        // Thousands separators only with a decimal comma (`1.234,55`): like DuckDB, `1,234.55` is text.
+        let (point, comma) = (number_shape(v, '.', None), number_shape(v, ',', Some('.')));
         self.integer &= point == Some(0) && !leading_zero(v);
         self.decimal_point &= point.is_some() && !leading_zero(v);
         self.decimal_comma &= comma.is_some() && !leading_zero(v);
@@ -168,13 +169,16 @@ fn leading_zero(v: &str) -> bool {
 
 /// The number of decimals when `v` is a number with decimal separator `point` and optional thousands
 /// separator `group` (groups of three): `Some(0)` for a whole number, `None` when it is not a number so.
-fn number_shape(v: &str, point: char, group: char) -> Option<usize> {
+fn number_shape(v: &str, point: char, group: Option<char>) -> Option<usize> {
     let body = v.strip_prefix(['-', '+']).unwrap_or(v);
     let (int, frac) = match body.split_once(point) {
         Some((i, f)) => (i, Some(f)),
         None => (body, None),
     };
-    let groups: Vec<&str> = int.split(group).collect();
+    let groups: Vec<&str> = match group {
+        Some(g) => int.split(g).collect(),
+        None => vec![int],
+    };
     let grouped = groups.len() == 1
         || (!groups[0].is_empty()
             && groups[0].len() <= 3

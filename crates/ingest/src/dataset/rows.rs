@@ -14,8 +14,8 @@ use arrow::array::{
 use chrono::{Datelike, NaiveDate, NaiveDateTime};
 
 use super::{ColumnType, DECIMAL_PRECISION, DECIMAL_SCALE, Dataset};
-use crate::batch::{MAX_MONEY, Provenance, ProvenanceColumns};
-use crate::mapping::{FieldType, ResolvedMapping};
+use crate::batch::{Provenance, ProvenanceColumns};
+use crate::mapping::ResolvedMapping;
 
 /// One parsed value of a row.
 enum Value<'a> {
@@ -206,8 +206,8 @@ fn parse<'a>(
     Ok(match ty {
         ColumnType::Text => Value::Text(t),
         ColumnType::Integer => Value::Integer(m.parse_integer(i, t)?),
-        ColumnType::Decimal => Value::Decimal(parse_decimal(m.types[i], t)?),
-        ColumnType::Double => Value::Double(m.parse_decimal(i, t)?),
+        ColumnType::Decimal => Value::Decimal(m.parse_decimal(i, t)?),
+        ColumnType::Double => Value::Double(m.parse_double(i, t)?),
         ColumnType::Boolean => Value::Boolean(parse_boolean(t)?),
         ColumnType::Date => {
             let d: NaiveDateTime = m.parse_date_of(i, t, last_date)?;
@@ -221,27 +221,6 @@ fn parse<'a>(
     })
 }
 
-/// Digits of an integer part with its thousands separators taken out, when they group by three
-/// (`1,234,567`); `None` for anything else (`1,5` is not a thousands-separated number).
-fn strip_thousands(int_part: &str, sep: char) -> Option<String> {
-    let groups: Vec<&str> = int_part.split(sep).collect();
-    let grouped = groups.len() == 1
-        || (!groups[0].is_empty()
-            && groups[0].len() <= 3
-            && groups[1..].iter().all(|g| g.len() == 3));
-    let digits = groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_digit()));
-    (grouped && digits).then(|| groups.concat())
-}
-
-/// Exponents (`1.5e3`) and other spellings Rust reads as a float, then checked and scaled.
-fn through_float(t: &str) -> Result<i128, String> {
-    let f: f64 = t.parse().map_err(|_| format!("`{t}` is not a number"))?;
-    if !f.is_finite() || f.abs() >= MAX_MONEY {
-        return Err(format!("{t} is beyond the accepted magnitude (below 1e14)"));
-    }
-    Ok((f * 10_000.0).round() as i128)
-}
-
 /// `true`/`false` and the usual spellings of them.
 pub fn parse_boolean(t: &str) -> Result<bool, String> {
     match t.to_ascii_lowercase().as_str() {
@@ -251,78 +230,9 @@ pub fn parse_boolean(t: &str) -> Result<bool, String> {
     }
 }
 
-/// A decimal as an integer count of ten-thousandths, read exactly from its digits: `2.55` → 25500,
-/// `1.234,5` with a decimal comma → 12345000, `255` cents → 25500. More than four decimals are rounded half
-/// away from zero; magnitudes of 10^14 and beyond are refused (they do not fit `decimal(18,4)`).
-pub fn parse_decimal(ty: FieldType, t: &str) -> Result<i128, String> {
-    let not_a_number = || format!("`{t}` is not a number");
-    let (negative, body) = match t.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, t.strip_prefix('+').unwrap_or(t)),
-    };
-    let (int_part, frac_part) = match ty {
-        FieldType::Cents => (body, ""),
-        FieldType::DecimalComma => body.split_once(',').unwrap_or((body, "")),
-        _ => body.split_once('.').unwrap_or((body, "")),
-    };
-    let thousands = if ty == FieldType::DecimalComma {
-        '.'
-    } else {
-        ','
-    };
-    let frac_ok = frac_part.bytes().all(|b| b.is_ascii_digit());
-    let Some(int_digits) = strip_thousands(int_part, thousands).filter(|_| frac_ok) else {
-        return through_float(t);
-    };
-    if int_digits.is_empty() && frac_part.is_empty() {
-        return Err(not_a_number());
-    }
-    let mut scaled: i128 = 0;
-    for b in int_digits.bytes() {
-        scaled = scaled
-            .checked_mul(10)
-            .and_then(|v| v.checked_add(i128::from(b - b'0')))
-            .ok_or_else(not_a_number)?;
-        if scaled >= 100_000_000_000_000 {
-            return Err(format!("{t} is beyond the accepted magnitude (below 1e14)"));
-        }
-    }
-    let frac = frac_part.as_bytes();
-    for k in 0..4 {
-        scaled = scaled * 10 + frac.get(k).map_or(0, |b| i128::from(b - b'0'));
-    }
-    if frac.get(4).is_some_and(|b| *b >= b'5') {
-        scaled += 1;
-    }
-    if ty == FieldType::Cents {
-        scaled /= 100;
-    }
-    Ok(if negative { -scaled } else { scaled })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn decimals_are_read_exactly() {
-        let d = |t: &str| parse_decimal(FieldType::Auto, t);
-        assert_eq!(d("2.55"), Ok(25_500));
-        assert_eq!(d("-0.01"), Ok(-100));
-        assert_eq!(d("0.00005"), Ok(1), "half away from zero");
-        assert_eq!(d("-0.00005"), Ok(-1));
-        assert_eq!(d("1,234.5"), Ok(12_345_000));
-        assert_eq!(d("1.5e3"), Ok(15_000_000));
-        assert_eq!(d(".5"), Ok(5_000));
-        assert!(d("1e15").is_err());
-        assert!(d("100000000000000").is_err());
-        assert!(d("abc").is_err());
-        assert_eq!(
-            parse_decimal(FieldType::DecimalComma, "1.234,55"),
-            Ok(12_345_500)
-        );
-        assert_eq!(parse_decimal(FieldType::Cents, "255"), Ok(25_500));
-    }
 
     #[test]
     fn booleans_in_common_spellings() {

@@ -22,7 +22,8 @@ check(params.rows.length === 3, `parameterized query: ${params.rows.length} rows
 const r = params.rows[0];
 check(r.invoice_date instanceof Date, `invoice_date is a Date: ${r.invoice_date}`);
 check(typeof r.is_cancellation === 'boolean', `is_cancellation is a boolean: ${r.is_cancellation}`);
-check(typeof r.line_revenue === 'number', `line_revenue is a number: ${r.line_revenue}`);
+// NUMERIC arrives as text (node-postgres keeps its digits): money is decimal(18,4).
+check(/^-?\d+\.\d{4}$/.test(r.line_revenue), `line_revenue is a numeric with 4 decimals: ${r.line_revenue}`);
 const v = await client.query('SHOW server_version');
 check(v.rows[0].server_version.startsWith('16'), `SHOW server_version = ${v.rows[0].server_version}`);
 try {

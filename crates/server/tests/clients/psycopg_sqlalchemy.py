@@ -6,6 +6,7 @@ lists the lake's tables (and information_schema their columns with types), that 
 that a server-side parameter binds, and that writes are refused. Exits non-zero on the first failure.
 """
 
+import decimal
 import sys
 
 import psycopg
@@ -34,6 +35,7 @@ with psycopg.connect(dsn) as conn:
         ("France",),
     ).fetchone()
     check(row[0] > 0, f"bound parameter: {row[0]} French lines, revenue {row[1]}")
+    check(isinstance(row[1], decimal.Decimal), f"money is NUMERIC, read as Decimal: {row[1]!r}")
     # A parameter inside a select-list subquery must not shift the ones after it (SQLAlchemy's column
     # query binds a string there, then a smallint).
     row = conn.execute("SELECT (SELECT %s::VARCHAR) AS x, %s::SMALLINT + 1 AS y", ["a", 41]).fetchone()
@@ -66,7 +68,9 @@ check(
     f"get_columns: orders.invoice_date {columns.get('invoice_date')}",
 )
 check(
-    isinstance(columns.get("unit_price", {}).get("type"), sa.Float),
+    # NUMERIC (money is decimal(18,4)); the catalog's format_type gives no typmod, so no precision here.
+    isinstance(columns.get("unit_price", {}).get("type"), sa.Numeric)
+    and not isinstance(columns["unit_price"]["type"], sa.Float),
     f"get_columns: orders.unit_price {columns.get('unit_price')}",
 )
 check(columns["invoice_no"]["nullable"] is False, f"get_columns: invoice_no not null {columns['invoice_no']}")
