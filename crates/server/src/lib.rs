@@ -18,7 +18,7 @@ pub mod dashboard;
 mod info_schema;
 mod ingest;
 mod metrics;
-pub use metrics::{PartitionStatus, Status};
+pub use metrics::{Counter, MetricKind, PartitionMetric, PartitionStatus, Status};
 pub mod panels;
 mod pg_compat;
 pub mod postgres;
