@@ -3,7 +3,6 @@
 //!
 //! Exit codes: 0 success, 1 failure (the error chain is printed once), 2 usage error.
 
-mod config;
 mod live;
 
 use std::collections::BTreeMap;
@@ -23,7 +22,7 @@ use shopstream_engine::{Catalog, Lake, TableKind, reports};
 use shopstream_ingest::expand_paths_skipping;
 use shopstream_ingest::generate::{GenFormat, Generator};
 
-use crate::config::Config;
+use shopstream_server::Config;
 
 #[derive(Parser)]
 #[command(
@@ -259,19 +258,14 @@ struct Ctx {
 
 impl Ctx {
     fn lake(&self) -> anyhow::Result<Lake> {
-        Ok(if self.config.lake.url.is_empty() {
-            Lake::local(&self.config.lake_dir(&self.data_dir))?
-        } else {
-            Lake::at_url(&self.config.lake.url)?
-        })
+        Ok(self
+            .config
+            .lake
+            .open(&self.config.lake_dir(&self.data_dir))?)
     }
 
     fn write_options(&self) -> WriteOptions {
-        WriteOptions {
-            target_file_size: self.config.lake.target_file_size_mb * 1024 * 1024,
-            zstd_level: self.config.lake.zstd_level,
-            ..Default::default()
-        }
+        self.config.lake.write_options()
     }
 }
 

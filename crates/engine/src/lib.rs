@@ -8,6 +8,7 @@
 //! [`stream`], on the same tables and catalog.
 
 pub mod compact;
+pub mod config;
 pub mod error;
 pub mod functions;
 pub mod lake;
@@ -18,6 +19,7 @@ pub mod sink;
 pub mod sql;
 pub mod stream;
 
+pub use config::LakeConfig;
 pub use error::{EngineError, Result};
 pub use lake::{Lake, TableKind};
 pub use sql::{Catalog, Changes, FileChange, LiveCatalog, QueryResult, TableFiles, run_read_only};

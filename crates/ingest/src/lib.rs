@@ -7,6 +7,7 @@
 //! generates realistic test data ([`generate`]). The engine crate decides where those batches are written.
 
 pub mod batch;
+pub mod config;
 pub mod error;
 pub mod generate;
 pub mod mapping;
@@ -15,6 +16,7 @@ pub mod schema;
 pub mod sources;
 
 pub use batch::{Chunk, Counts, Provenance};
+pub use config::IngestConfig;
 pub use error::IngestError;
 pub use mapping::MappingConfig;
 pub use read::{FileReader, Format, ReadOptions, expand_paths, expand_paths_skipping, fingerprint};

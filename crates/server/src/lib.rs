@@ -14,6 +14,8 @@
 //! route but `/health` and the (data-free) pages needs `Authorization: Bearer <token>`. `/metrics` (Prometheus text) and `/v1/status`
 //! (JSON) give log ends, loaded offsets, lag, request counts and dead letters.
 
+pub mod config;
+pub use config::Config;
 pub mod dashboard;
 mod info_schema;
 mod ingest;
