@@ -748,7 +748,7 @@ async fn live_demo(
          arrive. Dashboard: {url}/  SQL explorer: {url}/explorer{pg}\n\
          Drop CSV/Excel/JSONL files into {landing} to load them. Status: {url}/v1/status, {url}/metrics.\n\
          {until}",
-        url = live.url,
+        url = live.url(),
         pg = live
             .postgres
             .as_ref()
@@ -761,8 +761,8 @@ async fn live_demo(
         }
     );
     let stop = Arc::new(AtomicBool::new(false));
-    let store = live::feed_store(live.url.clone(), topic, rate, stop.clone());
-    let url = live.url.clone();
+    let store = live::feed_store(live.url(), topic, rate, stop.clone());
+    let url = live.url();
     let reporter_stop = stop.clone();
     let reporter = tokio::task::spawn_blocking(move || {
         while !reporter_stop.load(Ordering::Relaxed) {
@@ -784,15 +784,13 @@ async fn live_demo(
             );
         }
     });
-    let result = live
-        .run_until_interrupted(seconds.map(Duration::from_secs))
-        .await;
+    let result = live::run_until_interrupted(&mut live, seconds.map(Duration::from_secs)).await;
     stop.store(true, Ordering::SeqCst);
     let sent = store.join().unwrap_or(0);
     let _ = reporter.await;
-    let stopped = live.stop().await;
+    let stopped = live.shutdown().await;
     println!("live: the store sent {sent} order lines; stopped.");
-    result.and(stopped)
+    result.and(stopped.map_err(Into::into))
 }
 
 async fn demo(ctx: &Ctx, from: Option<PathBuf>, rows: u64) -> anyhow::Result<()> {

@@ -54,7 +54,7 @@ pub struct LiveConfig {
     /// Most records per partition loaded into the lake in one commit.
     #[serde(default = "default_max_records")]
     pub load_max_records: usize,
-    /// Files dropped here are loaded once, then moved to processed/ or failed/ (empty: <data-dir>/landing).
+    /// Files dropped here are loaded once, then moved to processed/ or failed/ (empty: `<data-dir>/landing`).
     #[serde(default)]
     pub landing_dir: String,
     #[serde(default = "default_landing_poll_ms")]
