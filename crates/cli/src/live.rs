@@ -1,27 +1,33 @@
-//! `serve` and `status`: the live path's process and its view from outside.
+//! `serve` and `status`: the server (assembled by `shopstream_server::Server`) with its overrides and\n//! messages, the demo's simulated store, and the status seen from outside.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use shopstream_engine::stream::landing::LandingWatcher;
-use shopstream_engine::stream::topic_load::{TopicLoadConfig, TopicLoader};
+use anyhow::Context;
 use shopstream_ingest::generate::{Generator, ONLINE_RETAIL_HEADER};
-use shopstream_ingest::sources::api::Poller;
-use shopstream_log::Log;
-use shopstream_server::{AppState, Status, app, bind};
+use shopstream_server::{Running, Server, Status};
 
 use crate::Ctx;
 
-/// Opens the log (recovering it) with the live topic created.
-fn open_log(ctx: &Ctx) -> anyhow::Result<Arc<Log>> {
-    let dir = ctx.config.log_dir(&ctx.data_dir);
-    let (log, recoveries) =
-        Log::open(&dir).with_context(|| format!("opening the log in {}", dir.display()))?;
-    for r in recoveries {
+/// Starts the server as configured, with the `--listen` and `--pg-listen` overrides (`off`: no Postgres).
+pub async fn start(
+    ctx: &Ctx,
+    listen: Option<String>,
+    pg_listen: Option<String>,
+) -> anyhow::Result<Running> {
+    let mut config = ctx.config.clone();
+    if let Some(l) = listen {
+        config.server.listen = l;
+    }
+    match pg_listen.as_deref() {
+        Some("off") => config.postgres.enabled = false,
+        Some(l) => config.postgres.listen = l.to_string(),
+        None => {}
+    }
+    let running = Server::start(&config, &ctx.data_dir).await?;
+    for r in &running.log_recoveries {
         eprintln!(
             "log recovery: {}: cut {} bytes at byte {} of {} ({})",
             r.partition,
@@ -31,203 +37,23 @@ fn open_log(ctx: &Ctx) -> anyhow::Result<Arc<Log>> {
             r.truncation.reason
         );
     }
-    let live = &ctx.config.live;
-    log.create_topic(&live.topic, live.partitions, live.log.clone())
-        .with_context(|| format!("topic `{}`", live.topic))?;
-    for flow in &live.flows {
-        if log.topic(&flow.topic).is_err() {
-            log.create_topic(&flow.topic, live.partitions, live.log.clone())
-                .with_context(|| format!("topic `{}` of flow `{}`", flow.topic, flow.name))?;
+    Ok(running)
+}
+
+/// Runs until Ctrl-C (or `deadline`), or fails when a part fails.
+pub async fn run_until_interrupted(
+    running: &mut Running,
+    deadline: Option<Duration>,
+) -> anyhow::Result<()> {
+    let interrupted = async {
+        match deadline {
+            Some(d) => tokio::time::sleep(d).await,
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
-        log.create_topic(&flow.dead_letter_topic(), 1, live.log.clone())
-            .with_context(|| format!("dead-letter topic of flow `{}`", flow.name))?;
-    }
-    Ok(log)
-}
-
-/// The live parts running in this process.
-pub struct Live {
-    pub url: String,
-    /// The Postgres endpoint's address, when it runs.
-    pub postgres: Option<std::net::SocketAddr>,
-    pg: Option<tokio::task::JoinHandle<()>>,
-    stop: Arc<AtomicBool>,
-    pollers: Vec<std::thread::JoinHandle<()>>,
-    tasks: Vec<tokio::task::JoinHandle<shopstream_engine::Result<()>>>,
-    http: tokio::task::JoinHandle<std::io::Result<()>>,
-    http_stop: tokio::sync::oneshot::Sender<()>,
-    /// The lake's server lock, held until the server stops (`migrate` waits for it).
-    _lake_lock: Option<shopstream_engine::migrate::ServerLock>,
-}
-
-/// Starts the HTTP ingest, the continuous lake load and the landing folder watcher.
-pub async fn start(
-    ctx: &Ctx,
-    listen: Option<String>,
-    pg_listen: Option<String>,
-) -> anyhow::Result<Live> {
-    let lake = ctx.lake()?;
-    let lake_lock = shopstream_engine::migrate::hold_for_server(&lake)?;
-    // One catalog for the HTTP queries, the dashboard and the Postgres endpoint.
-    let catalog =
-        shopstream_server::postgres::open_catalog(ctx.lake()?, &ctx.config.postgres.user).await?;
-    let log = open_log(ctx)?;
-    let live = &ctx.config.live;
-    let mut load = TopicLoadConfig::new(&live.topic);
-    load.max_records = live.load_max_records;
-    load.write = ctx.write_options();
-    load.timezone = ctx.config.ingest.timezone();
-    let loader = TopicLoader::open(&lake, &log, load).await?;
-    let progress = loader.progress();
-    let landing = LandingWatcher::new(
-        &ctx.config.landing_dir(&ctx.data_dir),
-        lake,
-        ctx.config
-            .ingest
-            .read_options(None, shopstream_ingest::Dataset::orders()),
-        ctx.write_options(),
-        Duration::from_millis(live.landing_poll_ms),
-    )?;
-    let landing_progress = landing.progress();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut pollers = Vec::new();
-    for p in &live.pollers {
-        let flow = if p.flow.is_empty() {
-            None
-        } else {
-            Some(
-                live.flows
-                    .iter()
-                    .find(|f| f.name == p.flow)
-                    .cloned()
-                    .ok_or_else(|| anyhow::anyhow!("poller `{}`: no flow `{}`", p.name, p.flow))?,
-            )
-        };
-        let poller = Poller::new(&log, p.clone(), flow)
-            .map_err(|e| anyhow::anyhow!("poller `{}`: {e}", p.name))?;
-        let stop = stop.clone();
-        pollers.push(
-            std::thread::Builder::new()
-                .name(format!("poll-{}", p.name))
-                .spawn(move || poller.run(stop))?,
-        );
-    }
-    let mut tasks = vec![
-        tokio::spawn(loader.run(stop.clone())),
-        tokio::spawn(landing.run(stop.clone())),
-    ];
-    if live.compact_every_s > 0 {
-        tasks.push(tokio::spawn(shopstream_engine::compact::run_every(
-            ctx.lake()?,
-            ctx.write_options(),
-            Duration::from_secs(live.compact_every_s),
-            Duration::from_secs(live.vacuum_after_s),
-            stop.clone(),
-        )));
-    }
-
-    let mut server = ctx.config.server.clone();
-    if let Some(l) = listen {
-        server.listen = l;
-    }
-    let (listener, addr) = bind(&server.listen)
-        .await
-        .with_context(|| format!("listening on {}", server.listen))?;
-    let state = AppState::new(
-        log,
-        server,
-        HashMap::from([(live.topic.clone(), progress)]),
-        Some(landing_progress),
-        live.flows.clone(),
-    );
-    let mut pg_config = ctx.config.postgres.clone();
-    match pg_listen.as_deref() {
-        Some("off") => pg_config.enabled = false,
-        Some(l) => pg_config.listen = l.to_string(),
-        None => {}
-    }
-    let (pg, postgres) = if pg_config.enabled {
-        let endpoint = shopstream_server::postgres::bind(
-            &pg_config,
-            &ctx.config.server.token,
-            catalog.clone(),
-        )
-        .await?;
-        let addr = endpoint.addr;
-        (Some(tokio::spawn(endpoint.run())), Some(addr))
-    } else {
-        (None, None)
     };
-    let (http_stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let http = tokio::spawn(shopstream_server::serve(
-        listener,
-        app(state, Some(catalog)),
-        async {
-            let _ = rx.await;
-        },
-    ));
-    Ok(Live {
-        url: format!("http://{addr}"),
-        postgres,
-        pg,
-        stop,
-        pollers,
-        tasks,
-        http,
-        http_stop,
-        _lake_lock: lake_lock,
-    })
-}
-
-impl Live {
-    /// Runs until Ctrl-C (or `deadline`), or fails when a part fails.
-    pub async fn run_until_interrupted(
-        &mut self,
-        deadline: Option<Duration>,
-    ) -> anyhow::Result<()> {
-        let ctrl_c = async {
-            match deadline {
-                Some(d) => tokio::time::sleep(d).await,
-                None => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        };
-        let failed = async {
-            loop {
-                for t in &mut self.tasks {
-                    if t.is_finished() {
-                        return;
-                    }
-                }
-                if self.http.is_finished() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => Ok(()),
-            _ = failed => bail!("a live part stopped; see the error below"),
-        }
-    }
-
-    /// Stops everything, waiting for the current micro-batch; returns the first error of any part.
-    pub async fn stop(self) -> anyhow::Result<()> {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.http_stop.send(());
-        if let Some(pg) = self.pg {
-            pg.abort();
-        }
-        for p in self.pollers {
-            let _ = p.join();
-        }
-        self.http.await.context("HTTP server")??;
-        for t in self.tasks {
-            t.await.context("live task")??;
-        }
-        Ok(())
-    }
+    Ok(running.run_until(interrupted).await?)
 }
 
 pub async fn serve(
@@ -239,13 +65,13 @@ pub async fn serve(
     println!(
         "shopstream serving on {}: POST /v1/topics/{}/records (JSON, NDJSON, CSV), /v1/status, /metrics; \
          landing folder {}",
-        live.url,
+        live.url(),
         ctx.config.live.topic,
         ctx.config.landing_dir(&ctx.data_dir).display()
     );
     println!(
         "dashboard: {url}/  SQL explorer: {url}/explorer",
-        url = live.url
+        url = live.url()
     );
     if let Some(a) = live.postgres {
         println!(
@@ -255,9 +81,9 @@ pub async fn serve(
         );
     }
     std::io::stdout().flush()?;
-    let r = live.run_until_interrupted(None).await;
-    let stopped = live.stop().await;
-    r.and(stopped)
+    let r = run_until_interrupted(&mut live, None).await;
+    let stopped = live.shutdown().await;
+    r.and(stopped.map_err(Into::into))
 }
 
 /// Feeds a simulated store into the HTTP endpoint: `rate` generated order lines per second, dated now,

@@ -3,7 +3,6 @@
 //!
 //! Exit codes: 0 success, 1 failure (the error chain is printed once), 2 usage error.
 
-mod config;
 mod live;
 
 use std::collections::BTreeMap;
@@ -24,7 +23,7 @@ use shopstream_ingest::Dataset;
 use shopstream_ingest::expand_paths_skipping;
 use shopstream_ingest::generate::{GenFormat, Generator};
 
-use crate::config::Config;
+use shopstream_server::Config;
 
 #[derive(Parser)]
 #[command(
@@ -278,19 +277,14 @@ struct Ctx {
 
 impl Ctx {
     fn lake(&self) -> anyhow::Result<Lake> {
-        Ok(if self.config.lake.url.is_empty() {
-            Lake::local(&self.config.lake_dir(&self.data_dir))?
-        } else {
-            Lake::at_url(&self.config.lake.url)?
-        })
+        Ok(self
+            .config
+            .lake
+            .open(&self.config.lake_dir(&self.data_dir))?)
     }
 
     fn write_options(&self) -> WriteOptions {
-        WriteOptions {
-            target_file_size: self.config.lake.target_file_size_mb * 1024 * 1024,
-            zstd_level: self.config.lake.zstd_level,
-            ..Default::default()
-        }
+        self.config.lake.write_options()
     }
 }
 
@@ -940,7 +934,7 @@ async fn live_demo(
          arrive. Dashboard: {url}/  SQL explorer: {url}/explorer{pg}\n\
          Drop CSV/Excel/JSONL files into {landing} to load them. Status: {url}/v1/status, {url}/metrics.\n\
          {until}",
-        url = live.url,
+        url = live.url(),
         pg = live
             .postgres
             .as_ref()
@@ -953,8 +947,8 @@ async fn live_demo(
         }
     );
     let stop = Arc::new(AtomicBool::new(false));
-    let store = live::feed_store(live.url.clone(), topic, rate, stop.clone());
-    let url = live.url.clone();
+    let store = live::feed_store(live.url(), topic, rate, stop.clone());
+    let url = live.url();
     let reporter_stop = stop.clone();
     let reporter = tokio::task::spawn_blocking(move || {
         while !reporter_stop.load(Ordering::Relaxed) {
@@ -976,15 +970,13 @@ async fn live_demo(
             );
         }
     });
-    let result = live
-        .run_until_interrupted(seconds.map(Duration::from_secs))
-        .await;
+    let result = live::run_until_interrupted(&mut live, seconds.map(Duration::from_secs)).await;
     stop.store(true, Ordering::SeqCst);
     let sent = store.join().unwrap_or(0);
     let _ = reporter.await;
-    let stopped = live.stop().await;
+    let stopped = live.shutdown().await;
     println!("live: the store sent {sent} order lines; stopped.");
-    result.and(stopped)
+    result.and(stopped.map_err(Into::into))
 }
 
 async fn demo(ctx: &Ctx, from: Option<PathBuf>, rows: u64) -> anyhow::Result<()> {

@@ -9,6 +9,7 @@
 //! [`stream`], on the same tables and catalog.
 
 pub mod compact;
+pub mod config;
 pub mod datasets;
 pub mod error;
 pub mod functions;
@@ -21,6 +22,7 @@ pub mod sink;
 pub mod sql;
 pub mod stream;
 
+pub use config::LakeConfig;
 pub use error::{EngineError, Result};
 pub use lake::{Lake, Table};
 pub use sql::{Catalog, Changes, FileChange, LiveCatalog, QueryResult, TableFiles, run_read_only};

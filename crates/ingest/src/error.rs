@@ -61,6 +61,15 @@ pub enum IngestError {
         /// What is wrong.
         reason: String,
     },
+    /// `[ingest] timezone` names no time zone.
+    #[error(
+        "[ingest] timezone `{timezone}` is not a time zone (use an IANA name such as `Europe/London`, \
+         or `UTC`)"
+    )]
+    BadTimezone {
+        /// The configured name.
+        timezone: String,
+    },
     /// Writing generated data failed.
     #[error("writing {path}: {reason}")]
     Write {

@@ -7,6 +7,7 @@
 //! generates realistic test data ([`generate`]). The engine crate decides where those batches are written.
 
 pub mod batch;
+pub mod config;
 pub mod dataset;
 pub mod error;
 pub mod generate;
@@ -16,6 +17,7 @@ pub mod schema;
 pub mod sources;
 
 pub use batch::{Chunk, Counts, Provenance};
+pub use config::IngestConfig;
 pub use dataset::{ColumnType, Dataset, DatasetConfig};
 pub use error::IngestError;
 pub use mapping::MappingConfig;

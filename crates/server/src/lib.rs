@@ -13,16 +13,25 @@
 //! `429 Too Many Requests` with `Retry-After` (or wait for room, if configured). With a token configured every
 //! route but `/health` and the (data-free) pages needs `Authorization: Bearer <token>`. `/metrics` (Prometheus text) and `/v1/status`
 //! (JSON) give log ends, loaded offsets, lag, request counts and dead letters.
+//!
+//! [`Server::start`] assembles all of it from a [`Config`] (the log, the live [`sources`], the topic load,
+//! the compaction, the HTTP app and the Postgres endpoint) and returns the [`Running`] server with its
+//! shutdown; the `shopstream` binary only parses arguments and prints.
 
+pub mod config;
+pub use config::Config;
 pub mod dashboard;
 mod info_schema;
 mod ingest;
 mod metrics;
-pub use metrics::{PartitionStatus, Status};
+pub use metrics::{Counter, MetricKind, PartitionMetric, PartitionStatus, Status};
 pub mod panels;
 mod pg_compat;
 pub mod postgres;
 pub mod query;
+mod server;
+pub use server::{Running, Server, ServerError};
+pub mod sources;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

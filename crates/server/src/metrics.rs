@@ -1,4 +1,8 @@
 //! The flow's figures: `/v1/status` as JSON, `/metrics` in the Prometheus text format.
+//!
+//! Each figure is declared once: the counters by [`Status::counters`], the per-partition families by
+//! [`PartitionStatus::METRICS`]. Both routes and `shopstream status` read those lists, so a new figure is
+//! one field and one entry.
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -74,6 +78,69 @@ pub struct Counter {
     pub help: &'static str,
     /// The value.
     pub value: u64,
+}
+
+/// What a Prometheus metric is: a value that only grows, or one that goes up and down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Only grows (since start).
+    Counter,
+    /// Goes up and down.
+    Gauge,
+}
+
+impl MetricKind {
+    /// The name in `# TYPE` lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+        }
+    }
+}
+
+/// One per-partition metric family of `/metrics`: its Prometheus name, kind and help, and the field of
+/// [`PartitionStatus`] it reads. [`PartitionStatus::METRICS`] declares each once.
+#[derive(Debug, Clone, Copy)]
+pub struct PartitionMetric {
+    /// The Prometheus metric (labelled by topic and partition).
+    pub metric: &'static str,
+    /// Counter or gauge.
+    pub kind: MetricKind,
+    /// The Prometheus help text.
+    pub help: &'static str,
+    /// Reads the value from a partition's status.
+    pub value: fn(&PartitionStatus) -> u64,
+}
+
+impl PartitionStatus {
+    /// The per-partition metric families, in the order `/metrics` writes them.
+    pub const METRICS: [PartitionMetric; 4] = [
+        PartitionMetric {
+            metric: "shopstream_log_end_offset",
+            kind: MetricKind::Gauge,
+            help: "One past the last durable offset.",
+            value: |p| p.end_offset,
+        },
+        PartitionMetric {
+            metric: "shopstream_log_appended_records_total",
+            kind: MetricKind::Counter,
+            help: "Records appended since start.",
+            value: |p| p.appended_records,
+        },
+        PartitionMetric {
+            metric: "shopstream_log_syncs_total",
+            kind: MetricKind::Counter,
+            help: "fdatasync calls since start.",
+            value: |p| p.syncs,
+        },
+        PartitionMetric {
+            metric: "shopstream_consumer_lag_records",
+            kind: MetricKind::Gauge,
+            help: "Records durable in the log but not yet loaded into the lake.",
+            value: |p| p.lag,
+        },
+    ];
 }
 
 impl Status {
@@ -225,43 +292,26 @@ pub(crate) async fn prometheus(State(state): State<Arc<AppState>>) -> impl IntoR
             let _ = writeln!(out, "{name}{labels} {v}");
         }
     };
-    let per_partition = |f: &dyn Fn(&crate::metrics::PartitionStatus) -> u64| {
-        s.partitions
+    for m in PartitionStatus::METRICS {
+        let rows = s
+            .partitions
             .iter()
             .map(|p| {
                 (
                     format!("{{topic=\"{}\",partition=\"{}\"}}", p.topic, p.partition),
-                    f(p),
+                    (m.value)(p),
                 )
             })
-            .collect::<Vec<_>>()
-    };
-    family(
-        "shopstream_log_end_offset",
-        "gauge",
-        "One past the last durable offset.",
-        per_partition(&|p| p.end_offset),
-    );
-    family(
-        "shopstream_log_appended_records_total",
-        "counter",
-        "Records appended since start.",
-        per_partition(&|p| p.appended_records),
-    );
-    family(
-        "shopstream_log_syncs_total",
-        "counter",
-        "fdatasync calls since start.",
-        per_partition(&|p| p.syncs),
-    );
-    family(
-        "shopstream_consumer_lag_records",
-        "gauge",
-        "Records durable in the log but not yet loaded into the lake.",
-        per_partition(&|p| p.lag),
-    );
+            .collect();
+        family(m.metric, m.kind.name(), m.help, rows);
+    }
     for c in s.counters() {
-        family(c.metric, "counter", c.help, vec![(String::new(), c.value)]);
+        family(
+            c.metric,
+            MetricKind::Counter.name(),
+            c.help,
+            vec![(String::new(), c.value)],
+        );
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

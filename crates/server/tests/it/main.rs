@@ -702,7 +702,7 @@ fn the_query_api_answers_sql_and_reports_in_json_csv_and_arrow() {
 }
 
 #[test]
-fn metrics_and_status_report_the_same_counters() {
+fn metrics_and_status_report_the_same_figures() {
     let s = start(ServerConfig::default());
     let (code, _) = post(
         &s,
@@ -739,5 +739,21 @@ fn metrics_and_status_report_the_same_counters() {
             c.metric,
             c.value
         );
+    }
+    // The per-partition families: each under its declared type, one line per partition of /v1/status.
+    assert!(!status.partitions.is_empty());
+    for m in shopstream_server::PartitionStatus::METRICS {
+        let header = format!("# TYPE {} {}\n", m.metric, m.kind.name());
+        assert!(metrics.contains(&header), "{header}: {metrics}");
+        for p in &status.partitions {
+            let line = format!(
+                "\n{}{{topic=\"{}\",partition=\"{}\"}} {}\n",
+                m.metric,
+                p.topic,
+                p.partition,
+                (m.value)(p)
+            );
+            assert!(metrics.contains(&line), "{line}: {metrics}");
+        }
     }
 }

@@ -1,15 +1,24 @@
 //! The configuration file: TOML, with a default embedded in the binary.
 //!
-//! Unknown keys are errors that name the key and the file, so a typo never silently falls back to a
-//! default. Units are in the key names (`target_file_size_mb`).
+//! [`Config`] is the whole of `shopstream.toml`; each section's type lives with the crate that uses it
+//! (`[lake]`: [`LakeConfig`] in the engine, `[ingest]`: [`IngestConfig`] in ingest, `[postgres]`:
+//! [`PostgresConfig`], `[server]`: [`ServerConfig`]), and `[live]` is here. Unknown keys are
+//! errors that name the key and the file, so a typo never silently falls back to a default. Units are in
+//! the key names (`target_file_size_mb`). [`Config::validate`] is every check of the file, run by every
+//! command (so `tables` refuses what `serve` would).
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use serde::Deserialize;
 use std::sync::Arc;
 
-use shopstream_ingest::{Dataset, DatasetConfig, MappingConfig};
+use shopstream_engine::LakeConfig;
+use shopstream_ingest::sources::api::PollerConfig;
+use shopstream_ingest::sources::flow::FlowConfig;
+use shopstream_ingest::{Dataset, DatasetConfig, IngestConfig, IngestError};
+
+use crate::ServerConfig;
+use crate::postgres::PostgresConfig;
 
 /// The embedded default configuration.
 pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
@@ -25,13 +34,13 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// `[server]`: HTTP ingest, status and metrics.
     #[serde(default)]
-    pub server: shopstream_server::ServerConfig,
+    pub server: ServerConfig,
     /// `[live]`: the topic of live orders and its log settings.
     #[serde(default)]
     pub live: LiveConfig,
     /// `[postgres]`: the Postgres wire endpoint.
     #[serde(default)]
-    pub postgres: shopstream_server::postgres::PostgresConfig,
+    pub postgres: PostgresConfig,
     /// `[[datasets]]`: tables other than orders (customers, products, …).
     #[serde(default)]
     pub datasets: Vec<DatasetConfig>,
@@ -50,17 +59,17 @@ pub struct LiveConfig {
     /// Most records per partition loaded into the lake in one commit.
     #[serde(default = "default_max_records")]
     pub load_max_records: usize,
-    /// Files dropped here are loaded once, then moved to processed/ or failed/ (empty: <data-dir>/landing).
+    /// Files dropped here are loaded once, then moved to processed/ or failed/ (empty: `<data-dir>/landing`).
     #[serde(default)]
     pub landing_dir: String,
     #[serde(default = "default_landing_poll_ms")]
     pub landing_poll_ms: u64,
     /// Paginated JSON APIs polled into the topic (`[[live.pollers]]`).
     #[serde(default)]
-    pub pollers: Vec<shopstream_ingest::sources::api::PollerConfig>,
+    pub pollers: Vec<PollerConfig>,
     /// Flows: `POST /v1/flows/{name}/records` through steps into a topic (`[[live.flows]]`).
     #[serde(default)]
-    pub flows: Vec<shopstream_ingest::sources::flow::FlowConfig>,
+    pub flows: Vec<FlowConfig>,
     /// Compact the lake's tables (their small files of live commits) every this many seconds; 0: never.
     #[serde(default = "default_compact_every_s")]
     pub compact_every_s: u64,
@@ -92,6 +101,24 @@ fn default_max_records() -> usize {
     200_000
 }
 
+impl LiveConfig {
+    /// Checks the compaction's vacuum delay and the pollers' flows.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        if self.compact_every_s > 0 && self.vacuum_after_s < 300 {
+            return Err(InvalidConfig::VacuumTooSoon(self.vacuum_after_s));
+        }
+        for p in &self.pollers {
+            if !p.flow.is_empty() && !self.flows.iter().any(|f| f.name == p.flow) {
+                return Err(InvalidConfig::NoSuchFlow {
+                    poller: p.name.clone(),
+                    flow: p.flow.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for LiveConfig {
     fn default() -> Self {
         LiveConfig {
@@ -109,83 +136,69 @@ impl Default for LiveConfig {
     }
 }
 
-/// `[lake]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LakeConfig {
-    /// Lake URL; empty for `<data-dir>/lake`.
-    #[serde(default)]
-    pub url: String,
-    /// Parquet files roll at this size, in MiB.
-    #[serde(default = "default_file_size_mb")]
-    pub target_file_size_mb: u64,
-    /// zstd level.
-    #[serde(default = "default_zstd_level")]
-    pub zstd_level: i32,
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading config {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The file is not TOML of the config's shape (the message names the key, line and column).
+    #[error("config {file}: {error}")]
+    Parse {
+        /// The file.
+        file: String,
+        /// What the TOML parser said.
+        error: toml::de::Error,
+    },
+    /// The file parses, but a setting is refused.
+    #[error("config {file}")]
+    Invalid {
+        /// The file.
+        file: String,
+        /// Which setting and why.
+        source: InvalidConfig,
+    },
 }
 
-fn default_file_size_mb() -> u64 {
-    128
-}
-fn default_zstd_level() -> i32 {
-    3
-}
-
-/// `[ingest]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IngestConfig {
-    /// Schema mappings for non-Online-Retail layouts.
-    #[serde(default)]
-    pub mappings: Vec<MappingConfig>,
-    /// The shop's time zone (an IANA name such as `Europe/London`, or `UTC`): times without an offset
-    /// are wall-clock times in it; times with one (`…Z`, `+02:00`, zone-aware Parquet) are converted
-    /// into it. The lake keeps wall-clock times of this zone.
-    #[serde(default = "default_timezone")]
-    pub timezone: String,
-}
-
-fn default_timezone() -> String {
-    "UTC".into()
-}
-
-impl Default for IngestConfig {
-    fn default() -> Self {
-        IngestConfig {
-            mappings: Vec::new(),
-            timezone: default_timezone(),
-        }
-    }
-}
-
-impl IngestConfig {
-    /// The configured time zone (checked by [`Config::load`]).
-    pub fn timezone(&self) -> chrono_tz::Tz {
-        self.timezone.parse().unwrap_or(chrono_tz::Tz::UTC)
-    }
-
-    /// Read options for files of a load into `dataset`.
-    pub fn read_options(
-        &self,
-        sheet: Option<String>,
-        dataset: Arc<Dataset>,
-    ) -> shopstream_ingest::ReadOptions {
-        shopstream_ingest::ReadOptions {
-            sheet,
-            mappings: self.mappings.clone(),
-            timezone: self.timezone(),
-            dataset,
-        }
-    }
+/// A refused setting: what [`Config::validate`] found.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidConfig {
+    /// `[ingest]`: a mapping or the time zone.
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    /// `[live] vacuum_after_s` too short for queries running during a compaction.
+    #[error(
+        "[live] vacuum_after_s = {0}: at least 300, so queries that started before a compaction \
+         can still read the files it replaced"
+    )]
+    VacuumTooSoon(u64),
+    /// Two `[[datasets]]` entries have one name.
+    #[error("[[datasets]] `{0}` is declared twice")]
+    DatasetDeclaredTwice(String),
+    /// A poller names a flow that is not configured.
+    #[error("[[live.pollers]] `{poller}`: no flow `{flow}`")]
+    NoSuchFlow {
+        /// The poller.
+        poller: String,
+        /// The flow it names.
+        flow: String,
+    },
 }
 
 impl Config {
     /// Loads `path`, or the embedded default when `None`.
-    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
-        let (text, name) = match path {
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (text, file) = match path {
             Some(p) => (
-                std::fs::read_to_string(p)
-                    .with_context(|| format!("reading config {}", p.display()))?,
+                std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?,
                 p.display().to_string(),
             ),
             None => (
@@ -193,23 +206,25 @@ impl Config {
                 "<embedded default.toml>".to_string(),
             ),
         };
-        let config: Config =
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {name}: {e}"))?;
+        let config: Config = match toml::from_str(&text) {
+            Ok(c) => c,
+            Err(error) => return Err(ConfigError::Parse { file, error }),
+        };
         config
             .validate()
-            .with_context(|| format!("config {name}"))?;
+            .map_err(|source| ConfigError::Invalid { file, source })?;
         Ok(config)
     }
 
     /// Every check of the configuration, run by every command (so `tables` refuses what `serve` would).
-    pub fn validate(&self) -> anyhow::Result<()> {
-        let mut declared: Vec<Arc<Dataset>> = Vec::new();
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        let mut declared: Vec<String> = Vec::new();
         for d in &self.datasets {
             let dataset = d.to_dataset()?;
-            if declared.iter().any(|o| o.name == dataset.name) {
-                anyhow::bail!("[[datasets]] `{}` is declared twice", dataset.name);
+            if declared.contains(&dataset.name) {
+                return Err(InvalidConfig::DatasetDeclaredTwice(dataset.name));
             }
-            declared.push(Arc::new(dataset));
+            declared.push(dataset.name);
         }
         for m in &self.ingest.mappings {
             // A mapping for a dataset created by loading a file is checked when a file is loaded.
@@ -217,27 +232,8 @@ impl Config {
                 m.validate(&dataset)?;
             }
         }
-        if self.ingest.timezone.parse::<chrono_tz::Tz>().is_err() {
-            anyhow::bail!(
-                "[ingest] timezone `{}` is not a time zone (use an IANA name such as `Europe/London`, \
-                 or `UTC`)",
-                self.ingest.timezone
-            );
-        }
-        let live = &self.live;
-        if live.compact_every_s > 0 && live.vacuum_after_s < 300 {
-            anyhow::bail!(
-                "[live] vacuum_after_s = {}: at least 300, so queries that started before a compaction \
-                 can still read the files it replaced",
-                live.vacuum_after_s
-            );
-        }
-        for p in &live.pollers {
-            if !p.flow.is_empty() && !live.flows.iter().any(|f| f.name == p.flow) {
-                anyhow::bail!("[[live.pollers]] `{}`: no flow `{}`", p.name, p.flow);
-            }
-        }
-        Ok(())
+        self.ingest.validate()?;
+        self.live.validate()
     }
 
     /// The dataset `name` as the config knows it: `orders`, or a `[[datasets]]` entry.
@@ -252,15 +248,26 @@ impl Config {
             .map(Arc::new)
     }
 
-    /// The lake location for a data dir.
+    /// Every dataset the config declares (not orders).
+    pub fn declared_datasets(&self) -> Vec<Arc<Dataset>> {
+        self.datasets
+            .iter()
+            .filter_map(|d| d.to_dataset().ok())
+            .map(Arc::new)
+            .collect()
+    }
+
+    /// The lake location for a data dir (when `[lake] url` is empty).
     pub fn lake_dir(&self, data_dir: &Path) -> PathBuf {
         data_dir.join("lake")
     }
 
+    /// The log's folder.
     pub fn log_dir(&self, data_dir: &Path) -> PathBuf {
         data_dir.join("log")
     }
 
+    /// The landing folder: `[live] landing_dir`, or `<data_dir>/landing`.
     pub fn landing_dir(&self, data_dir: &Path) -> PathBuf {
         if self.live.landing_dir.is_empty() {
             data_dir.join("landing")
@@ -273,6 +280,17 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The error and its sources, as the binary prints them.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut text = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            text = format!("{text}: {s}");
+            source = s.source();
+        }
+        text
+    }
 
     #[test]
     fn default_and_example_configs_load() {
@@ -292,7 +310,7 @@ mod tests {
             "[lake]\n[live]\ncompact_every_s = 60\nvacuum_after_s = 10\n",
         )
         .unwrap();
-        let err = format!("{:#}", Config::load(Some(&p)).unwrap_err());
+        let err = chain(&Config::load(Some(&p)).unwrap_err());
         assert!(
             err.contains("vacuum_after_s = 10") && err.contains("live.toml"),
             "{err}"
@@ -302,7 +320,7 @@ mod tests {
             "[lake]\n[[live.pollers]]\nname = \"shop\"\nurl = \"http://127.0.0.1:1/o\"\nstyle = \"page\"\nflow = \"nope\"\n",
         )
         .unwrap();
-        let err = format!("{:#}", Config::load(Some(&p)).unwrap_err());
+        let err = chain(&Config::load(Some(&p)).unwrap_err());
         assert!(err.contains("no flow `nope`"), "{err}");
     }
 
@@ -311,11 +329,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("tz.toml");
         std::fs::write(&p, "[lake]\n[ingest]\ntimezone = \"Mars/Olympus\"\n").unwrap();
-        let err = format!("{:#}", Config::load(Some(&p)).unwrap_err());
+        let err = chain(&Config::load(Some(&p)).unwrap_err());
         assert!(err.contains("Mars/Olympus"), "{err}");
         std::fs::write(&p, "[lake]\n[ingest]\ntimezone = \"Europe/London\"\n").unwrap();
         let c = Config::load(Some(&p)).unwrap();
-        assert_eq!(c.ingest.timezone(), chrono_tz::Tz::Europe__London);
+        assert_eq!(c.ingest.timezone().name(), "Europe/London");
     }
 
     #[test]
@@ -323,7 +341,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("bad.toml");
         std::fs::write(&p, "[lake]\nurl = \"\"\nzstd_levl = 3\n").unwrap();
-        let err = format!("{:#}", Config::load(Some(&p)).unwrap_err());
+        let err = chain(&Config::load(Some(&p)).unwrap_err());
         assert!(
             err.contains("zstd_levl") && err.contains("bad.toml"),
             "{err}"

@@ -1,0 +1,52 @@
+//! The `[lake]` section of the config: where the lake is and how its Parquet files are written. Parsed with
+//! the rest of `shopstream.toml` by the server crate's `Config`.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::Result;
+use crate::lake::Lake;
+use crate::sink::WriteOptions;
+
+/// `[lake]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LakeConfig {
+    /// Lake URL; empty for `<data-dir>/lake`.
+    #[serde(default)]
+    pub url: String,
+    /// Parquet files roll at this size, in MiB.
+    #[serde(default = "default_file_size_mb")]
+    pub target_file_size_mb: u64,
+    /// zstd level.
+    #[serde(default = "default_zstd_level")]
+    pub zstd_level: i32,
+}
+
+fn default_file_size_mb() -> u64 {
+    128
+}
+fn default_zstd_level() -> i32 {
+    3
+}
+
+impl LakeConfig {
+    /// The lake at `url`, or in the local folder `local_dir` when no URL is configured.
+    pub fn open(&self, local_dir: &Path) -> Result<Lake> {
+        if self.url.is_empty() {
+            Lake::local(local_dir)
+        } else {
+            Lake::at_url(&self.url)
+        }
+    }
+
+    /// How loads, the live load and compaction write Parquet files.
+    pub fn write_options(&self) -> WriteOptions {
+        WriteOptions {
+            target_file_size: self.target_file_size_mb * 1024 * 1024,
+            zstd_level: self.zstd_level,
+            ..Default::default()
+        }
+    }
+}

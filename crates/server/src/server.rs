@@ -1,0 +1,291 @@
+//! The running server, assembled in one place: [`Server::start`] opens (and recovers) the log, builds the
+//! live sources ([`crate::sources`]), opens the continuous topic load and the background compaction, and
+//! serves the HTTP app and the Postgres endpoint over one live catalog; [`Running::shutdown`] stops them.
+//!
+//! Order matters in two places. Every source is built (its topics created, its place read back) and the
+//! topic load opened (the lake's tables created) before any source's work starts, so a landing file is
+//! never loaded while the tables are still being created. Shutdown sets the stop flag, stops accepting
+//! HTTP requests and Postgres connections, waits for the source threads, the HTTP server (its requests in
+//! flight finish) and then the load's current micro-batch, the landing folder and the compaction, and
+//! returns the first error of any part. The CLI parses arguments and prints; it assembles nothing.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use shopstream_engine::EngineError;
+use shopstream_engine::stream::topic_load::{TopicLoadConfig, TopicLoader};
+use shopstream_log::{Log, LogError, Recovery};
+use tokio::task::{JoinError, JoinHandle};
+
+use crate::config::Config;
+use crate::postgres::PostgresError;
+use crate::sources::{LiveSource, SourceContext, SourceWork};
+use crate::{AppState, app, bind};
+
+/// Why the server could not start, or a part of it stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The log could not be opened (or recovered).
+    #[error("opening the log in {}", dir.display())]
+    OpenLog {
+        /// The log's folder.
+        dir: PathBuf,
+        /// What the log said.
+        source: LogError,
+    },
+    /// A topic could not be created (for instance, it exists with another partition count).
+    #[error("{topic}")]
+    Topic {
+        /// Which topic, and for which source.
+        topic: String,
+        /// What the log said.
+        source: LogError,
+    },
+    /// An API poller could not start.
+    #[error("poller `{poller}`: {reason}")]
+    Poller {
+        /// The poller's name.
+        poller: String,
+        /// Why.
+        reason: String,
+    },
+    /// The lake, the topic load, the landing folder or the compaction failed.
+    #[error(transparent)]
+    Engine(Box<EngineError>),
+    /// The Postgres endpoint (or the catalog it shares with the HTTP API) could not start.
+    #[error(transparent)]
+    Postgres(#[from] PostgresError),
+    /// The HTTP address could not be bound.
+    #[error("listening on {listen}")]
+    Listen {
+        /// The configured address.
+        listen: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A thread could not be started, or the HTTP server failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// A part (the HTTP server, the topic load, the landing folder, the compaction) stopped while running.
+    #[error("a live part stopped; see the error below")]
+    PartStopped,
+    /// The HTTP server's task panicked or was cancelled.
+    #[error("HTTP server")]
+    HttpTask(#[source] JoinError),
+    /// A live task panicked or was cancelled.
+    #[error("live task")]
+    LiveTask(#[source] JoinError),
+}
+
+impl From<EngineError> for ServerError {
+    fn from(e: EngineError) -> Self {
+        ServerError::Engine(Box::new(e))
+    }
+}
+
+/// Starts the server; see the module documentation.
+pub struct Server;
+
+impl Server {
+    /// Starts everything `serve` runs, as configured; `data_dir` holds the log, the landing folder and
+    /// (without `[lake] url`) the lake. Port 0 in `[server] listen` or `[postgres] listen` picks a free
+    /// port: [`Running`] has the addresses bound.
+    pub async fn start(config: &Config, data_dir: &Path) -> Result<Running, ServerError> {
+        let lake = config.lake.open(&config.lake_dir(data_dir))?;
+        // Held until the server stops: `migrate` (and a second server) cannot run meanwhile.
+        let lake_lock = shopstream_engine::migrate::hold_for_server(&lake)?;
+        let write = config.lake.write_options();
+        // One catalog for the HTTP queries, the dashboard and the Postgres endpoint.
+        let catalog = crate::postgres::open_catalog(lake.clone(), &config.postgres.user).await?;
+        let dir = config.log_dir(data_dir);
+        let (log, log_recoveries) =
+            Log::open(&dir).map_err(|source| ServerError::OpenLog { dir, source })?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let cx = SourceContext {
+            log: &log,
+            live: &config.live,
+            ingest: &config.ingest,
+            lake: &lake,
+            write: &write,
+            stop: &stop,
+        };
+        let mut flows = Vec::new();
+        let mut landing = None;
+        let mut work = Vec::new();
+        let sources = LiveSource::from_config(config, data_dir, &datasets(config, &lake).await?);
+        for source in &sources {
+            let built = source.build(&cx)?;
+            flows.extend(built.flow);
+            landing = landing.or(built.landing);
+            work.extend(built.work);
+        }
+
+        let live = &config.live;
+        // A topic load per dataset topic: its records into the dataset's table.
+        let mut loaders = Vec::new();
+        let mut progress = HashMap::new();
+        for source in &sources {
+            let LiveSource::HttpPush(push) = source else {
+                continue;
+            };
+            let mut load = TopicLoadConfig::new(&push.topic);
+            load.dataset = push.dataset.clone();
+            load.max_records = live.load_max_records;
+            load.write = write.clone();
+            load.timezone = config.ingest.timezone();
+            let loader = TopicLoader::open(&lake, &log, load).await?;
+            progress.insert(push.topic.clone(), loader.progress());
+            loaders.push(loader);
+        }
+
+        // Every source is built and the tables exist: the work starts.
+        let mut threads = Vec::new();
+        let mut source_tasks = Vec::new();
+        for w in work {
+            match w {
+                SourceWork::Thread { name, run } => {
+                    threads.push(std::thread::Builder::new().name(name).spawn(run)?)
+                }
+                SourceWork::Task(task) => source_tasks.push(tokio::spawn(task)),
+            }
+        }
+        let mut tasks: Vec<_> = loaders
+            .into_iter()
+            .map(|l| tokio::spawn(l.run(stop.clone())))
+            .collect();
+        tasks.extend(source_tasks);
+        if live.compact_every_s > 0 {
+            tasks.push(tokio::spawn(shopstream_engine::compact::run_every(
+                lake,
+                write,
+                Duration::from_secs(live.compact_every_s),
+                Duration::from_secs(live.vacuum_after_s),
+                stop.clone(),
+            )));
+        }
+
+        let (listener, addr) =
+            bind(&config.server.listen)
+                .await
+                .map_err(|source| ServerError::Listen {
+                    listen: config.server.listen.clone(),
+                    source,
+                })?;
+        let state = AppState::new(log, config.server.clone(), progress, landing, flows);
+        let (pg, postgres) = if config.postgres.enabled {
+            let endpoint =
+                crate::postgres::bind(&config.postgres, &config.server.token, catalog.clone())
+                    .await?;
+            let addr = endpoint.addr;
+            (Some(tokio::spawn(endpoint.run())), Some(addr))
+        } else {
+            (None, None)
+        };
+        let (http_stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let http = tokio::spawn(crate::serve(listener, app(state, Some(catalog)), async {
+            let _ = rx.await;
+        }));
+        Ok(Running {
+            addr,
+            postgres,
+            log_recoveries,
+            pg,
+            stop,
+            threads,
+            tasks,
+            http,
+            http_stop,
+            _lake_lock: lake_lock,
+        })
+    }
+}
+
+/// The datasets besides orders the server takes records for: those in the lake (with the columns they
+/// have there) and those the config declares.
+async fn datasets(
+    config: &Config,
+    lake: &shopstream_engine::Lake,
+) -> Result<Vec<Arc<shopstream_ingest::Dataset>>, ServerError> {
+    let mut out = Vec::new();
+    for name in lake.dataset_names()? {
+        if let Some(d) = lake.dataset(&name).await? {
+            out.push(d);
+        }
+    }
+    for d in config.declared_datasets() {
+        if !out.iter().any(|o| o.name == d.name) {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
+/// The parts of a started server; stop them with [`Running::shutdown`].
+pub struct Running {
+    /// The HTTP address bound.
+    pub addr: SocketAddr,
+    /// The Postgres endpoint's address, when it runs.
+    pub postgres: Option<SocketAddr>,
+    /// Torn or corrupt log tails cut when the log was opened (also counted in `/metrics`).
+    pub log_recoveries: Vec<Recovery>,
+    pg: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    tasks: Vec<JoinHandle<shopstream_engine::Result<()>>>,
+    http: JoinHandle<std::io::Result<()>>,
+    http_stop: tokio::sync::oneshot::Sender<()>,
+    /// The lake's server lock, released when the server stops.
+    _lake_lock: Option<shopstream_engine::migrate::ServerLock>,
+}
+
+impl Running {
+    /// The HTTP base URL (`http://` + [`Running::addr`]).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Runs until `shutdown` completes (Ok), or fails when a part stops by itself. Call
+    /// [`Running::shutdown`] after it either way.
+    ///
+    /// Cancel safe: it only watches.
+    pub async fn run_until(
+        &mut self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ServerError> {
+        let failed = async {
+            loop {
+                if self.tasks.iter().any(JoinHandle::is_finished) || self.http.is_finished() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::select! {
+            _ = shutdown => Ok(()),
+            _ = failed => Err(ServerError::PartStopped),
+        }
+    }
+
+    /// Stops everything, waiting for the current micro-batch; returns the first error of any part.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.http_stop.send(());
+        if let Some(pg) = self.pg {
+            pg.abort();
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+        self.http.await.map_err(ServerError::HttpTask)??;
+        for t in self.tasks {
+            t.await.map_err(ServerError::LiveTask)??;
+        }
+        Ok(())
+    }
+}
