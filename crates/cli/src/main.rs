@@ -505,6 +505,7 @@ async fn ingest(
     }
     let declared = ctx.config.declared_dataset(target.dataset);
     let mut read = ctx.config.ingest.read_options(sheet, Dataset::orders());
+    read.expressions = Some(shopstream_engine::derive::sql());
     let prepared = shopstream_engine::datasets::prepare(
         &lake,
         target.dataset,

@@ -2,7 +2,7 @@
 //! SQL on Apache DataFusion over all of them, and the built-in reports.
 //!
 //! The ingest crate turns files and live records into Arrow batches; this crate owns where they go
-//! ([`lake`], [`datasets`], [`sink`], [`load`], [`compact`], [`migrate`], and the continuous jobs in
+//! ([`lake`], [`datasets`], [`derive`], [`sink`], [`load`], [`compact`], [`migrate`], and the continuous jobs in
 //! [`stream`]: topic load, landing
 //! folder) and how
 //! they are queried ([`sql`], [`reports`], [`output`]). Windows, watermarks and checkpointed state will join
@@ -11,6 +11,7 @@
 pub mod compact;
 pub mod config;
 pub mod datasets;
+pub mod derive;
 pub mod error;
 pub mod functions;
 pub mod lake;

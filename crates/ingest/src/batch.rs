@@ -158,6 +158,8 @@ pub struct OrderBatcher {
     dataset_rows: Option<DatasetRows>,
     /// Sampling for inference: rows are kept as text, nothing is built.
     sample: Option<Sampler>,
+    /// Rows waiting for their derived fields (a mapping with expressions).
+    stage: Option<crate::derive::Stage>,
     // orders
     invoice_no: StringBuilder,
     stock_code: StringBuilder,
@@ -244,6 +246,7 @@ impl OrderBatcher {
             received_us: None,
             dataset_rows,
             sample: None,
+            stage: None,
             invoice_no: StringBuilder::with_capacity(cap, cap * 6),
             stock_code: StringBuilder::with_capacity(cap, cap * 6),
             description: StringBuilder::with_capacity(cap, cap * 32),
@@ -279,6 +282,8 @@ impl OrderBatcher {
 
     /// Switches the mapping for the rows that follow (records with another layout), keeping the time zone.
     pub fn set_mapping(&mut self, mut mapping: ResolvedMapping) {
+        // Staged rows are evaluated under the mapping they were read with.
+        self.flush_stage();
         mapping.timezone = self.mapping.timezone;
         self.mapping = mapping;
     }
@@ -328,7 +333,39 @@ impl OrderBatcher {
 
     /// Rows buffered (loaded and rejected) since the last [`take`](Self::take).
     pub fn buffered(&self) -> usize {
-        self.rows + self.dl_rows
+        self.rows + self.dl_rows + self.stage.as_ref().map_or(0, |s| s.rows.len())
+    }
+
+    /// Holds rows back until their derived fields are evaluated (see [`crate::derive`]).
+    pub(crate) fn set_stage(&mut self, stage: crate::derive::Stage) {
+        self.stage = Some(stage);
+    }
+
+    /// Evaluates the staged rows' derived fields and adds them as rows or dead letters.
+    fn flush_stage(&mut self) {
+        let Some(stage) = &mut self.stage else {
+            return;
+        };
+        if stage.rows.is_empty() {
+            return;
+        }
+        let targets: Vec<String> = self
+            .mapping
+            .expressions
+            .iter()
+            .map(|(f, _)| f.clone())
+            .collect();
+        let evaluated = stage.flush(&self.mapping.columns, &targets, &self.provenance);
+        for (line, values, failed) in evaluated {
+            let row: Vec<&str> = values.iter().map(String::as_str).collect();
+            match failed {
+                None => self.push_parsed(line, &row),
+                Some((field, reason)) => {
+                    let record = record_json(&self.mapping.columns, &row);
+                    self.reject(line, Some(&field), &reason, record)
+                }
+            }
+        }
     }
 
     /// Whether a batch is full and should be taken.
@@ -389,6 +426,17 @@ impl OrderBatcher {
             sample.push(&self.mapping.columns, row);
             return;
         }
+        if let Some(stage) = &mut self.stage {
+            stage
+                .rows
+                .push((line, row.iter().map(|v| v.to_string()).collect()));
+            return;
+        }
+        self.push_parsed(line, row);
+    }
+
+    /// Parses one row (derived fields included) into the dataset's rows, or a dead letter.
+    fn push_parsed(&mut self, line: u64, row: &[&str]) {
         if let Some(rows) = &mut self.dataset_rows {
             match rows.push(&self.mapping, row, &self.provenance, line) {
                 Ok(()) => {
@@ -496,6 +544,7 @@ impl OrderBatcher {
 
     /// Takes the buffered rows as batches.
     pub fn take(&mut self) -> Chunk {
+        self.flush_stage();
         self.rows = 0;
         self.bytes = 0;
         self.dl_rows = 0;

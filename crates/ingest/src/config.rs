@@ -62,6 +62,7 @@ impl IngestConfig {
             sheet,
             mappings: self.mappings.clone(),
             timezone: self.timezone(),
+            expressions: None,
         }
     }
 }

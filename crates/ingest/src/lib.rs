@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod config;
 pub mod dataset;
+pub mod derive;
 pub mod error;
 pub mod generate;
 pub mod mapping;

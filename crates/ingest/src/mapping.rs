@@ -69,6 +69,10 @@ pub struct MappingConfig {
     /// Canonical field -> a value used when the source value is empty or the column absent.
     #[serde(default)]
     pub defaults: BTreeMap<String, String>,
+    /// Field -> a SQL expression over the source's columns (snake_case names, typed as inferred) and
+    /// `_file`, `_line`, evaluated by the engine: `unit_price = "line_total / qty"`.
+    #[serde(default)]
+    pub expressions: BTreeMap<String, String>,
     /// Field delimiter for delimited text, when detection should not guess.
     pub delimiter: Option<char>,
     /// Whether delimited text has a header row, when detection should not guess.
@@ -103,6 +107,7 @@ impl MappingConfig {
             ("types", self.types.keys().collect()),
             ("constants", self.constants.keys().collect()),
             ("defaults", self.defaults.keys().collect()),
+            ("expressions", self.expressions.keys().collect()),
         ] {
             for key in keys {
                 if dataset.index_of(key).is_none() {
@@ -116,6 +121,13 @@ impl MappingConfig {
         }
         for format in &self.date_formats {
             DateFormat::parse(format).map_err(bad)?;
+        }
+        for key in self.expressions.keys() {
+            if self.constants.contains_key(key) || self.columns.contains_key(key) {
+                return Err(bad(format!(
+                    "`{key}` has an expression and also a column or constant: give one"
+                )));
+            }
         }
         if self.files.is_empty() {
             return Err(bad(
@@ -345,8 +357,12 @@ pub struct ResolvedMapping {
     pub column_dates: Vec<Option<DateFormat>>,
     /// The shop's time zone: naive times are wall-clock times in it, times with an offset are converted into it.
     pub timezone: Tz,
-    /// The source's column names, unique (a repeated or empty name gets a suffix), for dead-letter records.
+    /// The source's column names, unique (a repeated or empty name gets a suffix), for dead-letter records;
+    /// then one `<field> (derived)` per expression, whose values follow the source's in each row.
     pub columns: std::sync::Arc<[String]>,
+    /// (field, SQL) of each derived field, in column order: field `f` reads row value
+    /// `source columns + k` for the `k`-th expression.
+    pub expressions: Vec<(String, String)>,
 }
 
 /// Column names made unique and non-empty: `column_3` for a blank third name, `sku#2` for a second `sku`.
@@ -454,13 +470,16 @@ impl ResolvedMapping {
             column_dates: vec![None; n],
             timezone: Tz::UTC,
             columns: unique_names(columns).into(),
+            expressions: Vec::new(),
         };
         for (i, column) in dataset.columns.iter().enumerate() {
             let field = column.name.as_str();
             let configured = mapping.and_then(|m| m.columns.get(field));
-            resolved.sources[i] = if let Some(constant) =
-                mapping.and_then(|m| m.constants.get(field))
-            {
+            let expression = mapping.and_then(|m| m.expressions.get(field));
+            resolved.sources[i] = if let Some(sql) = expression {
+                resolved.expressions.push((field.to_string(), sql.clone()));
+                FieldSource::Column(columns.len() + resolved.expressions.len() - 1)
+            } else if let Some(constant) = mapping.and_then(|m| m.constants.get(field)) {
                 FieldSource::Constant(constant.clone())
             } else if let Some(name) = configured {
                 match columns.iter().position(|c| c == name).or_else(|| {
@@ -489,6 +508,16 @@ impl ResolvedMapping {
                 resolved.defaults[i] = m.defaults.get(field).cloned();
                 resolved.types[i] = m.types.get(field).copied().unwrap_or_default();
             }
+        }
+        if !resolved.expressions.is_empty() {
+            let mut names = resolved.columns.to_vec();
+            names.extend(
+                resolved
+                    .expressions
+                    .iter()
+                    .map(|(f, _)| format!("{f} (derived)")),
+            );
+            resolved.columns = names.into();
         }
         if let Some(m) = mapping {
             resolved.date_formats = m

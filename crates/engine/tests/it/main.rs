@@ -2,6 +2,7 @@
 
 mod compact;
 mod datasets;
+mod derive;
 mod golden;
 mod load;
 mod robust;

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use crate::batch::{Chunk, Counts, OrderBatcher, Provenance};
 use crate::dataset::infer::{self, Inferred, infer_columns};
 use crate::dataset::{ColumnType, Dataset};
+use crate::derive::{Stage, source_dataset, stage_schema};
 use crate::error::IngestError;
 use crate::mapping::{FieldType, MappingConfig, ResolvedMapping};
 
@@ -122,6 +123,9 @@ pub struct ReadOptions {
     pub timezone: chrono_tz::Tz,
     /// The dataset the files load into (`orders` unless `ingest --dataset` says otherwise).
     pub dataset: std::sync::Arc<crate::dataset::Dataset>,
+    /// Evaluates mappings' expressions (the engine's SQL); a file whose mapping has expressions is
+    /// refused without it.
+    pub expressions: Option<std::sync::Arc<dyn crate::derive::Expressions>>,
 }
 
 impl Default for ReadOptions {
@@ -131,6 +135,7 @@ impl Default for ReadOptions {
             mappings: Vec::new(),
             timezone: chrono_tz::Tz::UTC,
             dataset: crate::dataset::Dataset::orders(),
+            expressions: None,
         }
     }
 }
@@ -174,7 +179,8 @@ impl FileReader {
     ) -> Result<FileReader, IngestError> {
         let format = Format::detect(path)?;
         let mapping = options.mapping_for(path);
-        let hints = if options.dataset.is_orders() {
+        let derives = mapping.is_some_and(|m| !m.expressions.is_empty());
+        let hints = if options.dataset.is_orders() && !derives {
             None
         } else {
             let sample = sample(path, options, SAMPLE_ROWS)?;
@@ -182,14 +188,23 @@ impl FileReader {
         };
         let (fill, columns) = open_fill(path, format, options, mapping)?;
         let mut resolved = ResolvedMapping::resolve(path, &columns, mapping, &options.dataset)?;
-        if let Some(hints) = &hints {
+        if let Some(hints) = hints.as_ref().filter(|_| !options.dataset.is_orders()) {
             apply_hints(&mut resolved, hints);
         }
+        let stage = match &hints {
+            Some(hints) if !resolved.expressions.is_empty() => {
+                Some(stage_for(path, &resolved, hints, options)?)
+            }
+            _ => None,
+        };
         let mapping_name = resolved.name.clone();
         let mut provenance = provenance;
         provenance.sheet = fill.sheet().map(Into::into);
         let mut batcher = OrderBatcher::new(resolved, provenance);
         batcher.set_timezone(options.timezone);
+        if let Some(stage) = stage {
+            batcher.set_stage(stage);
+        }
         Ok(FileReader {
             path: path.to_path_buf(),
             format,
@@ -319,6 +334,31 @@ pub fn sample(path: &Path, options: &ReadOptions, rows: usize) -> Result<Sample,
         sample.columns = columns;
     }
     Ok(sample)
+}
+
+/// Compiles a mapping's expressions against the file's columns, typed as inferred (see [`crate::derive`]).
+fn stage_for(
+    path: &Path,
+    resolved: &ResolvedMapping,
+    inferred: &[Inferred],
+    options: &ReadOptions,
+) -> Result<Stage, IngestError> {
+    let bad = |reason: String| IngestError::BadMapping {
+        mapping: resolved.name.clone(),
+        reason: format!("{}: {reason}", path.display()),
+    };
+    let engine = options.expressions.as_ref().ok_or_else(|| {
+        bad("expressions are evaluated by the engine, which this reader was not given".into())
+    })?;
+    let source = source_dataset(inferred);
+    let names: Vec<String> = inferred.iter().map(|c| c.source.clone()).collect();
+    let mut typing = ResolvedMapping::resolve(path, &names, None, &source)?;
+    apply_hints(&mut typing, inferred);
+    typing.timezone = options.timezone;
+    let evaluate = engine
+        .prepare(&resolved.expressions, stage_schema(&source))
+        .map_err(bad)?;
+    Ok(Stage::new(evaluate, typing, names))
 }
 
 /// Applies what inference found in a file to the mapping of a dataset's columns: decimal commas and date

@@ -25,11 +25,14 @@ pub(super) fn build(
     folder: &LandingFolder,
     cx: &SourceContext<'_>,
 ) -> Result<BuiltSource, ServerError> {
+    let mut read = cx
+        .ingest
+        .read_options(None, shopstream_ingest::Dataset::orders());
+    read.expressions = Some(shopstream_engine::derive::sql());
     let watcher = LandingWatcher::new(
         &folder.dir,
         cx.lake.clone(),
-        cx.ingest
-            .read_options(None, shopstream_ingest::Dataset::orders()),
+        read,
         cx.write.clone(),
         Duration::from_millis(folder.poll_ms),
     )?;
