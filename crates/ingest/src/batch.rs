@@ -182,6 +182,31 @@ pub struct OrderBatcher {
     dl_rows: usize,
 }
 
+/// Why a record with its own field names cannot be mapped: the field it lacks (when that is why) and the
+/// reason, for its dead letter.
+#[derive(Debug, Clone)]
+pub struct Unmappable {
+    /// The required field the record has no value for.
+    pub field: Option<String>,
+    /// Why.
+    pub reason: String,
+}
+
+impl From<crate::IngestError> for Unmappable {
+    fn from(e: crate::IngestError) -> Unmappable {
+        match e {
+            crate::IngestError::MissingColumn { field, columns, .. } => Unmappable {
+                field: Some(field),
+                reason: format!("missing value (the record's fields are: {columns})"),
+            },
+            other => Unmappable {
+                field: None,
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
 /// Rows kept as text for inference; records with other keys (JSON) add their columns.
 struct Sampler {
     max: usize,
@@ -517,9 +542,10 @@ impl OrderBatcher {
     pub fn push_rejected_object(
         &mut self,
         line: u64,
-        reason: &str,
+        failure: &Unmappable,
         object: &serde_json::Map<String, serde_json::Value>,
     ) {
+        let (field, reason) = (failure.field.as_deref(), failure.reason.as_str());
         self.counts.read += 1;
         let mut record = serde_json::to_string(object).unwrap_or_else(|_| "{}".into());
         if record.len() > MAX_DEAD_LETTER_RECORD {
@@ -529,7 +555,7 @@ impl OrderBatcher {
             record = raw;
         }
         self.bytes += record.len() + reason.len();
-        self.reject(line, None, reason, record);
+        self.reject(line, field, reason, record);
     }
 
     fn reject(&mut self, line: u64, field: Option<&str>, reason: &str, record: String) {

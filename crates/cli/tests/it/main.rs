@@ -3,6 +3,7 @@
 
 mod bad_inputs;
 mod crash;
+mod datasets;
 mod errors;
 mod live;
 mod migrate;

@@ -76,6 +76,12 @@ impl LandingWatcher {
         })
     }
 
+    /// Counts into `progress` (shared by several watchers) instead of counters of its own.
+    pub fn with_progress(mut self, progress: Arc<LandingProgress>) -> LandingWatcher {
+        self.progress = progress;
+        self
+    }
+
     /// Shared counters.
     pub fn progress(&self) -> Arc<LandingProgress> {
         self.progress.clone()
@@ -121,22 +127,29 @@ impl LandingWatcher {
         Ok(target)
     }
 
+    /// Loads one file; for a dataset other than orders, first creates or evolves its table as `ingest`
+    /// does ([`crate::datasets::prepare`]).
+    async fn load(&self, file: &Path) -> Result<crate::load::LoadSummary> {
+        let files = std::slice::from_ref(&file.to_path_buf()).to_vec();
+        let mut read = self.read.clone();
+        if !read.dataset.is_orders() {
+            let name = read.dataset.name.clone();
+            let declared = Some(read.dataset.clone());
+            let prepared =
+                crate::datasets::prepare(&self.lake, &name, declared, &files, &read, false).await?;
+            read.dataset = prepared.dataset;
+        }
+        let cancel = Arc::new(AtomicBool::new(false));
+        load_files(&self.lake, &files, &read, &self.write, cancel, &|_| {}).await
+    }
+
     /// Loads and moves every stable file once; returns how many were handled.
     pub async fn poll_once(&mut self) -> Result<usize> {
         let files = self.stable_files();
         let mut handled = 0;
         for file in files {
             let outcome = if Format::is_supported(&file) {
-                load_files(
-                    &self.lake,
-                    std::slice::from_ref(&file),
-                    &self.read,
-                    &self.write,
-                    Arc::new(AtomicBool::new(false)),
-                    &|_| {},
-                )
-                .await
-                .and_then(|s| {
+                self.load(&file).await.and_then(|s| {
                     match s.files.iter().find_map(|f| f.refused.clone()) {
                         Some(reason) => Err(EngineError::Refused(reason)),
                         None => Ok(s.totals),

@@ -243,7 +243,7 @@ impl JsonFill {
                     batcher.set_mapping(m);
                     self.current = keys;
                 }
-                Err(e) => return batcher.push_rejected_object(no, &e.to_string(), obj),
+                Err(e) => return batcher.push_rejected_object(no, &e.into(), obj),
             }
         }
         let texts: Vec<Cow<'_, str>> = obj.values().map(value_text).collect();

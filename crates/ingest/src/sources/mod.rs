@@ -16,7 +16,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::batch::{Chunk, Counts, OrderBatcher, Provenance};
+use crate::batch::{Chunk, Counts, OrderBatcher, Provenance, Unmappable};
 use crate::dataset::Dataset;
 use crate::mapping::{LayoutCache, MappingConfig, ResolvedMapping};
 
@@ -122,7 +122,11 @@ impl EnvelopeBatcher {
 
     /// Points provenance at `source` and the mapping at the layout of `fields` (`None`: an unreadable
     /// record). Records of one source mostly share both, so nothing is copied unless they change.
-    fn switch(&mut self, source: &str, fields: Option<&Map<String, Value>>) -> Result<(), String> {
+    fn switch(
+        &mut self,
+        source: &str,
+        fields: Option<&Map<String, Value>>,
+    ) -> Result<(), Unmappable> {
         let same_layout = |c: &Vec<String>| match fields {
             Some(f) => c.iter().eq(f.keys()),
             None => c.is_empty(),
@@ -136,10 +140,7 @@ impl EnvelopeBatcher {
         let cols: Vec<String> = fields.map_or_else(Vec::new, |f| f.keys().cloned().collect());
         let mapping = match fields {
             None => self.canonical.clone(),
-            Some(_) => self
-                .layouts
-                .resolve(&cols, &self.canonical.dataset)
-                .map_err(|e| e.to_string())?,
+            Some(_) => self.layouts.resolve(&cols, &self.canonical.dataset)?,
         };
         let source: Arc<str> = Arc::from(source);
         self.batcher.set_source(source.clone(), mapping);

@@ -73,6 +73,7 @@ impl LiveSource {
         sources.push(LiveSource::Landing(LandingFolder {
             dir: config.landing_dir(data_dir),
             poll_ms: live.landing_poll_ms,
+            datasets: datasets.to_vec(),
         }));
         sources.extend(live.pollers.iter().cloned().map(LiveSource::ApiPoller));
         sources
