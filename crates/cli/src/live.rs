@@ -56,6 +56,14 @@ pub async fn run_until_interrupted(
     Ok(running.run_until(interrupted).await?)
 }
 
+/// `orders`, or `{orders,customers}` when there are several dataset topics.
+fn topics(topics: &[String]) -> String {
+    match topics {
+        [one] => one.clone(),
+        many => format!("{{{}}}", many.join(",")),
+    }
+}
+
 pub async fn serve(
     ctx: &Ctx,
     listen: Option<String>,
@@ -66,7 +74,7 @@ pub async fn serve(
         "shopstream serving on {}: POST /v1/topics/{}/records (JSON, NDJSON, CSV), /v1/status, /metrics; \
          landing folder {}",
         live.url(),
-        ctx.config.live.topic,
+        topics(&live.topics),
         ctx.config.landing_dir(&ctx.data_dir).display()
     );
     println!(

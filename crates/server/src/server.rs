@@ -130,6 +130,7 @@ impl Server {
         // A topic load per dataset topic: its records into the dataset's table.
         let mut loaders = Vec::new();
         let mut progress = HashMap::new();
+        let mut topics = Vec::new();
         for source in &sources {
             let LiveSource::HttpPush(push) = source else {
                 continue;
@@ -141,6 +142,7 @@ impl Server {
             load.timezone = config.ingest.timezone();
             let loader = TopicLoader::open(&lake, &log, load).await?;
             progress.insert(push.topic.clone(), loader.progress());
+            topics.push(push.topic.clone());
             loaders.push(loader);
         }
 
@@ -193,6 +195,7 @@ impl Server {
         }));
         Ok(Running {
             addr,
+            topics,
             postgres,
             log_recoveries,
             pg,
@@ -230,6 +233,8 @@ async fn datasets(
 pub struct Running {
     /// The HTTP address bound.
     pub addr: SocketAddr,
+    /// The dataset topics HTTP clients post into (`[live] topic` first).
+    pub topics: Vec<String>,
     /// The Postgres endpoint's address, when it runs.
     pub postgres: Option<SocketAddr>,
     /// Torn or corrupt log tails cut when the log was opened (also counted in `/metrics`).

@@ -174,3 +174,54 @@ interval_ms = 200
     server.kill().unwrap();
     let _ = server.wait();
 }
+
+#[test]
+fn dry_run_prints_the_inferred_columns_and_creates_nothing_then_describe_shows_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("Kunden Export.csv");
+    std::fs::write(
+        &file,
+        "Kunden-Nr;PLZ;Angelegt am;Umsatz\n10001;01067;31.01.2011;1.234,50\n10002;80331;13.02.2011;12,00\n",
+    )
+    .unwrap();
+    let path = file.display().to_string();
+    let o = run(
+        dir.path(),
+        &["ingest", "--dataset", "kunden", "--dry-run", &path],
+    );
+    assert!(o.status.success(), "{}", crate::stderr(&o));
+    let out = crate::stdout(&o);
+    for expected in [
+        "dataset `kunden` would be created",
+        "kunden_nr                bigint",
+        "plz                      text",
+        "angelegt_am              date           (from `Angelegt am`, %d.%m.%Y)",
+        "umsatz                   decimal(18,4)  (from `Umsatz`, decimal comma)",
+    ] {
+        assert!(out.contains(expected), "{expected:?} in {out}");
+    }
+    assert!(
+        !dir.path().join("lake/kunden").exists(),
+        "a dry run creates no table"
+    );
+    let o = run(dir.path(), &["describe", "kunden"]);
+    assert_eq!(o.status.code(), Some(1), "{}", crate::stdout(&o));
+    assert!(crate::stderr(&o).contains("no dataset `kunden`"));
+
+    let o = run(dir.path(), &["ingest", "--dataset", "kunden", &path]);
+    assert!(o.status.success(), "{}", crate::stderr(&o));
+    let o = run(dir.path(), &["describe", "kunden"]);
+    let out = crate::stdout(&o);
+    assert!(
+        out.contains("umsatz                   decimal(18,4)")
+            && out.contains("source_file")
+            && out.contains("2 rows in 1 files"),
+        "{out}"
+    );
+    let o = run(dir.path(), &["tables"]);
+    assert!(
+        crate::stdout(&o).contains("kunden"),
+        "{}",
+        crate::stdout(&o)
+    );
+}

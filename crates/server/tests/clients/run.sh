@@ -104,6 +104,12 @@ if out="$(psql -X -v ON_ERROR_STOP=1 -c "EXPLAIN ANALYZE INSERT INTO orders (inv
 fi
 echo "$out" | grep -q 'read-only' || fail "EXPLAIN ANALYZE INSERT refused without saying read-only: $out"
 [ "$(q 'SELECT COUNT(*) FROM orders')" = "$expected" ] || fail "count changed after refused INSERT"
+# A dataset created while the server runs is in its catalog at once: no restart.
+printf 'sku,name,price\nP1,Mug,2.55\nP2,Lamp,10.00\n' >"$work/products.csv"
+"$bin" --data-dir "$work/data" ingest --dataset products "$work/products.csv" >/dev/null || fail "ingest --dataset"
+[ "$(q "SELECT COUNT(*) || ' ' || SUM(price) FROM products")" = "2 12.5500" ] || fail "psql reads a new dataset"
+psql -X -c '\dt' | grep -q ' products ' || fail "psql \\dt lists a new dataset"
+psql -X -c '\d products' | grep -q 'numeric' || fail "psql \\d products shows its decimal column"
 echo "ok: psql"
 
 echo "== psycopg 3 + SQLAlchemy"
