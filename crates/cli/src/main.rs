@@ -512,6 +512,7 @@ async fn ingest(
         declared,
         &files,
         &read,
+        &ctx.write_options(),
         target.dry_run,
     )
     .await?;
@@ -641,6 +642,14 @@ fn print_prepared(p: &shopstream_engine::datasets::Prepared, dry_run: bool) {
             "dataset `{name}`: {verb} column `{}` {} (new in these files; earlier rows have NULL)",
             c.name,
             c.ty.sql_name()
+        );
+    }
+    for c in &p.widened {
+        let verb = if dry_run { "would widen" } else { "widened" };
+        println!(
+            "dataset `{name}`: {verb} column `{}` from date to timestamp (these files have times; \
+             earlier rows read as midnight; the table is rewritten in one commit)",
+            c.name
         );
     }
     for m in &p.mismatches {

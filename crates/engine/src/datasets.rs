@@ -4,12 +4,13 @@
 //! added since the config was written), else the `[[datasets]]` declaration, else the columns inferred
 //! from the first file (sampled as in `shopstream_ingest::dataset::infer`). Each file is then sampled for
 //! columns the dataset lacks: they are added to the table as nullable columns in one Delta commit (schema
-//! evolution), before any row is written. A column whose values in a file are of a type the table's column
-//! cannot hold is reported: its rows become dead letters naming the column, as Delta's type widening
-//! allows none of shopstream's changes but `date` → `timestamp`, which delta-rs 1.1 cannot write (it has
-//! no type-widening operation). Inference takes the widest type of each family (bigint, decimal(18,4),
-//! double, timestamp), so values that Delta would widen a column for (int → long, float → double) fit
-//! from the start. Nothing is ever cast to text and no column is dropped.
+//! evolution), before any row is written. A `date` column whose values in a later file have times is
+//! widened to `timestamp`, the one widening Delta's type widening allows among shopstream's types: delta-rs
+//! 1.1 has no type-widening operation, so the table is rewritten in place in one commit that keeps its
+//! `txn` entries ([`crate::migrate`]), and earlier rows read as midnight. Any other column whose values do
+//! not fit is reported, and its rows become dead letters naming the column. Inference takes the widest type
+//! of each family (bigint, decimal(18,4), double, timestamp), so values that Delta would widen a column for
+//! (int → long, float → double) fit from the start. Nothing is ever cast to text and no column is dropped.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use shopstream_ingest::{Dataset, ReadOptions};
 
 use crate::error::{EngineError, Result};
 use crate::lake::{Lake, Table};
+use crate::sink::WriteOptions;
 
 /// What [`prepare`] found and did.
 #[derive(Debug, Clone)]
@@ -33,6 +35,8 @@ pub struct Prepared {
     pub inferred: Option<Vec<Inferred>>,
     /// Columns added by schema evolution (or to be added, on a dry run).
     pub added: Vec<Column>,
+    /// Columns widened from `date` to `timestamp` (or to be, on a dry run).
+    pub widened: Vec<Column>,
     /// Columns whose values in a file do not fit the table's type.
     pub mismatches: Vec<Mismatch>,
 }
@@ -53,12 +57,7 @@ pub struct Mismatch {
 impl std::fmt::Display for Mismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (t, v) = (self.table.sql_name(), self.file_type.sql_name());
-        let why = if self.table == ColumnType::Date && self.file_type == ColumnType::Timestamp {
-            "Delta allows widening date to timestamp, but delta-rs 1.1 cannot write a type change"
-                .to_string()
-        } else {
-            format!("Delta's type widening does not allow {t} → {v}")
-        };
+        let why = format!("Delta's type widening does not allow {t} → {v}");
         write!(
             f,
             "{}: column `{}` is {t} in the table but {v} in the file; rows whose value is not a {t} \
@@ -88,6 +87,7 @@ pub async fn prepare(
     declared: Option<Arc<Dataset>>,
     files: &[PathBuf],
     read: &ReadOptions,
+    write: &WriteOptions,
     dry_run: bool,
 ) -> Result<Prepared> {
     let existing = lake.dataset(name).await?;
@@ -96,6 +96,7 @@ pub async fn prepare(
         dataset: existing.or(declared).unwrap_or_else(|| empty(name)),
         inferred: None,
         added: Vec::new(),
+        widened: Vec::new(),
         mismatches: Vec::new(),
     };
     if prepared.dataset.is_orders() {
@@ -123,7 +124,11 @@ pub async fn prepare(
     }
     if !dry_run {
         let table = Table::of_dataset(&prepared.dataset);
-        if exists && !prepared.added.is_empty() {
+        if exists && !prepared.widened.is_empty() {
+            lake.allow_timestamps(&table).await?;
+            crate::migrate::rewrite_in_place(lake, &table, write).await?;
+        } else if exists && !prepared.added.is_empty() {
+            lake.allow_timestamps(&table).await?;
             add_columns(lake, &table, &prepared.added).await?;
         } else if !exists {
             lake.open_or_create(&table).await?;
@@ -161,7 +166,13 @@ fn evolve(prepared: &mut Prepared, file: &std::path::Path, inferred: &[Inferred]
     let fresh = prepared.dataset.columns.is_empty();
     let mut dataset = (*prepared.dataset).clone();
     for c in inferred {
-        match dataset.columns.iter().find(|d| d.name == c.name) {
+        let existing = dataset.columns.iter_mut().find(|d| d.name == c.name);
+        match existing {
+            Some(d) if d.ty == ColumnType::Date && c.ty == ColumnType::Timestamp => {
+                d.ty = ColumnType::Timestamp;
+                d.format = c.date_format.clone();
+                prepared.widened.push(d.clone());
+            }
             Some(d) if !fits(c.ty, d.ty) => prepared.mismatches.push(Mismatch {
                 file: file.to_path_buf(),
                 column: c.name.clone(),

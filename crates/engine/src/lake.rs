@@ -303,6 +303,30 @@ impl Lake {
         }
     }
 
+    /// Enables Delta's `timestampNtz` feature on `kind`'s table when its schema now has a timestamp column
+    /// (a column added or widened by schema evolution; tables created with one have it already).
+    pub(crate) async fn allow_timestamps(&self, kind: &Table) -> Result<()> {
+        let has_timestamp = kind.schema().fields().iter().any(|f| {
+            matches!(
+                f.data_type(),
+                arrow::datatypes::DataType::Timestamp(_, None)
+            )
+        });
+        let Some(table) = self.open(kind).await? else {
+            return Ok(());
+        };
+        if !has_timestamp {
+            return Ok(());
+        }
+        table
+            .add_feature()
+            .with_feature(deltalake::kernel::TableFeatures::TimestampWithoutTimezone)
+            .with_allow_protocol_versions_increase(true)
+            .await
+            .map_err(EngineError::delta(kind.name()))?;
+        Ok(())
+    }
+
     /// Every table in the lake: the built-in ones that exist, then the datasets' tables by name.
     pub async fn list(&self) -> Result<Vec<Table>> {
         let mut out = Vec::new();

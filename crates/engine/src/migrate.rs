@@ -223,6 +223,27 @@ pub async fn migrate(lake: &Lake, write: &WriteOptions) -> Result<Vec<TableMigra
     Ok(out)
 }
 
+/// Rewrites a dataset's table in place to its schema now (a column widened from `date` to `timestamp`, new
+/// columns), in one commit that keeps its `txn` entries; refused while a load or compaction writes the lake.
+pub(crate) async fn rewrite_in_place(
+    lake: &Lake,
+    kind: &Table,
+    write: &WriteOptions,
+) -> Result<TableMigration> {
+    let _writer = lock_lake(lake, ".writer.lock")?;
+    let mut m = TableMigration {
+        table: kind.name().to_string(),
+        ..TableMigration::default()
+    };
+    if let Some(table) = lake.open(kind).await? {
+        m.changes = schema_changes(kind, &table)?;
+        if !m.changes.is_empty() {
+            rewrite(kind, table, write, &mut m).await?;
+        }
+    }
+    Ok(m)
+}
+
 /// Rewrites every data file of `table` in the current schema and commits the swap in one commit.
 async fn rewrite(
     kind: &Table,

@@ -135,8 +135,16 @@ impl LandingWatcher {
         if !read.dataset.is_orders() {
             let name = read.dataset.name.clone();
             let declared = Some(read.dataset.clone());
-            let prepared =
-                crate::datasets::prepare(&self.lake, &name, declared, &files, &read, false).await?;
+            let prepared = crate::datasets::prepare(
+                &self.lake,
+                &name,
+                declared,
+                &files,
+                &read,
+                &self.write,
+                false,
+            )
+            .await?;
             read.dataset = prepared.dataset;
         }
         let cancel = Arc::new(AtomicBool::new(false));

@@ -23,7 +23,8 @@ async fn ingest(
     shopstream_engine::load::LoadSummary,
 ) {
     let mut read = ReadOptions::default();
-    let prepared = prepare(lake, name, declared, files, &read, false)
+    let write = shopstream_engine::load::WriteOptions::default();
+    let prepared = prepare(lake, name, declared, files, &read, &write, false)
         .await
         .expect("prepare");
     read.dataset = prepared.dataset.clone();
@@ -207,7 +208,7 @@ async fn inference_reads_a_european_export_as_its_author_meant() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn evolution_adds_columns_keeps_bigint_and_dead_letters_what_does_not_fit() {
+async fn evolution_adds_columns_widens_dates_to_timestamps_and_dead_letters_what_does_not_fit() {
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::local(&dir.path().join("lake")).unwrap();
     let write = |name: &str, text: &str| {
@@ -271,6 +272,34 @@ async fn evolution_adds_columns_keeps_bigint_and_dead_letters_what_does_not_fit(
     let dataset = lake.dataset("events").await.unwrap().unwrap();
     assert_eq!(dataset.columns.last().unwrap().name, "channel");
     assert_eq!(dataset.evolved, 1);
+
+    // Times in a date column: widened to timestamp (Delta allows date → timestamp), by rewriting the
+    // table in one commit that keeps its exactly-once record.
+    let fourth = write(
+        "events-4.csv",
+        "event_id,units,day,channel\n7,1,2011-04-09 10:30:00,web\n",
+    );
+    let (p4, s4) = ingest(&lake, "events", None, std::slice::from_ref(&fourth)).await;
+    assert_eq!(
+        p4.widened
+            .iter()
+            .map(|c| (c.name.as_str(), c.ty))
+            .collect::<Vec<_>>(),
+        [("day", ColumnType::Timestamp)]
+    );
+    assert_eq!(s4.totals.loaded, 1);
+    let csv = query_csv(&lake, "SELECT event_id, day FROM events ORDER BY event_id").await;
+    assert_eq!(
+        csv,
+        "event_id,day\n1,2011-04-05T00:00:00\n2,2011-04-13T00:00:00\n3,2011-04-05T00:00:00\n\
+         4,2011-04-06T00:00:00\n6,2011-04-08T00:00:00\n7,2011-04-09T10:30:00\n",
+        "{csv}"
+    );
+    let (_, again) = ingest(&lake, "events", None, &[first, second, third, fourth]).await;
+    assert!(
+        again.files.iter().all(|f| f.already_loaded),
+        "the rewrite kept the loads' txns: {again:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
