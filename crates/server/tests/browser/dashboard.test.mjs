@@ -219,6 +219,13 @@ try {
     await page.press("[data-testid=sql-input]", "Control+Enter");
     await page.waitForFunction((b) => document.body.dataset.runs !== b, before, { timeout: 60000 });
   }
+  // The sidebar lists what the catalog has: the built-in tables first, then every dataset.
+  await page.waitForFunction(() => document.querySelectorAll("[data-testid=tables] li").length > 0, null, { timeout: 60000 });
+  const listed = await page.locator("[data-testid=tables] li button").allTextContents();
+  const catalog = (await sql("SELECT DISTINCT table_name FROM information_schema.tables WHERE table_schema = 'public'")).map((r) => r.table_name);
+  check("explorer lists every table of the catalog, built-in ones first",
+    listed.slice(0, 4).join(",") === "orders,raw_orders,dead_letters,loads" && listed.length === catalog.length && catalog.every((t) => listed.includes(t)),
+    listed.join(", "));
   await runSql("SELECT nonsense FROM nowhere");
   check("explorer shows the error", (await page.isVisible("[data-testid=sql-error]")) && (await page.textContent("[data-testid=sql-error]")).length > 0,
     (await page.textContent("[data-testid=sql-error]")).slice(0, 80));

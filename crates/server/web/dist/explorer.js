@@ -13,7 +13,10 @@
   const CHART_KEY = "shopstream.explorer.chart";
   const MAX_TABLE_ROWS = 1000;
   const MAX_CHART_POINTS = 5000;
-  const TABLES = ["orders", "raw_orders", "dead_letters", "loads"];
+  // The built-in tables first; then every dataset the catalog lists (information_schema, asked on each load).
+  const BUILT_IN = ["orders", "raw_orders", "dead_letters", "loads"];
+  const COLUMNS_SQL =
+    "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public' ORDER BY table_name, ordinal_position";
   const EXAMPLES = [
     [
       "Revenue by month",
@@ -218,16 +221,34 @@
     input.value = sql;
     run();
   }
-  $("#tables").replaceChildren(
-    ...TABLES.map((t) =>
-      el("li", {}, el("button", { type: "button", title: `SELECT * FROM ${t} LIMIT 100`, onclick: () => useSql(`SELECT * FROM ${t} LIMIT 100`) }, t), el("div.cols", { id: "cols-" + t }))
-    )
-  );
+  function showTables(columns) {
+    const names = [...columns.keys()].sort((a, b) => {
+      const [ia, ib] = [BUILT_IN.indexOf(a), BUILT_IN.indexOf(b)];
+      if (ia >= 0 || ib >= 0) return (ia < 0 ? BUILT_IN.length : ia) - (ib < 0 ? BUILT_IN.length : ib);
+      return a.localeCompare(b);
+    });
+    $("#tables").replaceChildren(
+      ...names.map((t) =>
+        el(
+          "li",
+          {},
+          el("button", { type: "button", title: `SELECT * FROM ${t} LIMIT 100`, onclick: () => useSql(`SELECT * FROM ${t} LIMIT 100`) }, t),
+          el("div.cols", {}, columns.get(t).join(", "))
+        )
+      )
+    );
+  }
   $("#examples").replaceChildren(...EXAMPLES.map(([name, sql]) => el("li", {}, el("button", { type: "button", onclick: () => useSql(sql) }, name))));
-  for (const t of TABLES)
-    S.api("/api/sql", { method: "POST", body: `SELECT * FROM ${t} LIMIT 1` })
-      .then((rows) => ($("#cols-" + t).textContent = rows.length ? Object.keys(rows[0]).join(", ") : "(empty)"))
-      .catch(() => ($("#cols-" + t).textContent = ""));
+  S.api("/api/sql", { method: "POST", body: COLUMNS_SQL })
+    .then((rows) => {
+      const columns = new Map();
+      for (const r of rows) {
+        if (!columns.has(r.table_name)) columns.set(r.table_name, []);
+        columns.get(r.table_name).push(r.column_name);
+      }
+      showTables(columns);
+    })
+    .catch(() => showTables(new Map(BUILT_IN.map((t) => [t, []]))));
 
   let resizeTimer;
   window.addEventListener("resize", () => {
