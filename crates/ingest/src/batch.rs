@@ -1,11 +1,13 @@
-//! Turning source rows into Arrow batches for the three lake tables.
+//! Turning source rows into Arrow batches for the lake tables.
 //!
-//! A reader hands each row (its fields as text, with its line or sheet row) to an [`OrderBatcher`].
-//! The batcher applies the resolved mapping: a row whose every field parses becomes one row of the
-//! raw table (text as it arrived) and one of the orders table (typed, with `is_cancellation`,
-//! `line_revenue` and `invoice_month` derived); a row that does not becomes one dead letter naming the
-//! first field that failed and why. Every row read lands in exactly one of the two, so
-//! `read = loaded + rejected` holds by construction.
+//! A reader hands each row (its fields as text, with its line or sheet row) to a [`RowBatcher`].
+//! The batcher applies the resolved mapping: for orders, a row whose every field parses becomes one row
+//! of the raw table (text as it arrived) and one of the orders table (typed, with `is_cancellation`,
+//! `line_revenue` and `invoice_month` derived); for any other dataset, one row of its table
+//! ([`crate::dataset::rows`]). A row that does not parse becomes one dead letter naming the first field
+//! that failed and why. Every row read lands in exactly one of the two, so `read = loaded + rejected`
+//! holds by construction. Rows of a mapping with expressions wait in a stage until their derived fields
+//! are evaluated ([`crate::derive`]); rows read for inference are only sampled.
 
 use std::sync::Arc;
 
@@ -136,8 +138,9 @@ fn finish_bool(b: &mut BooleanBuilder) -> ArrayRef {
     Arc::new(a)
 }
 
-/// Builds raw, orders and dead-letter batches from text rows under one resolved mapping.
-pub struct OrderBatcher {
+/// Builds a dataset's batches (for orders also the raw table's) and dead letters from text rows under one
+/// resolved mapping.
+pub struct RowBatcher {
     mapping: ResolvedMapping,
     provenance: Provenance,
     last_date_format: usize,
@@ -250,13 +253,13 @@ fn non_empty(s: Option<&str>) -> Option<&str> {
     s.map(str::trim).filter(|s| !s.is_empty())
 }
 
-impl OrderBatcher {
+impl RowBatcher {
     /// A batcher for rows of one source (file or sheet).
     pub fn new(mapping: ResolvedMapping, provenance: Provenance) -> Self {
         let cap = 1024;
         let dataset_rows =
             (!mapping.dataset.is_orders()).then(|| DatasetRows::new(mapping.dataset.clone()));
-        OrderBatcher {
+        RowBatcher {
             mapping,
             provenance,
             last_date_format: 0,
@@ -688,7 +691,7 @@ mod tests {
     use arrow::array::{Array, AsArray, Int64Array};
     use std::path::Path;
 
-    fn batcher() -> OrderBatcher {
+    fn batcher() -> RowBatcher {
         let columns: Vec<String> = crate::generate::ONLINE_RETAIL_HEADER
             .iter()
             .map(|s| s.to_string())
@@ -700,7 +703,7 @@ mod tests {
             &crate::dataset::Dataset::orders(),
         )
         .unwrap();
-        OrderBatcher::new(
+        RowBatcher::new(
             mapping,
             Provenance {
                 source_file: "t.csv".into(),
@@ -792,7 +795,7 @@ mod tests {
         assert!(dl.column(5).as_string::<i32>().value(0).contains("lots"));
     }
 
-    fn dead_letter(b: &mut OrderBatcher) -> (String, String, String) {
+    fn dead_letter(b: &mut RowBatcher) -> (String, String, String) {
         let dl = b.take().dead_letters;
         assert_eq!(dl.num_rows(), 1);
         let text = |i: usize| {

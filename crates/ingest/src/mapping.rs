@@ -453,7 +453,6 @@ impl ResolvedMapping {
         mapping: Option<&MappingConfig>,
         dataset: &Arc<Dataset>,
     ) -> Result<ResolvedMapping, IngestError> {
-        let normalised: Vec<String> = columns.iter().map(|c| normalise(c)).collect();
         let n = dataset.columns.len();
         let default_name = if dataset.is_orders() {
             "online-retail".to_string()
@@ -472,39 +471,11 @@ impl ResolvedMapping {
             columns: unique_names(columns).into(),
             expressions: Vec::new(),
         };
-        for (i, column) in dataset.columns.iter().enumerate() {
-            let field = column.name.as_str();
-            let configured = mapping.and_then(|m| m.columns.get(field));
-            let expression = mapping.and_then(|m| m.expressions.get(field));
-            resolved.sources[i] = if let Some(sql) = expression {
-                resolved.expressions.push((field.to_string(), sql.clone()));
-                FieldSource::Column(columns.len() + resolved.expressions.len() - 1)
-            } else if let Some(constant) = mapping.and_then(|m| m.constants.get(field)) {
-                FieldSource::Constant(constant.clone())
-            } else if let Some(name) = configured {
-                match columns.iter().position(|c| c == name).or_else(|| {
-                    let n = normalise(name);
-                    normalised.iter().position(|c| *c == n)
-                }) {
-                    Some(idx) => FieldSource::Column(idx),
-                    None => {
-                        return Err(IngestError::BadMapping {
-                            mapping: resolved.name.clone(),
-                            reason: format!(
-                                "{}: column `{name}` (for `{field}`) not found; columns are: {}",
-                                path.display(),
-                                list_columns(columns)
-                            ),
-                        });
-                    }
-                }
-            } else {
-                aliases(dataset, i)
-                    .iter()
-                    .find_map(|alias| normalised.iter().position(|c| c == alias))
-                    .map_or(FieldSource::Absent, FieldSource::Column)
-            };
+        let normalised: Vec<String> = columns.iter().map(|c| normalise(c)).collect();
+        for i in 0..n {
+            resolved.sources[i] = resolved.source_of(i, path, columns, &normalised, mapping)?;
             if let Some(m) = mapping {
+                let field = dataset.columns[i].name.as_str();
                 resolved.defaults[i] = m.defaults.get(field).cloned();
                 resolved.types[i] = m.types.get(field).copied().unwrap_or_default();
             }
@@ -530,10 +501,60 @@ impl ResolvedMapping {
                     reason,
                 })?;
         }
-        for (i, column) in dataset.columns.iter().enumerate() {
+        resolved.check_required(path, columns)?;
+        Ok(resolved)
+    }
+
+    /// Where dataset column `i` comes from: an expression (its value follows the source's columns), a
+    /// constant, the configured column, or a column named like it.
+    fn source_of(
+        &mut self,
+        i: usize,
+        path: &Path,
+        columns: &[String],
+        normalised: &[String],
+        mapping: Option<&MappingConfig>,
+    ) -> Result<FieldSource, IngestError> {
+        let field = self.dataset.columns[i].name.clone();
+        if let Some(sql) = mapping.and_then(|m| m.expressions.get(&field)) {
+            self.expressions.push((field, sql.clone()));
+            return Ok(FieldSource::Column(
+                columns.len() + self.expressions.len() - 1,
+            ));
+        }
+        if let Some(constant) = mapping.and_then(|m| m.constants.get(&field)) {
+            return Ok(FieldSource::Constant(constant.clone()));
+        }
+        let Some(name) = mapping.and_then(|m| m.columns.get(&field)) else {
+            return Ok(aliases(&self.dataset, i)
+                .iter()
+                .find_map(|alias| normalised.iter().position(|c| c == alias))
+                .map_or(FieldSource::Absent, FieldSource::Column));
+        };
+        let n = normalise(name);
+        match columns
+            .iter()
+            .position(|c| c == name)
+            .or_else(|| normalised.iter().position(|c| *c == n))
+        {
+            Some(idx) => Ok(FieldSource::Column(idx)),
+            None => Err(IngestError::BadMapping {
+                mapping: self.name.clone(),
+                reason: format!(
+                    "{}: column `{name}` (for `{field}`) not found; columns are: {}",
+                    path.display(),
+                    list_columns(columns)
+                ),
+            }),
+        }
+    }
+
+    /// Fails when a required column has neither a source nor a default.
+    fn check_required(&self, path: &Path, columns: &[String]) -> Result<(), IngestError> {
+        for (i, column) in self.dataset.columns.iter().enumerate() {
             if column.required
-                && resolved.sources[i] == FieldSource::Absent
-                && resolved.defaults[i].is_none()
+                && self.sources[i] == FieldSource::Absent
+                && self.defaults[i].is_none()
             {
                 return Err(IngestError::MissingColumn {
                     path: path.to_path_buf(),
@@ -542,7 +563,7 @@ impl ResolvedMapping {
                 });
             }
         }
-        Ok(resolved)
+        Ok(())
     }
 
     /// The text of `field` for one row: the constant, the column's text, or the default when empty.

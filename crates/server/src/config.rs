@@ -299,6 +299,41 @@ mod tests {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/examples/mappings.toml");
         let c = Config::load(Some(&example)).unwrap();
         assert_eq!(c.ingest.mappings[0].name, "webshop-export");
+        assert_eq!(c.ingest.mappings[1].expressions.len(), 3);
+        let customers = c.declared_dataset("customers").unwrap();
+        assert_eq!(customers.key, ["customer_id"]);
+    }
+
+    #[test]
+    fn datasets_and_their_mappings_are_checked_by_every_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ds.toml");
+        let dataset = "[[datasets]]\nname = \"customers\"\ncolumns = [\"id text\"]\n";
+        let mapping = "[[ingest.mappings]]\nname = \"m\"\nfiles = [\"*.csv\"]\ndataset = \"customers\"\n\
+                       [ingest.mappings.columns]\nemail = \"E-Mail\"\n";
+        std::fs::write(&p, format!("[lake]\n{dataset}{mapping}")).unwrap();
+        let err = chain(&Config::load(Some(&p)).unwrap_err());
+        assert!(
+            err.contains("unknown field `email`") && err.contains("`customers`"),
+            "{err}"
+        );
+        std::fs::write(&p, format!("[lake]\n{dataset}{dataset}")).unwrap();
+        let err = chain(&Config::load(Some(&p)).unwrap_err());
+        assert!(err.contains("declared twice"), "{err}");
+        std::fs::write(
+            &p,
+            "[lake]\n[[datasets]]\nname = \"orders\"\ncolumns = [\"id text\"]\n",
+        )
+        .unwrap();
+        let err = chain(&Config::load(Some(&p)).unwrap_err());
+        assert!(err.contains("built-in table"), "{err}");
+        std::fs::write(
+            &p,
+            "[lake]\n[[datasets]]\nname = \"c\"\ncolumns = [\"id txet\"]\n",
+        )
+        .unwrap();
+        let err = chain(&Config::load(Some(&p)).unwrap_err());
+        assert!(err.contains("unknown type `txet`"), "{err}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Fill;
 use super::text::{BoundedLines, Counting, Line, MAX_RECORD_BYTES, too_long_reason};
-use crate::batch::OrderBatcher;
+use crate::batch::RowBatcher;
 use crate::error::IngestError;
 
 /// Lines sampled to choose the layout.
@@ -261,7 +261,7 @@ impl AlignedFill {
 }
 
 impl Fill for AlignedFill {
-    fn fill(&mut self, batcher: &mut OrderBatcher) -> Result<bool, IngestError> {
+    fn fill(&mut self, batcher: &mut RowBatcher) -> Result<bool, IngestError> {
         loop {
             if batcher.is_full() {
                 return Ok(true);

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::batch::OrderBatcher;
+use crate::batch::RowBatcher;
 use crate::error::IngestError;
 use crate::mapping::MappingConfig;
 
@@ -220,7 +220,7 @@ impl DelimitedFill {
 }
 
 impl Fill for DelimitedFill {
-    fn fill(&mut self, batcher: &mut OrderBatcher) -> Result<bool, IngestError> {
+    fn fill(&mut self, batcher: &mut RowBatcher) -> Result<bool, IngestError> {
         loop {
             if batcher.is_full() {
                 return Ok(true);
@@ -306,7 +306,7 @@ fn is_too_long(e: &csv::Error) -> bool {
 impl DelimitedFill {
     /// A record too long to hold: an unclosed quote has made the rest of the file one field, which
     /// becomes one dead letter (the rest is not read: where that record would end cannot be known).
-    fn reject_rest(&mut self, batcher: &mut OrderBatcher) {
+    fn reject_rest(&mut self, batcher: &mut RowBatcher) {
         let guard = self.reader.get_ref();
         let start = guard.record_start;
         let total = std::fs::metadata(&self.path).map_or(0, |m| m.len());

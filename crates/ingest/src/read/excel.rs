@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 
 use calamine::{Data, Ods, Reader, SheetType, Xls, Xlsb, Xlsx, XlsxError, open_workbook};
 
-use crate::batch::OrderBatcher;
+use crate::batch::RowBatcher;
 use crate::error::IngestError;
 use crate::mapping::{MappingConfig, ResolvedMapping};
 
@@ -187,7 +187,7 @@ impl ExcelFill {
     /// A later sheet begins: its header gets its own mapping.
     fn switch_sheet(
         &mut self,
-        batcher: &mut OrderBatcher,
+        batcher: &mut RowBatcher,
         name: String,
         columns: &[String],
     ) -> Result<(), IngestError> {
@@ -204,7 +204,7 @@ impl ExcelFill {
     }
 }
 
-fn push(batcher: &mut OrderBatcher, row: SheetRow) {
+fn push(batcher: &mut RowBatcher, row: SheetRow) {
     match row {
         SheetRow::Fields { line, fields } => {
             let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
@@ -227,7 +227,7 @@ fn push(batcher: &mut OrderBatcher, row: SheetRow) {
 }
 
 impl Fill for ExcelFill {
-    fn fill(&mut self, batcher: &mut OrderBatcher) -> Result<bool, IngestError> {
+    fn fill(&mut self, batcher: &mut RowBatcher) -> Result<bool, IngestError> {
         loop {
             // Full by rows or by text (`BATCH_BYTES`): a sheet of long strings makes short batches.
             if batcher.is_full() {

@@ -26,7 +26,7 @@ use super::Fill;
 use super::text::{
     BoundedLines, Counting, Line, MAX_RECORD_BYTES, TOO_LONG_PREFIX, too_long_reason,
 };
-use crate::batch::OrderBatcher;
+use crate::batch::RowBatcher;
 use crate::error::IngestError;
 use crate::mapping::{LayoutCache, MappingConfig};
 use crate::sources::value_text;
@@ -211,7 +211,7 @@ impl JsonFill {
         }
     }
 
-    fn push_record(&mut self, batcher: &mut OrderBatcher, no: u64, raw: RawRecord) {
+    fn push_record(&mut self, batcher: &mut RowBatcher, no: u64, raw: RawRecord) {
         let bytes = match raw {
             RawRecord::TooLong { bytes, prefix } => {
                 let text = String::from_utf8_lossy(&prefix);
@@ -235,7 +235,7 @@ impl JsonFill {
         }
     }
 
-    fn push_object(&mut self, batcher: &mut OrderBatcher, no: u64, obj: &Map<String, Value>) {
+    fn push_object(&mut self, batcher: &mut RowBatcher, no: u64, obj: &Map<String, Value>) {
         if !self.current.iter().eq(obj.keys()) {
             let keys: Vec<String> = obj.keys().cloned().collect();
             match self.layouts.resolve(&keys, batcher.dataset()) {
@@ -260,7 +260,7 @@ fn canonical_columns() -> Vec<String> {
 }
 
 impl Fill for JsonFill {
-    fn fill(&mut self, batcher: &mut OrderBatcher) -> Result<bool, IngestError> {
+    fn fill(&mut self, batcher: &mut RowBatcher) -> Result<bool, IngestError> {
         loop {
             if batcher.is_full() {
                 return Ok(true);

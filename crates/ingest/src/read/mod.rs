@@ -1,4 +1,4 @@
-//! File readers: detect a file's format, read its rows as text, and feed them to an [`OrderBatcher`].
+//! File readers: detect a file's format, read its rows as text, and feed them to an [`RowBatcher`].
 //!
 //! Every reader streams: it holds one batch of rows (at most [`crate::batch::BATCH_ROWS`] rows or
 //! [`crate::batch::BATCH_BYTES`] of text) and one record of at most [`MAX_RECORD_BYTES`], however large
@@ -19,7 +19,7 @@ pub use text::MAX_RECORD_BYTES;
 
 use std::path::{Path, PathBuf};
 
-use crate::batch::{Chunk, Counts, OrderBatcher, Provenance};
+use crate::batch::{Chunk, Counts, Provenance, RowBatcher};
 use crate::dataset::infer::{self, Inferred, infer_columns};
 use crate::dataset::{ColumnType, Dataset};
 use crate::derive::{Stage, source_dataset, stage_schema};
@@ -151,7 +151,7 @@ impl ReadOptions {
 /// A format-specific row source.
 trait Fill: Send {
     /// Pushes rows into `batcher` until it is full or the source ends; returns false at the end.
-    fn fill(&mut self, batcher: &mut OrderBatcher) -> Result<bool, IngestError>;
+    fn fill(&mut self, batcher: &mut RowBatcher) -> Result<bool, IngestError>;
     /// Bytes of the file consumed so far (approximate, for progress).
     fn bytes_read(&self) -> u64;
     /// The sheet being read, for workbooks.
@@ -165,7 +165,7 @@ pub struct FileReader {
     path: PathBuf,
     format: Format,
     fill: Box<dyn Fill>,
-    batcher: OrderBatcher,
+    batcher: RowBatcher,
     done: bool,
     mapping_name: String,
 }
@@ -200,7 +200,7 @@ impl FileReader {
         let mapping_name = resolved.name.clone();
         let mut provenance = provenance;
         provenance.sheet = fill.sheet().map(Into::into);
-        let mut batcher = OrderBatcher::new(resolved, provenance);
+        let mut batcher = RowBatcher::new(resolved, provenance);
         batcher.set_timezone(options.timezone);
         if let Some(stage) = stage {
             batcher.set_stage(stage);
@@ -326,7 +326,7 @@ pub fn sample(path: &Path, options: &ReadOptions, rows: usize) -> Result<Sample,
         load_id: "".into(),
         load_time_us: 0,
     };
-    let mut batcher = OrderBatcher::new(resolved, provenance);
+    let mut batcher = RowBatcher::new(resolved, provenance);
     batcher.start_sample(rows);
     while fill.fill(&mut batcher)? && !batcher.is_full() {}
     let mut sample = batcher.take_sample();

@@ -13,7 +13,7 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
-use crate::batch::{BATCH_BYTES, OrderBatcher};
+use crate::batch::{BATCH_BYTES, RowBatcher};
 use crate::error::IngestError;
 
 use super::Fill;
@@ -97,7 +97,7 @@ impl ParquetFill {
 }
 
 impl Fill for ParquetFill {
-    fn fill(&mut self, batcher: &mut OrderBatcher) -> Result<bool, IngestError> {
+    fn fill(&mut self, batcher: &mut RowBatcher) -> Result<bool, IngestError> {
         while !batcher.is_full() {
             let Some(batch) = self.reader.next() else {
                 return Ok(false);

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::batch::{Chunk, Counts, OrderBatcher, Provenance, Unmappable};
+use crate::batch::{Chunk, Counts, Provenance, RowBatcher, Unmappable};
 use crate::dataset::Dataset;
 use crate::mapping::{LayoutCache, MappingConfig, ResolvedMapping};
 
@@ -57,7 +57,7 @@ pub fn value_text(v: &Value) -> Cow<'_, str> {
 
 /// Builds lake batches from envelopes, resolving the mapping once per distinct set of field names.
 pub struct EnvelopeBatcher {
-    batcher: OrderBatcher,
+    batcher: RowBatcher,
     layouts: LayoutCache,
     /// The mapping of the canonical field names, for records that are not envelopes.
     canonical: ResolvedMapping,
@@ -77,7 +77,7 @@ impl EnvelopeBatcher {
         let first = ResolvedMapping::resolve(Path::new("live"), &columns, None, &dataset)
             .expect("the dataset's own columns resolve");
         EnvelopeBatcher {
-            batcher: OrderBatcher::new(
+            batcher: RowBatcher::new(
                 first.clone(),
                 Provenance {
                     source_file: Arc::from(""),
