@@ -210,20 +210,29 @@ impl From<crate::IngestError> for Unmappable {
     }
 }
 
+/// A sample for inference stops at this many bytes of text even before its row count (rows of huge
+/// values keep it bounded).
+pub const SAMPLE_BYTES: usize = 16 * 1024 * 1024;
+
 /// Rows kept as text for inference; records with other keys (JSON) add their columns.
 struct Sampler {
     max: usize,
+    bytes: usize,
     columns: Vec<String>,
+    /// Position of each column name in `columns`.
+    index: std::collections::HashMap<String, usize>,
     rows: Vec<Vec<String>>,
 }
 
 impl Sampler {
     fn push(&mut self, columns: &[String], row: &[&str]) {
+        self.bytes += row.iter().map(|v| v.len()).sum::<usize>();
         let mut out = vec![String::new(); self.columns.len()];
         for (name, value) in columns.iter().zip(row) {
-            let i = match self.columns.iter().position(|c| c == name) {
-                Some(i) => i,
+            let i = match self.index.get(name) {
+                Some(&i) => i,
                 None => {
+                    self.index.insert(name.clone(), self.columns.len());
                     self.columns.push(name.clone());
                     out.push(String::new());
                     self.columns.len() - 1
@@ -331,7 +340,9 @@ impl RowBatcher {
     pub fn start_sample(&mut self, max: usize) {
         self.sample = Some(Sampler {
             max,
+            bytes: 0,
             columns: Vec::new(),
+            index: std::collections::HashMap::new(),
             rows: Vec::new(),
         });
     }
@@ -340,7 +351,9 @@ impl RowBatcher {
     pub fn take_sample(&mut self) -> crate::read::Sample {
         let s = self.sample.take().unwrap_or(Sampler {
             max: 0,
+            bytes: 0,
             columns: Vec::new(),
+            index: std::collections::HashMap::new(),
             rows: Vec::new(),
         });
         crate::read::Sample {
@@ -399,7 +412,7 @@ impl RowBatcher {
     /// Whether a batch is full and should be taken.
     pub fn is_full(&self) -> bool {
         if let Some(s) = &self.sample {
-            return s.rows.len() >= s.max;
+            return s.rows.len() >= s.max || s.bytes >= SAMPLE_BYTES;
         }
         self.buffered() >= BATCH_ROWS || self.bytes >= BATCH_BYTES
     }

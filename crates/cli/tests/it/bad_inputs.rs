@@ -236,6 +236,17 @@ fn child_rss_kib(time_pid: u32) -> Option<u64> {
 
 /// Runs `shopstream ingest` on `inputs` under GNU time in its own process group.
 fn ingest_measured(data: &Path, config: &Path, inputs: &[&Path], scratch: &Path) -> Run {
+    ingest_measured_with(data, config, inputs, scratch, &[])
+}
+
+/// [`ingest_measured`] with more `ingest` arguments (`--dataset NAME`).
+fn ingest_measured_with(
+    data: &Path,
+    config: &Path,
+    inputs: &[&Path],
+    scratch: &Path,
+    extra: &[&str],
+) -> Run {
     let peak_file = scratch.join("peak.txt");
     let out_file = scratch.join("stdout.txt");
     let err_file = scratch.join("stderr.txt");
@@ -252,6 +263,7 @@ fn ingest_measured(data: &Path, config: &Path, inputs: &[&Path], scratch: &Path)
         .arg("--config")
         .arg(config)
         .args(["ingest", "--no-progress"])
+        .args(extra)
         .args(inputs)
         .env_remove("SHOPSTREAM_CONFIG")
         .env_remove("RUST_LOG")
@@ -563,24 +575,8 @@ fn check_file(
 }
 
 /// Runs one case in a fresh lake; returns its broken promises and a line saying how it went.
-fn run_case(case: &Case, work: &Path, config: &Path) -> (Vec<Failure>, String) {
-    let scratch = work.join("case");
-    let _ = std::fs::remove_dir_all(&scratch);
-    std::fs::create_dir_all(&scratch).unwrap();
-    let input = match &case.source {
-        Source::Committed(p) => p.clone(),
-        Source::Generated(write) => {
-            let p = scratch.join(&case.name);
-            write(&p).unwrap_or_else(|e| panic!("generating {}: {e}", case.name));
-            p
-        }
-    };
-    let data = scratch.join("data");
-    let run = ingest_measured(&data, config, &[&input], &scratch);
-    let mut failures = Vec::new();
-    let mut fail = |check: &'static str, detail: String| {
-        failures.push(Failure::new(&case.name, check, &detail))
-    };
+/// The promises every run keeps: it ends (0 or 1), within the time and memory bounds.
+fn check_bounds(run: &Run, fail: &mut dyn FnMut(&'static str, String)) {
     match run.ending {
         Ending::Exited(0 | 1) => {}
         Ending::Exited(code) => fail("4 crash", format!("exit status {code}")),
@@ -594,6 +590,32 @@ fn run_case(case: &Case, work: &Path, config: &Path) -> (Vec<Failure>, String) {
     {
         fail("4 memory", format!("peak RSS {} MiB > 512 MiB", kib / 1024));
     }
+}
+
+/// The input file of a case (written into `scratch` when generated).
+fn case_input(case: &Case, scratch: &Path) -> std::path::PathBuf {
+    match &case.source {
+        Source::Committed(p) => p.clone(),
+        Source::Generated(write) => {
+            let p = scratch.join(&case.name);
+            write(&p).unwrap_or_else(|e| panic!("generating {}: {e}", case.name));
+            p
+        }
+    }
+}
+
+fn run_case(case: &Case, work: &Path, config: &Path) -> (Vec<Failure>, String) {
+    let scratch = work.join("case");
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).unwrap();
+    let input = case_input(case, &scratch);
+    let data = scratch.join("data");
+    let run = ingest_measured(&data, config, &[&input], &scratch);
+    let mut failures = Vec::new();
+    let mut fail = |check: &'static str, detail: String| {
+        failures.push(Failure::new(&case.name, check, &detail))
+    };
+    check_bounds(&run, &mut fail);
     let mut summary = String::new();
     if let Ending::Exited(code @ (0 | 1)) = run.ending {
         match lake_by_file(&data) {
@@ -683,6 +705,36 @@ fn bad_inputs_are_loaded_or_refused_within_bounds() {
         started.elapsed().as_secs_f64(),
         table(&failures)
     );
+}
+
+/// Into a new dataset, each file is sampled and typed before it is read: every hostile file still ends
+/// within the bounds (its rows load, are dead letters, or the file is refused).
+#[test]
+fn hostile_files_into_a_new_dataset_stay_within_bounds() {
+    require_gnu_time();
+    let work = tempfile::tempdir().unwrap();
+    let config = testdata().join("bad/shopstream.toml");
+    let mut failures = Vec::new();
+    for case in hostile::cases() {
+        let scratch = work.path().join("case");
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::create_dir_all(&scratch).unwrap();
+        let input = case_input(&case, &scratch);
+        let data = scratch.join("data");
+        let extra = ["--dataset", "hostile"];
+        let run = ingest_measured_with(&data, &config, &[&input], &scratch, &extra);
+        eprintln!(
+            "{:<32} {:?} {} MiB {:.1}s",
+            case.name,
+            run.ending,
+            run.peak_kib.unwrap_or(0) / 1024,
+            run.seconds
+        );
+        check_bounds(&run, &mut |check, detail| {
+            failures.push(Failure::new(&case.name, check, &detail))
+        });
+    }
+    assert!(failures.is_empty(), "{}", table(&failures));
 }
 
 #[test]

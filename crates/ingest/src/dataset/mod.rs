@@ -23,6 +23,11 @@ use crate::schema::{ORDER_FIELDS, ORDERS_PARTITION, ORDERS_SCHEMA, provenance_fi
 /// Tables shopstream keeps for itself (or for `orders`): no dataset may take these names.
 pub const RESERVED_NAMES: [&str; 4] = ["raw_orders", "dead_letters", "loads", "orders"];
 
+/// Most columns a dataset has: PostgreSQL's limit for a table, which the BI tools reading the lake over the
+/// Postgres endpoint live with. A file with more is refused for a dataset (orders reads its eight fields
+/// from files of any width).
+pub const MAX_COLUMNS: usize = 1600;
+
 /// Precision and scale of money and other exact decimals: 14 digits before the point, 4 after.
 pub const DECIMAL_PRECISION: u8 = 18;
 /// See [`DECIMAL_PRECISION`].

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use crate::batch::{Chunk, Counts, Provenance, RowBatcher};
 use crate::dataset::infer::{self, Inferred, infer_columns};
-use crate::dataset::{ColumnType, Dataset};
+use crate::dataset::{ColumnType, Dataset, MAX_COLUMNS};
 use crate::derive::{Stage, source_dataset, stage_schema};
 use crate::error::IngestError;
 use crate::mapping::{FieldType, MappingConfig, ResolvedMapping};
@@ -319,6 +319,17 @@ pub fn sample(path: &Path, options: &ReadOptions, rows: usize) -> Result<Sample,
         evolved: 0,
     });
     let (mut fill, columns) = open_fill(path, format, options, mapping)?;
+    let too_wide = |n: usize| {
+        IngestError::malformed(
+            path,
+            format!(
+                "{n} columns: a dataset has at most {MAX_COLUMNS} (PostgreSQL's limit for a table)"
+            ),
+        )
+    };
+    if columns.len() > MAX_COLUMNS {
+        return Err(too_wide(columns.len()));
+    }
     let resolved = ResolvedMapping::resolve(path, &columns, mapping, &empty)?;
     let provenance = Provenance {
         source_file: path.display().to_string().into(),
@@ -332,6 +343,9 @@ pub fn sample(path: &Path, options: &ReadOptions, rows: usize) -> Result<Sample,
     let mut sample = batcher.take_sample();
     if sample.columns.is_empty() {
         sample.columns = columns;
+    }
+    if sample.columns.len() > MAX_COLUMNS {
+        return Err(too_wide(sample.columns.len()));
     }
     Ok(sample)
 }
