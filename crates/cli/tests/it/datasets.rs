@@ -163,6 +163,35 @@ interval_ms = 200
         "SELECT count(*) AS n, sum(price) AS total FROM products",
         "n,total\n2,12.5500\n",
     );
+    // The table evolves under the running server (a file with a new column); the server's topic load of
+    // the dataset follows, and a record with the new field loads.
+    let segments = dir.path().join("segments.csv");
+    std::fs::write(&segments, "customer_id,name,segment\nC-FILE-3,Gus,gold\n").unwrap();
+    let o = run(
+        dir.path(),
+        &[
+            "ingest",
+            "--dataset",
+            "customers",
+            &segments.display().to_string(),
+        ],
+    );
+    assert!(
+        crate::stdout(&o).contains("added column `segment` text"),
+        "{}",
+        crate::stdout(&o)
+    );
+    post(
+        &url,
+        "/v1/topics/customers/records",
+        "{\"customer_id\":\"C-HTTP-2\",\"name\":\"Hal\",\"segment\":\"silver\"}\n",
+    );
+    wait_for(
+        &url,
+        "SELECT customer_id, segment FROM customers WHERE segment IS NOT NULL ORDER BY 1",
+        "customer_id,segment\nC-FILE-3,gold\nC-HTTP-2,silver\n",
+    );
+
     let tables = sql(
         &url,
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1",

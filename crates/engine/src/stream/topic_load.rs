@@ -1,12 +1,14 @@
-//! The continuous load: order topics of the log into `raw_orders`, `orders` and `dead_letters`, exactly once.
+//! The continuous load: a dataset's topic of the log into its table and `dead_letters` (for orders also
+//! `raw_orders`), exactly once.
 //!
 //! For each partition the loader reads the records after the last loaded offset, turns them into rows
 //! (mapping and dead-letter rules as for files), writes each table's files and commits them with a Delta
 //! application transaction `shopstream.topic.<topic>.<partition>` whose version is the next offset to load.
 //! Offsets live only there, inside the same commit as the rows, so after a crash at any point each table
-//! resumes exactly where its last commit ended: no lost and no doubled rows. The three tables commit one after
+//! resumes exactly where its last commit ended: no lost and no doubled rows. The tables commit one after
 //! the other; a crash between them leaves some tables one micro-batch ahead, and the next step brings the
-//! others up to them before anything new is read.
+//! others up to them before anything new is read. A failed step is retried with everything read again from
+//! the lake ([`TopicLoader::run`]), which is also how a dataset's table evolved by a load meanwhile is seen.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -80,6 +82,7 @@ pub struct LoadProgress {
 
 /// Loads one topic; see the module documentation.
 pub struct TopicLoader {
+    lake: Lake,
     config: TopicLoadConfig,
     partitions: Vec<Arc<Partition>>,
     /// The tables written, in commit order (see [`row_tables`]), with the dataset's table last.
@@ -119,6 +122,7 @@ impl TopicLoader {
             committed.push(offsets);
         }
         let loader = TopicLoader {
+            lake: lake.clone(),
             config,
             partitions: topic.partitions().to_vec(),
             tables,
@@ -247,12 +251,53 @@ impl TopicLoader {
     }
 
     /// Runs until `stop` is set, pausing when there is nothing new.
+    ///
+    /// A step that fails (the lake unreachable a moment, a commit that lost to another writer, the dataset's
+    /// table evolved by a load meanwhile) is logged and retried after a pause that grows to 30 s, with the
+    /// tables, the dataset and the loaded offsets read again from the lake: the records wait in the log.
     pub async fn run(mut self, stop: Arc<AtomicBool>) -> Result<()> {
+        let mut failures = 0u32;
         while !stop.load(Ordering::Relaxed) {
-            if self.step().await? == 0 {
-                tokio::time::sleep(self.config.idle_wait).await;
+            match self.step().await {
+                Ok(0) => {
+                    failures = 0;
+                    tokio::time::sleep(self.config.idle_wait).await;
+                }
+                Ok(_) => failures = 0,
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(topic = %self.config.topic, "loading into the lake failed, retrying: {e}");
+                    let pause = self.config.idle_wait * 2u32.saturating_pow(failures.min(8));
+                    tokio::time::sleep(pause.min(Duration::from_secs(30))).await;
+                    if let Err(e) = self.reopen().await {
+                        tracing::warn!(topic = %self.config.topic, "reopening the tables: {e}");
+                    }
+                }
             }
         }
+        Ok(())
+    }
+
+    /// Reads the dataset, its tables and every partition's loaded offsets again from the lake.
+    async fn reopen(&mut self) -> Result<()> {
+        if !self.config.dataset.is_orders()
+            && let Some(dataset) = self.lake.dataset(&self.config.dataset.name).await?
+        {
+            self.config.dataset = dataset;
+        }
+        let mut tables = Vec::new();
+        for kind in row_tables(&self.config.dataset) {
+            let table = self.lake.open_or_create(&kind).await?;
+            tables.push((kind, table));
+        }
+        for (p, offsets) in self.committed.iter_mut().enumerate() {
+            let app = txn_app_id(&self.config.topic, p as u32);
+            for (i, (kind, table)) in tables.iter().enumerate() {
+                offsets[i] = loaded_offset(table, kind, &app).await?;
+            }
+        }
+        self.tables = tables;
+        self.publish_offsets();
         Ok(())
     }
 }
