@@ -13,6 +13,11 @@ setup_peers() {
 }
 
 build_shopstream() {
+  # BENCH_NO_BUILD=1: use the binary already in $CARGO_TARGET_DIR (e.g. built from a snapshot of the tree).
+  if [ -n "${BENCH_NO_BUILD:-}" ]; then
+    [ -x "$SHOPSTREAM" ] || { echo "BENCH_NO_BUILD: no $SHOPSTREAM" >&2; exit 1; }
+    return 0
+  fi
   # Release speed without LTO (profile bench-fast in Cargo.toml): builds in reasonable time on 2 cores.
   (cd "$ROOT" && cargo build --quiet --profile bench-fast -p shopstream)
 }
