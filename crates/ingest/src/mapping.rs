@@ -660,11 +660,11 @@ impl ResolvedMapping {
     ) -> Result<NaiveDateTime, String> {
         let t = text.trim();
         let field = field.into();
-        if let Some(v) = self.column_dates[field]
-            .as_ref()
-            .and_then(|f| f.apply(t, self.timezone))
-        {
-            return Ok(v);
+        if let Some(format) = &self.column_dates[field] {
+            // ISO text reads the same in every format that fits it: without chrono's format interpreter.
+            if let Some(v) = parse_iso_fast(t).or_else(|| format.apply(t, self.timezone)) {
+                return Ok(v);
+            }
         }
         match self.types[field] {
             FieldType::ExcelSerial => {
@@ -721,35 +721,37 @@ fn try_formats(
     None
 }
 
-/// `YYYY-MM-DD HH:MM[:SS]` (or with `T`), the common case, without chrono's format interpreter.
+/// `YYYY-MM-DD HH:MM[:SS]` (or with `T`), or `YYYY-MM-DD` (midnight), the common cases, without chrono's
+/// format interpreter.
 fn parse_iso_fast(t: &str) -> Option<NaiveDateTime> {
     let b = t.as_bytes();
-    if !(b.len() == 16 || b.len() == 19)
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !(b[10] == b' ' || b[10] == b'T')
-        || b[13] != b':'
-    {
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
     }
-    let num = |s: &[u8]| -> Option<u32> {
-        s.iter().try_fold(0u32, |acc, c| {
-            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
-        })
-    };
-    let seconds = if b.len() == 19 {
-        if b[16] != b':' {
-            return None;
+    let date = NaiveDate::from_ymd_opt(
+        digits(&b[0..4])? as i32,
+        digits(&b[5..7])?,
+        digits(&b[8..10])?,
+    )?;
+    match b.len() {
+        10 => date.and_hms_opt(0, 0, 0),
+        16 | 19 if (b[10] == b' ' || b[10] == b'T') && b[13] == b':' => {
+            let seconds = match b.len() {
+                19 if b[16] == b':' => digits(&b[17..19])?,
+                19 => return None,
+                _ => 0,
+            };
+            date.and_hms_opt(digits(&b[11..13])?, digits(&b[14..16])?, seconds)
         }
-        num(&b[17..19])?
-    } else {
-        0
-    };
-    NaiveDate::from_ymd_opt(num(&b[0..4])? as i32, num(&b[5..7])?, num(&b[8..10])?)?.and_hms_opt(
-        num(&b[11..13])?,
-        num(&b[14..16])?,
-        seconds,
-    )
+        _ => None,
+    }
+}
+
+/// The number ASCII digits spell (`None` for anything else).
+fn digits(s: &[u8]) -> Option<u32> {
+    s.iter().try_fold(0u32, |acc, c| {
+        c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+    })
 }
 
 /// Magnitudes accepted for money, in 10^-[`MONEY_SCALE`] units: below 10^14 (`batch::MAX_MONEY`).

@@ -101,7 +101,8 @@ interval_ms = 200
         ),
     )
     .unwrap();
-    let (mut server, url) = start(dir.path(), Some(&config));
+    let (server, url) = start(dir.path(), Some(&config));
+    let _server = KillOnDrop(server);
 
     post(
         &url,
@@ -200,8 +201,16 @@ interval_ms = 200
         tables.contains("\ncustomers\n") && tables.contains("\nproducts\n"),
         "{tables}"
     );
-    server.kill().unwrap();
-    let _ = server.wait();
+}
+
+/// Stops the server when the test ends, also when an assertion fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]
