@@ -75,7 +75,7 @@ fn fits(file: ColumnType, table: ColumnType) -> bool {
         || table == Text
         || matches!(
             (file, table),
-            (Integer, Decimal | Double) | (Decimal, Double)
+            (Integer, Decimal | Double) | (Decimal, Double) | (Date, Timestamp)
         )
 }
 
@@ -123,6 +123,8 @@ pub async fn prepare(
         });
     }
     if !dry_run {
+        // One writer at a time changes a table's schema (released before the load takes it again).
+        let _lock = crate::load::lock_lake(lake, ".writer.lock")?;
         let table = Table::of_dataset(&prepared.dataset);
         if exists && !prepared.widened.is_empty() {
             lake.allow_timestamps(&table).await?;
@@ -170,7 +172,7 @@ fn evolve(prepared: &mut Prepared, file: &std::path::Path, inferred: &[Inferred]
         match existing {
             Some(d) if d.ty == ColumnType::Date && c.ty == ColumnType::Timestamp => {
                 d.ty = ColumnType::Timestamp;
-                d.format = c.date_format.clone();
+                d.format = widened_format(d.format.as_deref(), c);
                 prepared.widened.push(d.clone());
             }
             Some(d) if !fits(c.ty, d.ty) => prepared.mismatches.push(Mismatch {
@@ -196,6 +198,16 @@ fn evolve(prepared: &mut Prepared, file: &std::path::Path, inferred: &[Inferred]
         }
     }
     prepared.dataset = Arc::new(dataset);
+}
+
+/// The timestamp format of a date column widened by `file`'s values: the one among those the values fit
+/// whose date part is the column's date format (`%d/%m/%Y %H:%M` for `%d/%m/%Y`), so day-first stays
+/// day-first; else the first that fits.
+fn widened_format(date_format: Option<&str>, file: &Inferred) -> Option<String> {
+    date_format
+        .and_then(|d| file.date_formats.iter().find(|f| f.starts_with(d)))
+        .or(file.date_format.as_ref())
+        .cloned()
 }
 
 /// Adds `columns` (nullable) to the table in one Delta commit.

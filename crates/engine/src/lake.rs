@@ -159,12 +159,27 @@ impl Table {
 /// The Delta table property holding a dataset's key columns (comma-separated).
 const KEY_PROPERTY: &str = "shopstream.key";
 
+/// The Delta table property holding a dataset's `not null` columns (comma-separated; key columns too).
+const REQUIRED_PROPERTY: &str = "shopstream.required";
+
 fn key_property(table: &Table) -> HashMap<String, Option<String>> {
-    table
-        .dataset()
-        .filter(|d| !d.key.is_empty())
-        .map(|d| HashMap::from([(KEY_PROPERTY.to_string(), Some(d.key.join(",")))]))
-        .unwrap_or_default()
+    let mut out = HashMap::new();
+    let Some(d) = table.dataset().filter(|d| !d.is_orders()) else {
+        return out;
+    };
+    if !d.key.is_empty() {
+        out.insert(KEY_PROPERTY.to_string(), Some(d.key.join(",")));
+    }
+    let required: Vec<&str> = d
+        .columns
+        .iter()
+        .filter(|c| c.required)
+        .map(|c| c.name.as_str())
+        .collect();
+    if !required.is_empty() {
+        out.insert(REQUIRED_PROPERTY.to_string(), Some(required.join(",")));
+    }
+    out
 }
 
 /// Summary of one table for `shopstream tables`.
@@ -336,8 +351,11 @@ impl Lake {
             }
         }
         for name in self.dataset_names()? {
-            if let Some(dataset) = self.dataset(&name).await? {
-                out.push(Table::of_dataset(&dataset));
+            // A folder that is not a readable Delta table is left out (and said), not fatal to every query.
+            match self.dataset(&name).await {
+                Ok(Some(dataset)) => out.push(Table::of_dataset(&dataset)),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("lake folder `{name}` left out: {e}"),
             }
         }
         Ok(out)
@@ -385,11 +403,15 @@ impl Lake {
         let schema = snapshot.snapshot().arrow_schema();
         let metadata = snapshot.metadata();
         let mut dataset = Dataset::from_table(name, &schema, metadata.partition_columns());
-        if let Some(key) = metadata.configuration().get(KEY_PROPERTY) {
+        let configuration = metadata.configuration();
+        if let Some(key) = configuration.get(KEY_PROPERTY) {
             dataset.key = key.split(',').map(String::from).collect();
-            for c in &mut dataset.columns {
-                c.required |= dataset.key.contains(&c.name);
-            }
+        }
+        let required: Vec<&str> = configuration
+            .get(REQUIRED_PROPERTY)
+            .map_or(Vec::new(), |r| r.split(',').collect());
+        for c in &mut dataset.columns {
+            c.required |= dataset.key.contains(&c.name) || required.contains(&c.name.as_str());
         }
         Ok(Some(Arc::new(dataset)))
     }

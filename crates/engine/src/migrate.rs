@@ -224,13 +224,18 @@ pub async fn migrate(lake: &Lake, write: &WriteOptions) -> Result<Vec<TableMigra
 }
 
 /// Rewrites a dataset's table in place to its schema now (a column widened from `date` to `timestamp`, new
-/// columns), in one commit that keeps its `txn` entries; refused while a load or compaction writes the lake.
+/// columns), in one commit that keeps its `txn` entries. Refused while a compaction runs; a commit by
+/// anyone else meanwhile (a server's live load of the dataset) makes it fail without committing, to be
+/// run again. The caller holds the lake's writer lock (loads).
 pub(crate) async fn rewrite_in_place(
     lake: &Lake,
     kind: &Table,
     write: &WriteOptions,
 ) -> Result<TableMigration> {
-    let _writer = lock_lake(lake, ".writer.lock")?;
+    let _compact = lock_lake(lake, ".compact.lock").map_err(|e| match e {
+        EngineError::Busy(dir) => EngineError::CompactionRunning(dir),
+        e => e,
+    })?;
     let mut m = TableMigration {
         table: kind.name().to_string(),
         ..TableMigration::default()
@@ -312,10 +317,14 @@ async fn rewrite(
     let mut actions = vec![Action::Metadata(metadata)];
     actions.extend(removes.into_iter().map(Action::Remove));
     actions.extend(adds.into_iter().map(Action::Add));
-    let properties = CommitProperties::default().with_metadata(HashMap::from([(
-        "shopstream.migrate".to_string(),
-        serde_json::Value::String(m.changes.join(", ")),
-    )]));
+    // Any commit since the snapshot (a compaction, a live append) aborts the rewrite instead of being
+    // rebased over: its files would be read by nothing and kept, or removed unread.
+    let properties = CommitProperties::default()
+        .with_max_retries(0)
+        .with_metadata(HashMap::from([(
+            "shopstream.migrate".to_string(),
+            serde_json::Value::String(m.changes.join(", ")),
+        )]));
     let operation = DeltaOperation::Write {
         mode: SaveMode::Overwrite,
         partition_by: Some(kind.partition_columns()).filter(|p| !p.is_empty()),

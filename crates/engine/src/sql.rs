@@ -166,10 +166,15 @@ impl LiveCatalog {
         let mut changed = false;
         // Datasets created since (a new table is one more folder in the lake).
         for name in self.lake.dataset_names()? {
-            if !tables.contains_key(&name)
-                && let Some(dataset) = self.lake.dataset(&name).await?
-            {
-                tables.insert(name, (Table::of_dataset(&dataset), None));
+            if tables.contains_key(&name) {
+                continue;
+            }
+            match self.lake.dataset(&name).await {
+                Ok(Some(dataset)) => {
+                    tables.insert(name, (Table::of_dataset(&dataset), None));
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!("lake folder `{name}` left out: {e}"),
             }
         }
         for (kind, slot) in tables.values_mut() {

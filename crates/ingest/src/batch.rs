@@ -227,6 +227,9 @@ struct Sampler {
 impl Sampler {
     fn push(&mut self, columns: &[String], row: &[&str]) {
         self.bytes += row.iter().map(|v| v.len()).sum::<usize>();
+        if self.columns.len() > crate::dataset::MAX_COLUMNS {
+            return;
+        }
         let mut out = vec![String::new(); self.columns.len()];
         for (name, value) in columns.iter().zip(row) {
             let i = match self.index.get(name) {
@@ -308,6 +311,7 @@ impl RowBatcher {
     /// Switches the source recorded in provenance for the rows that follow (live records: the request or
     /// page they came in) and the mapping that reads them, keeping counts.
     pub fn set_source(&mut self, source: Arc<str>, mapping: ResolvedMapping) {
+        self.flush_stage();
         self.provenance.source_file = source;
         self.set_mapping(mapping);
     }
@@ -332,6 +336,8 @@ impl RowBatcher {
 
     /// Switches the sheet recorded in provenance (Excel workbooks), keeping counts.
     pub fn set_sheet(&mut self, sheet: Option<&str>, mapping: ResolvedMapping) {
+        // Staged rows are the previous sheet's.
+        self.flush_stage();
         self.provenance.sheet = sheet.map(Arc::from);
         self.set_mapping(mapping);
     }
@@ -412,7 +418,9 @@ impl RowBatcher {
     /// Whether a batch is full and should be taken.
     pub fn is_full(&self) -> bool {
         if let Some(s) = &self.sample {
-            return s.rows.len() >= s.max || s.bytes >= SAMPLE_BYTES;
+            // Past the column limit the file is refused for a dataset: no need to read on.
+            let too_wide = s.columns.len() > crate::dataset::MAX_COLUMNS;
+            return s.rows.len() >= s.max || s.bytes >= SAMPLE_BYTES || too_wide;
         }
         self.buffered() >= BATCH_ROWS || self.bytes >= BATCH_BYTES
     }

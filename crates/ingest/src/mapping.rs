@@ -471,6 +471,12 @@ impl ResolvedMapping {
             columns: unique_names(columns).into(),
             expressions: Vec::new(),
         };
+        for (i, column) in dataset.columns.iter().enumerate() {
+            resolved.column_dates[i] = column
+                .format
+                .as_deref()
+                .and_then(|f| DateFormat::parse(f).ok());
+        }
         let normalised: Vec<String> = columns.iter().map(|c| normalise(c)).collect();
         for i in 0..n {
             resolved.sources[i] = resolved.source_of(i, path, columns, &normalised, mapping)?;

@@ -362,3 +362,111 @@ async fn a_declared_dataset_keeps_its_types_key_and_partition() {
     let s = load_with(&lake, std::slice::from_ref(&file), orders).await;
     assert!(!s.files[0].already_loaded);
 }
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn headers_without_a_sql_name_keep_their_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::local(&dir.path().join("lake")).unwrap();
+    // Cyrillic names, an empty name and a repeated name all get names of their own (column_N, sku_2).
+    let file = write(
+        dir.path(),
+        "clients.csv",
+        "Имя,Город,,sku,sku\nАнна,Москва,x,A1,B1\nОлег,Казань,y,A2,B2\n",
+    );
+    let (prepared, summary) = ingest(&lake, "clients", None, std::slice::from_ref(&file)).await;
+    assert_eq!(summary.totals.loaded, 2);
+    let names = prepared.dataset.column_names();
+    assert_eq!(names, ["column_1", "column_2", "column_3", "sku", "sku_2"]);
+    let csv = query_csv(
+        &lake,
+        "SELECT column_1, column_2, column_3, sku, sku_2 FROM clients ORDER BY sku",
+    )
+    .await;
+    assert_eq!(
+        csv,
+        "column_1,column_2,column_3,sku,sku_2\nАнна,Москва,x,A1,B1\nОлег,Казань,y,A2,B2\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dates_keep_their_order_and_their_day_through_widening() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::local(&dir.path().join("lake")).unwrap();
+    let files = [
+        write(dir.path(), "v1.csv", "id,day\n1,13/04/2011\n"),
+        // A time in a date column: the column is widened, day-first stays day-first.
+        write(dir.path(), "v2.csv", "id,day\n2,05/04/2011 10:30\n"),
+        // Dates that fit both orders, into the widened column: still day-first.
+        write(dir.path(), "v3.csv", "id,day\n3,07/04/2011\n"),
+    ];
+    for f in &files {
+        let (_, s) = ingest(&lake, "visits", None, std::slice::from_ref(f)).await;
+        assert_eq!((s.totals.loaded, s.totals.rejected), (1, 0), "{f:?}");
+    }
+    let csv = query_csv(&lake, "SELECT id, day FROM visits ORDER BY id").await;
+    assert_eq!(
+        csv,
+        "id,day\n1,2011-04-13T00:00:00\n2,2011-04-05T10:30:00\n3,2011-04-07T00:00:00\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn values_that_would_lose_digits_or_times_are_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::local(&dir.path().join("lake")).unwrap();
+    let first = write(dir.path(), "p1.csv", "id,price,day\n1,2.55,2011-04-01\n");
+    let (_, s1) = ingest(&lake, "prices", None, std::slice::from_ref(&first)).await;
+    assert_eq!(s1.totals.loaded, 1);
+    // A fifth decimal would be rounded away, a time of day dropped: both are dead letters. A 20-digit
+    // code is not a bigint: text, so nothing is rejected for it.
+    let second = write(
+        dir.path(),
+        "p2.csv",
+        "id,price,day,ean\n2,1.23456,2011-04-02,12345678901234567890\n3,1.5,2011-04-03,1\n",
+    );
+    let (p2, s2) = ingest(&lake, "prices", None, std::slice::from_ref(&second)).await;
+    assert_eq!(p2.added[0].ty, ColumnType::Text, "ean beyond i64 is text");
+    assert_eq!((s2.totals.loaded, s2.totals.rejected), (1, 1));
+    let file3 = write(dir.path(), "p3.csv", "id,price,day\n4,1,2011-04-04\n");
+    let mut big = String::from("id,price,day\n");
+    for i in 0..1100 {
+        big.push_str(&format!("{},1,2011-05-01\n", 10 + i));
+    }
+    big.push_str("9999,1,2011-05-02 14:30:00\n");
+    let file4 = write(dir.path(), "p4.csv", &big);
+    let (_, s) = ingest(&lake, "prices", None, &[file3, file4]).await;
+    assert_eq!((s.totals.loaded, s.totals.rejected), (1101, 1), "{s:?}");
+    let dl = query_csv(
+        &lake,
+        "SELECT source_line, field FROM dead_letters ORDER BY 1",
+    )
+    .await;
+    assert_eq!(dl, "source_line,field\n2,price\n1102,day\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn not_null_survives_the_table_being_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::local(&dir.path().join("lake")).unwrap();
+    let config: DatasetConfig = toml::from_str(
+        r#"
+        name = "contacts"
+        columns = ["id text", "email text not null"]
+        "#,
+    )
+    .unwrap();
+    let declared = Arc::new(config.to_dataset().unwrap());
+    for (i, name) in ["c1.csv", "c2.csv"].iter().enumerate() {
+        let f = write(dir.path(), name, &format!("id,email\n{i}a,x@y\n{i}b,\n"));
+        let (_, s) = ingest(&lake, "contacts", Some(declared.clone()), &[f]).await;
+        assert_eq!((s.totals.loaded, s.totals.rejected), (1, 1), "{name}");
+    }
+    let dataset = lake.dataset("contacts").await.unwrap().unwrap();
+    assert!(dataset.columns[1].required);
+}

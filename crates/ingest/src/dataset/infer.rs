@@ -97,8 +97,10 @@ impl Candidates {
         }
         // Thousands separators only with a decimal comma (`1.234,55`): like DuckDB, `1,234.55` is text.
         let (point, comma) = (number_shape(v, '.', None), number_shape(v, ',', Some('.')));
-        self.integer &= point == Some(0) && !leading_zero(v);
-        self.decimal_point &= point.is_some() && !leading_zero(v);
+        let whole = point == Some(0);
+        let fits_bigint = v.parse::<i64>().is_ok();
+        self.integer &= whole && !leading_zero(v) && fits_bigint;
+        self.decimal_point &= point.is_some() && !leading_zero(v) && !(whole && !fits_bigint);
         self.decimal_comma &= comma.is_some() && !leading_zero(v);
         let (decimals, sep) = if self.decimal_point {
             (point, '.')
@@ -106,7 +108,10 @@ impl Candidates {
             (comma, ',')
         };
         self.exact &= decimals.is_some_and(|d| d <= 4) && digits_before_point(v, sep) <= 14;
-        self.double &= v.parse::<f64>().is_ok_and(f64::is_finite) && !leading_zero(v);
+        // A whole number beyond bigint (a 20-digit code) would lose digits as a double: text.
+        self.double &= v.parse::<f64>().is_ok_and(f64::is_finite)
+            && !leading_zero(v)
+            && !(whole && !fits_bigint);
         if !self.dates.is_empty() {
             self.dates
                 .retain(|f| chrono::NaiveDate::parse_from_str(v, f).is_ok());
@@ -234,12 +239,18 @@ pub fn infer_columns(columns: &[String], rows: &[Vec<String>]) -> Vec<Inferred> 
         .collect()
 }
 
-/// The date format to read an inferred column with: the table's own (`preferred`) when the file's values
-/// fit it, else the first that fits them.
+/// The date format to read an inferred column with: among those the file's values fit, the table's own
+/// (`preferred`), or one with the same date part (dates in a column widened to timestamps, `%d/%m/%Y` for
+/// `%d/%m/%Y %H:%M`, and the reverse), so day-first stays day-first; else the first that fits.
 pub fn date_format(inferred: &Inferred, preferred: Option<&str>) -> Option<DateFormat> {
-    let format = preferred
-        .filter(|p| inferred.date_formats.iter().any(|f| f == p))
-        .or(inferred.date_format.as_deref())?;
+    let same_date = |f: &&String| {
+        preferred.is_some_and(|p| *f == p || p.starts_with(f.as_str()) || f.starts_with(p))
+    };
+    let format = inferred
+        .date_formats
+        .iter()
+        .find(same_date)
+        .or(inferred.date_format.as_ref())?;
     DateFormat::parse(format).ok()
 }
 

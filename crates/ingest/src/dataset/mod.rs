@@ -20,8 +20,16 @@ use serde::Deserialize;
 use crate::error::IngestError;
 use crate::schema::{ORDER_FIELDS, ORDERS_PARTITION, ORDERS_SCHEMA, provenance_fields};
 
-/// Tables shopstream keeps for itself (or for `orders`): no dataset may take these names.
-pub const RESERVED_NAMES: [&str; 4] = ["raw_orders", "dead_letters", "loads", "orders"];
+/// Names no dataset may take: shopstream's own tables (and `orders`'s), and the landing folder's
+/// `processed/` and `failed/`, which sit beside the datasets' landing subfolders.
+pub const RESERVED_NAMES: [&str; 6] = [
+    "raw_orders",
+    "dead_letters",
+    "loads",
+    "orders",
+    "processed",
+    "failed",
+];
 
 /// Most columns a dataset has: PostgreSQL's limit for a table, which the BI tools reading the lake over the
 /// Postgres endpoint live with. A file with more is refused for a dataset (orders reads its eight fields
@@ -369,7 +377,7 @@ impl DatasetConfig {
         }
         if RESERVED_NAMES.contains(&self.name.as_str()) {
             return Err(bad(format!(
-                "`{}` is a built-in table; choose another name",
+                "`{}` is a built-in table's or folder's name; choose another name",
                 self.name
             )));
         }

@@ -206,11 +206,25 @@ fn parse<'a>(
     Ok(match ty {
         ColumnType::Text => Value::Text(t),
         ColumnType::Integer => Value::Integer(m.parse_integer(i, t)?),
-        ColumnType::Decimal => Value::Decimal(m.parse_decimal(i, t)?),
+        ColumnType::Decimal => {
+            let comma = m.types[i] == crate::mapping::FieldType::DecimalComma;
+            if fraction_digits(t, comma) > DECIMAL_SCALE as usize {
+                return Err(format!(
+                    "`{t}` has more than {DECIMAL_SCALE} decimals: the column is decimal(18,4), which \
+                     would round it"
+                ));
+            }
+            Value::Decimal(m.parse_decimal(i, t)?)
+        }
         ColumnType::Double => Value::Double(m.parse_double(i, t)?),
         ColumnType::Boolean => Value::Boolean(parse_boolean(t)?),
         ColumnType::Date => {
             let d: NaiveDateTime = m.parse_date_of(i, t, last_date)?;
+            if d.time() != chrono::NaiveTime::MIN {
+                return Err(format!(
+                    "`{t}` has a time of day: the column is a date, which would drop it"
+                ));
+            }
             Value::Date(d.date().num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE)
         }
         ColumnType::Timestamp => Value::Timestamp(
@@ -219,6 +233,19 @@ fn parse<'a>(
                 .timestamp_micros(),
         ),
     })
+}
+
+/// Significant digits after the decimal separator (`1.23450` has 4; `1.5e3` counts the digits before `e`).
+fn fraction_digits(t: &str, comma: bool) -> usize {
+    let separator = if comma { ',' } else { '.' };
+    let Some((_, fraction)) = t.split_once(separator) else {
+        return 0;
+    };
+    let digits: &str = fraction
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap_or("");
+    digits.trim_end_matches('0').len()
 }
 
 /// `true`/`false` and the usual spellings of them.
@@ -233,6 +260,14 @@ pub fn parse_boolean(t: &str) -> Result<bool, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fraction_digits_ignore_trailing_zeros() {
+        assert_eq!(fraction_digits("1.23450", false), 4);
+        assert_eq!(fraction_digits("1.23456", false), 5);
+        assert_eq!(fraction_digits("1.234,5", true), 1);
+        assert_eq!(fraction_digits("12", false), 0);
+    }
 
     #[test]
     fn booleans_in_common_spellings() {

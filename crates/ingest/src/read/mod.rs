@@ -24,7 +24,7 @@ use crate::dataset::infer::{self, Inferred, infer_columns};
 use crate::dataset::{ColumnType, Dataset, MAX_COLUMNS};
 use crate::derive::{Stage, source_dataset, stage_schema};
 use crate::error::IngestError;
-use crate::mapping::{FieldType, MappingConfig, ResolvedMapping};
+use crate::mapping::{FieldSource, FieldType, MappingConfig, ResolvedMapping};
 
 /// The file formats shopstream reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -383,6 +383,13 @@ fn apply_hints(resolved: &mut ResolvedMapping, hints: &[Inferred]) {
         let Some(h) = hints.iter().find(|h| h.name == column.name) else {
             continue;
         };
+        // A column named by inference (`column_3` for `Имя`, `sku_2` for a second `sku`) is found by the
+        // source name inference recorded, not by its own name.
+        if resolved.sources[i] == FieldSource::Absent
+            && let Some(idx) = resolved.columns.iter().position(|c| *c == h.source)
+        {
+            resolved.sources[i] = FieldSource::Column(idx);
+        }
         if resolved.types[i] == FieldType::Auto {
             resolved.types[i] = h.field_type;
         }
