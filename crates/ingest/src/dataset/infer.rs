@@ -99,8 +99,10 @@ impl Candidates {
         let (point, comma) = (number_shape(v, '.', None), number_shape(v, ',', Some('.')));
         let whole = point == Some(0);
         let fits_bigint = v.parse::<i64>().is_ok();
+        // A whole number beyond bigint (a 20-digit code) would lose digits as a decimal or a double: text.
+        let too_long = whole && !fits_bigint;
         self.integer &= whole && !leading_zero(v) && fits_bigint;
-        self.decimal_point &= point.is_some() && !leading_zero(v) && !(whole && !fits_bigint);
+        self.decimal_point &= point.is_some() && !leading_zero(v) && !too_long;
         self.decimal_comma &= comma.is_some() && !leading_zero(v);
         let (decimals, sep) = if self.decimal_point {
             (point, '.')
@@ -108,10 +110,7 @@ impl Candidates {
             (comma, ',')
         };
         self.exact &= decimals.is_some_and(|d| d <= 4) && digits_before_point(v, sep) <= 14;
-        // A whole number beyond bigint (a 20-digit code) would lose digits as a double: text.
-        self.double &= v.parse::<f64>().is_ok_and(f64::is_finite)
-            && !leading_zero(v)
-            && !(whole && !fits_bigint);
+        self.double &= v.parse::<f64>().is_ok_and(f64::is_finite) && !leading_zero(v) && !too_long;
         if !self.dates.is_empty() {
             self.dates
                 .retain(|f| chrono::NaiveDate::parse_from_str(v, f).is_ok());
