@@ -110,7 +110,15 @@ pub async fn prepare(
         let Ok(s) = sample(file, &options, SAMPLE_ROWS) else {
             continue;
         };
-        let inferred = infer_columns(&s.columns, &s.rows);
+        let mut inferred = infer_columns(&s.columns, &s.rows);
+        // A source column a mapping maps is the field it is mapped to, not a column of its own.
+        if let Some(m) = options.mapping_for(file) {
+            for c in &mut inferred {
+                if let Some(field) = m.field_of(&c.source) {
+                    c.name = field.to_string();
+                }
+            }
+        }
         if prepared.dataset.columns.is_empty() {
             prepared.inferred = Some(inferred.clone());
         }

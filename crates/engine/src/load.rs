@@ -2,11 +2,12 @@
 //!
 //! A load first fingerprints its files (blake3 of the content) and skips those already recorded in
 //! `loads`. The rest are read by up to one thread per core, each taking the next file; their batches
-//! flow through bounded channels into one streaming [`TableSink`] task per table (`raw_orders`,
-//! `dead_letters`, `orders`), so parsing and Parquet encoding run in parallel and memory stays bounded
-//! by the channels and the sinks' open files, not by the input. Nothing is visible until the commits
-//! at the end: one per table, in the order `raw_orders`, `dead_letters`, `orders`, `loads`, each
-//! carrying a Delta application transaction (`txn`) per file content fingerprint. The `loads` commit
+//! flow through bounded channels into one streaming [`TableSink`] task per table of the dataset loaded
+//! ([`row_tables`]: `raw_orders`, `dead_letters`, `orders` for orders; `dead_letters` and its own table
+//! for any other), so parsing and Parquet encoding run in parallel and memory stays bounded by the
+//! channels and the sinks' open files, not by the input. Nothing is visible until the commits at the end:
+//! one per table in that order, then `loads`, each carrying a Delta application transaction (`txn`) per
+//! file content fingerprint (and dataset: the same file may load into two datasets). The `loads` commit
 //! is the load's record: a file whose fingerprint is in `loads` is skipped by later loads. A table
 //! that already holds a fingerprint's transaction (a load killed between its commits) does not get
 //! that file's rows again, so rerunning an interrupted load completes it without doubling anything.

@@ -68,7 +68,7 @@ pub struct Chunk {
 pub struct Counts {
     /// Records read from the source.
     pub read: u64,
-    /// Records loaded into the orders table.
+    /// Records loaded into the dataset's table.
     pub loaded: u64,
     /// Records sent to the dead-letter table.
     pub rejected: u64,

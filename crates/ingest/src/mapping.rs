@@ -91,6 +91,15 @@ impl MappingConfig {
             .any(|pattern| glob_match(pattern.as_bytes(), name.as_bytes()))
     }
 
+    /// The field a source column is mapped to by `columns` (`customer_id` for `Kundennummer`).
+    pub fn field_of(&self, source: &str) -> Option<&str> {
+        let n = normalise(source);
+        self.columns
+            .iter()
+            .find(|(_, s)| *s == source || normalise(s) == n)
+            .map(|(field, _)| field.as_str())
+    }
+
     /// The dataset this mapping loads into.
     pub fn dataset_name(&self) -> &str {
         self.dataset.as_deref().unwrap_or("orders")

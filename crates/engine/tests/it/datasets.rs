@@ -470,3 +470,84 @@ async fn not_null_survives_the_table_being_read_back() {
     let dataset = lake.dataset("contacts").await.unwrap().unwrap();
     assert!(dataset.columns[1].required);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mapped_column_loads_into_its_field_and_is_not_added() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::local(&dir.path().join("lake")).unwrap();
+    let config: DatasetConfig = toml::from_str(
+        r#"
+        name = "customers"
+        columns = ["customer_id text not null", "name text"]
+        "#,
+    )
+    .unwrap();
+    let mapping: shopstream_ingest::MappingConfig = toml::from_str(
+        r#"
+        name = "crm-export"
+        files = ["crm-*.csv"]
+        dataset = "customers"
+        [columns]
+        customer_id = "Kundennummer"
+        "#,
+    )
+    .unwrap();
+    let file = write(
+        dir.path(),
+        "crm-1.csv",
+        "Kundennummer,Name,Stadt\n17850,Ann,Berlin\n",
+    );
+    let mut read = ReadOptions {
+        mappings: vec![mapping],
+        ..Default::default()
+    };
+    let declared = Arc::new(config.to_dataset().unwrap());
+    let write_options = shopstream_engine::load::WriteOptions::default();
+    let prepared = prepare(
+        &lake,
+        "customers",
+        Some(declared),
+        std::slice::from_ref(&file),
+        &read,
+        &write_options,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        prepared
+            .added
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        ["stadt"],
+        "the mapped column is customer_id, not a new column"
+    );
+    read.dataset = prepared.dataset.clone();
+    let s = load_with(&lake, std::slice::from_ref(&file), read).await;
+    assert_eq!(s.totals.loaded, 1);
+    let csv = query_csv(&lake, "SELECT customer_id, name, stadt FROM customers").await;
+    assert_eq!(csv, "customer_id,name,stadt\n17850,Ann,Berlin\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_json_key_first_seen_after_the_sample_is_a_dead_letter_not_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::local(&dir.path().join("lake")).unwrap();
+    let mut text = String::new();
+    for i in 0..1100 {
+        if i == 1050 {
+            text.push_str(&format!("{{\"id\":{i},\"qty\":1,\"coupon\":\"XMAS\"}}\n"));
+        } else {
+            text.push_str(&format!("{{\"id\":{i},\"qty\":1}}\n"));
+        }
+    }
+    let file = write(dir.path(), "events.jsonl", &text);
+    let (_, s) = ingest(&lake, "events", None, std::slice::from_ref(&file)).await;
+    assert_eq!((s.totals.loaded, s.totals.rejected), (1099, 1));
+    let dl = query_csv(&lake, "SELECT source_line, field, record FROM dead_letters").await;
+    assert!(
+        dl.contains("1051,coupon,") && dl.contains("XMAS"),
+        "the whole record is kept: {dl}"
+    );
+}

@@ -15,7 +15,7 @@ use chrono::{Datelike, NaiveDate, NaiveDateTime};
 
 use super::{ColumnType, DECIMAL_PRECISION, DECIMAL_SCALE, Dataset};
 use crate::batch::{Provenance, ProvenanceColumns};
-use crate::mapping::ResolvedMapping;
+use crate::mapping::{FieldSource, ResolvedMapping};
 
 /// One parsed value of a row.
 enum Value<'a> {
@@ -104,6 +104,8 @@ pub struct DatasetRows {
     month: Option<(usize, StringBuilder)>,
     last_date_format: usize,
     rows: usize,
+    /// Source columns no dataset column reads, per mapping (keyed by its column list's address).
+    unused: (usize, Vec<usize>),
 }
 
 impl DatasetRows {
@@ -125,6 +127,7 @@ impl DatasetRows {
             month,
             last_date_format: 0,
             rows: 0,
+            unused: (0, Vec::new()),
         }
     }
 
@@ -146,6 +149,7 @@ impl DatasetRows {
         provenance: &Provenance,
         line: u64,
     ) -> Result<(), (String, String)> {
+        self.check_unused(m, row)?;
         let mut values = Vec::with_capacity(self.builders.len());
         for (i, column) in self.dataset.columns.iter().enumerate() {
             let text = m.text(i, row).map(str::trim).filter(|t| !t.is_empty());
@@ -175,6 +179,37 @@ impl DatasetRows {
         }
         self.rows += 1;
         Ok(())
+    }
+
+    /// A value in a source column the dataset has no column for (a JSON key or live field first seen after
+    /// the columns were inferred) makes the row a dead letter: nothing is dropped silently.
+    fn check_unused(&mut self, m: &ResolvedMapping, row: &[&str]) -> Result<(), (String, String)> {
+        let key = m.columns.as_ptr() as usize;
+        if self.unused.0 != key {
+            let used = |i: usize| m.sources.contains(&FieldSource::Column(i));
+            // With expressions, columns are read by SQL the mapping does not see.
+            let unused = if m.expressions.is_empty() {
+                (0..m.columns.len()).filter(|&i| !used(i)).collect()
+            } else {
+                Vec::new()
+            };
+            self.unused = (key, unused);
+        }
+        let found = self.unused.1.iter().find_map(|&i| {
+            let v = row.get(i).map_or("", |v| v.trim());
+            (!v.is_empty()).then_some((i, v))
+        });
+        match found {
+            None => Ok(()),
+            Some((i, v)) => Err((
+                m.columns[i].clone(),
+                format!(
+                    "`{v}` is in a field dataset `{}` has no column for (it is not among the columns the \
+                     table was created or evolved with); the record is kept here",
+                    self.dataset.name
+                ),
+            )),
+        }
     }
 
     /// Takes the buffered rows as a batch of the dataset's table.

@@ -141,7 +141,8 @@ impl Default for ReadOptions {
 }
 
 impl ReadOptions {
-    fn mapping_for(&self, path: &Path) -> Option<&MappingConfig> {
+    /// The mapping that applies to `path` for the dataset loaded (the first whose `files` match).
+    pub fn mapping_for(&self, path: &Path) -> Option<&MappingConfig> {
         self.mappings
             .iter()
             .find(|m| m.dataset_name() == self.dataset.name && m.applies_to(path))
@@ -189,7 +190,14 @@ impl FileReader {
         let (fill, columns) = open_fill(path, format, options, mapping)?;
         let mut resolved = ResolvedMapping::resolve(path, &columns, mapping, &options.dataset)?;
         if let Some(hints) = hints.as_ref().filter(|_| !options.dataset.is_orders()) {
-            apply_hints(&mut resolved, hints);
+            // Hints by the field a mapped source column goes to (`customer_id` for `Kundennummer`).
+            let mut by_field = hints.clone();
+            for c in by_field.iter_mut() {
+                if let Some(field) = mapping.and_then(|m| m.field_of(&c.source)) {
+                    c.name = field.to_string();
+                }
+            }
+            apply_hints(&mut resolved, &by_field);
         }
         let stage = match &hints {
             Some(hints) if !resolved.expressions.is_empty() => {
