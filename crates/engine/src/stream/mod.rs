@@ -1,4 +1,4 @@
-//! Continuous jobs: loading order topics into the lake exactly once ([`topic_load`]) and the landing folder
+//! Continuous jobs: loading each dataset's topic into the lake exactly once ([`topic_load`]) and the landing folder
 //! ([`landing`]).
 //! Windows, watermarks and checkpointed state come here next, on the same tables.
 
