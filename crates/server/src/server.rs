@@ -46,6 +46,17 @@ pub enum ServerError {
         /// What the log said.
         source: LogError,
     },
+    /// A flow or poller writes a topic no dataset's load reads: its records would never reach the lake.
+    #[error(
+        "{writer} writes topic `{topic}`, which nothing loads into the lake: use `[live] topic` for orders \
+         or the name of a dataset (declared in [[datasets]] or in the lake)"
+    )]
+    UnloadedTopic {
+        /// The flow or poller.
+        writer: String,
+        /// Its topic.
+        topic: String,
+    },
     /// An API poller could not start.
     #[error("poller `{poller}`: {reason}")]
     Poller {
@@ -119,6 +130,7 @@ impl Server {
         let mut landing = None;
         let mut work = Vec::new();
         let sources = LiveSource::from_config(config, data_dir, &datasets(config, &lake).await?);
+        check_loaded(&sources)?;
         for source in &sources {
             let built = source.build(&cx)?;
             flows.extend(built.flow);
@@ -207,6 +219,33 @@ impl Server {
             _lake_lock: lake_lock,
         })
     }
+}
+
+/// Fails when a flow, or a poller without a flow, writes a topic that no dataset's topic load reads.
+fn check_loaded(sources: &[LiveSource]) -> Result<(), ServerError> {
+    let loaded: Vec<&str> = sources
+        .iter()
+        .filter_map(|s| match s {
+            LiveSource::HttpPush(p) => Some(p.topic.as_str()),
+            _ => None,
+        })
+        .collect();
+    for s in sources {
+        let (writer, topic) = match s {
+            LiveSource::Flow(f) => (format!("flow `{}`", f.name), &f.topic),
+            LiveSource::ApiPoller(p) if p.flow.is_empty() => {
+                (format!("poller `{}`", p.name), &p.topic)
+            }
+            _ => continue,
+        };
+        if !loaded.contains(&topic.as_str()) {
+            return Err(ServerError::UnloadedTopic {
+                writer,
+                topic: topic.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The datasets besides orders the server takes records for: those in the lake (with the columns they

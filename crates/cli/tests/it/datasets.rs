@@ -263,3 +263,32 @@ fn dry_run_prints_the_inferred_columns_and_creates_nothing_then_describe_shows_t
         crate::stdout(&o)
     );
 }
+
+#[test]
+fn serve_refuses_a_flow_whose_topic_nothing_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("shopstream.toml");
+    std::fs::write(
+        &config,
+        "[lake]\n[[live.flows]]\nname = \"crm\"\ntopic = \"nowhere\"\nsteps = []\n",
+    )
+    .unwrap();
+    let o = run(
+        dir.path(),
+        &[
+            "--config",
+            &config.display().to_string(),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--pg-listen",
+            "off",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = crate::stderr(&o);
+    assert!(
+        err.contains("flow `crm` writes topic `nowhere`, which nothing loads"),
+        "{err}"
+    );
+}
