@@ -13,7 +13,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::DFSchema;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
-use shopstream_ingest::derive::{Derived, Evaluate, Expressions};
+use shopstream_ingest::derive::{Derived, Evaluate, ExpressionError, Expressions};
 
 /// Expressions evaluated by DataFusion.
 #[derive(Debug, Default)]
@@ -29,19 +29,18 @@ impl Expressions for SqlExpressions {
         &self,
         expressions: &[(String, String)],
         schema: SchemaRef,
-    ) -> Result<Box<dyn Evaluate>, String> {
+    ) -> Result<Box<dyn Evaluate>, ExpressionError> {
         let ctx = SessionContext::new();
-        let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(|e| e.to_string())?;
+        let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         let mut compiled = Vec::with_capacity(expressions.len());
         for (field, sql) in expressions {
-            let failed = |e: datafusion::error::DataFusionError| {
-                let columns: Vec<&str> =
-                    schema.fields().iter().map(|f| f.name().as_str()).collect();
-                format!(
-                    "expression for `{field}` (`{sql}`): {e} (columns: {})",
-                    columns.join(", ")
-                )
+            let failed = |e: datafusion::error::DataFusionError| ExpressionError {
+                field: field.clone(),
+                sql: sql.clone(),
+                reason: e.to_string(),
+                columns: columns.join(", "),
             };
+            let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(failed)?;
             let expr = ctx.parse_sql_expr(sql, &df_schema).map_err(failed)?;
             compiled.push(ctx.create_physical_expr(expr, &df_schema).map_err(failed)?);
         }

@@ -28,6 +28,20 @@ pub struct Derived {
     pub errors: Vec<(usize, String)>,
 }
 
+/// An expression that does not compile against a file's columns (bad SQL, an unknown column or function).
+#[derive(Debug, thiserror::Error)]
+#[error("expression for `{field}` (`{sql}`): {reason} (columns: {columns})")]
+pub struct ExpressionError {
+    /// The field it computes.
+    pub field: String,
+    /// The SQL.
+    pub sql: String,
+    /// What the SQL engine said.
+    pub reason: String,
+    /// The columns it can use.
+    pub columns: String,
+}
+
 /// Compiles expressions against a file's typed source columns ([`Expressions::prepare`]).
 pub trait Expressions: Send + Sync + std::fmt::Debug {
     /// Compiles `expressions` (target field, SQL) for batches of `schema` (the source columns, `_file`,
@@ -36,7 +50,7 @@ pub trait Expressions: Send + Sync + std::fmt::Debug {
         &self,
         expressions: &[(String, String)],
         schema: arrow::datatypes::SchemaRef,
-    ) -> Result<Box<dyn Evaluate>, String>;
+    ) -> Result<Box<dyn Evaluate>, ExpressionError>;
 }
 
 /// Expressions compiled for one file.

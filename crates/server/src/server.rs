@@ -139,36 +139,15 @@ impl Server {
         }
 
         let live = &config.live;
-        // A topic load per dataset topic: its records into the dataset's table.
-        let mut loaders = Vec::new();
-        let mut progress = HashMap::new();
-        let mut topics = Vec::new();
-        for source in &sources {
-            let LiveSource::HttpPush(push) = source else {
-                continue;
-            };
-            let mut load = TopicLoadConfig::new(&push.topic);
-            load.dataset = push.dataset.clone();
-            load.max_records = live.load_max_records;
-            load.write = write.clone();
-            load.timezone = config.ingest.timezone();
-            let loader = TopicLoader::open(&lake, &log, load).await?;
-            progress.insert(push.topic.clone(), loader.progress());
-            topics.push(push.topic.clone());
-            loaders.push(loader);
-        }
+        let loaders = open_loaders(config, &lake, &log, &sources).await?;
+        let progress: HashMap<String, _> = loaders
+            .iter()
+            .map(|l| (l.topic().to_string(), l.progress()))
+            .collect();
+        let topics: Vec<String> = loaders.iter().map(|l| l.topic().to_string()).collect();
 
         // Every source is built and the tables exist: the work starts.
-        let mut threads = Vec::new();
-        let mut source_tasks = Vec::new();
-        for w in work {
-            match w {
-                SourceWork::Thread { name, run } => {
-                    threads.push(std::thread::Builder::new().name(name).spawn(run)?)
-                }
-                SourceWork::Task(task) => source_tasks.push(tokio::spawn(task)),
-            }
-        }
+        let (threads, source_tasks) = start_work(work)?;
         let mut tasks: Vec<_> = loaders
             .into_iter()
             .map(|l| tokio::spawn(l.run(stop.clone())))
@@ -219,6 +198,48 @@ impl Server {
             _lake_lock: lake_lock,
         })
     }
+}
+
+/// A topic load per dataset topic (the HTTP push sources): its records into the dataset's table.
+async fn open_loaders(
+    config: &Config,
+    lake: &shopstream_engine::Lake,
+    log: &Arc<Log>,
+    sources: &[LiveSource],
+) -> Result<Vec<TopicLoader>, ServerError> {
+    let mut loaders = Vec::new();
+    for source in sources {
+        let LiveSource::HttpPush(push) = source else {
+            continue;
+        };
+        let mut load = TopicLoadConfig::new(&push.topic);
+        load.dataset = push.dataset.clone();
+        load.max_records = config.live.load_max_records;
+        load.write = config.lake.write_options();
+        load.timezone = config.ingest.timezone();
+        loaders.push(TopicLoader::open(lake, log, load).await?);
+    }
+    Ok(loaders)
+}
+
+/// Tasks of the engine's jobs and of the sources.
+type Tasks = Vec<JoinHandle<shopstream_engine::Result<()>>>;
+
+/// Starts the sources' work: their threads, and their tasks on the runtime.
+fn start_work(
+    work: Vec<SourceWork>,
+) -> Result<(Vec<std::thread::JoinHandle<()>>, Tasks), ServerError> {
+    let mut threads = Vec::new();
+    let mut tasks = Vec::new();
+    for w in work {
+        match w {
+            SourceWork::Thread { name, run } => {
+                threads.push(std::thread::Builder::new().name(name).spawn(run)?)
+            }
+            SourceWork::Task(task) => tasks.push(tokio::spawn(task)),
+        }
+    }
+    Ok((threads, tasks))
 }
 
 /// Fails when a flow, or a poller without a flow, writes a topic that no dataset's topic load reads.

@@ -133,6 +133,11 @@ impl TopicLoader {
         Ok(loader)
     }
 
+    /// The topic loaded.
+    pub fn topic(&self) -> &str {
+        &self.config.topic
+    }
+
     /// Shared figures of this load.
     pub fn progress(&self) -> Arc<LoadProgress> {
         self.progress.clone()

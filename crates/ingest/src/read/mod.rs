@@ -379,7 +379,7 @@ fn stage_for(
     typing.timezone = options.timezone;
     let evaluate = engine
         .prepare(&resolved.expressions, stage_schema(&source))
-        .map_err(bad)?;
+        .map_err(|e| bad(e.to_string()))?;
     Ok(Stage::new(evaluate, typing, names))
 }
 
