@@ -12,9 +12,11 @@ pub mod log;
 pub mod partition;
 pub mod record;
 pub mod segment;
+pub mod topic_log;
 
 pub use error::{LogError, Result};
 pub use log::{Log, LogMetrics, Recovery, Topic};
 pub use partition::{Partition, PartitionConfig, SyncPolicy};
 pub use record::{NewRecord, Record};
 pub use segment::Truncation;
+pub use topic_log::TopicLog;

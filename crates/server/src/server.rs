@@ -217,7 +217,13 @@ async fn open_loaders(
         load.max_records = config.live.load_max_records;
         load.write = config.lake.write_options();
         load.timezone = config.ingest.timezone();
-        loaders.push(TopicLoader::open(lake, log, load).await?);
+        let topic = log
+            .topic(&push.topic)
+            .map_err(|source| ServerError::Topic {
+                topic: format!("topic `{}`", push.topic),
+                source,
+            })?;
+        loaders.push(TopicLoader::open(lake, topic, load).await?);
     }
     Ok(loaders)
 }

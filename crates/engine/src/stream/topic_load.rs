@@ -21,7 +21,7 @@ use shopstream_ingest::Dataset;
 use shopstream_ingest::MappingConfig;
 use shopstream_ingest::batch::BATCH_ROWS;
 use shopstream_ingest::sources::EnvelopeBatcher;
-use shopstream_log::{Log, Partition};
+use shopstream_log::TopicLog;
 
 use crate::error::{EngineError, Result};
 use crate::lake::{Lake, Table};
@@ -62,9 +62,15 @@ impl TopicLoadConfig {
     }
 }
 
-/// The Delta application id holding a partition's loaded offset.
-pub fn txn_app_id(topic: &str, partition: u32) -> String {
-    format!("shopstream.topic.{topic}.{partition}")
+/// The Delta application id holding a partition's loaded offset. It names the backbone, so offsets of one
+/// (the embedded log's) are never read as another's (a Kafka cluster's); the embedded log keeps the id it had
+/// before there were two, so existing lakes stay exactly-once.
+pub fn txn_app_id(backbone: &str, topic: &str, partition: u32) -> String {
+    if backbone == "embedded" {
+        format!("shopstream.topic.{topic}.{partition}")
+    } else {
+        format!("shopstream.{backbone}.topic.{topic}.{partition}")
+    }
 }
 
 /// Figures of a running load, shared with `status` and `/metrics`.
@@ -84,7 +90,7 @@ pub struct LoadProgress {
 pub struct TopicLoader {
     lake: Lake,
     config: TopicLoadConfig,
-    partitions: Vec<Arc<Partition>>,
+    topic: Arc<dyn TopicLog>,
     /// The tables written, in commit order (see [`row_tables`]), with the dataset's table last.
     tables: Vec<(Table, DeltaTable)>,
     /// Per partition, per table (in `tables` order): next offset to load.
@@ -102,11 +108,13 @@ async fn loaded_offset(table: &DeltaTable, kind: &Table, app_id: &str) -> Result
 }
 
 impl TopicLoader {
-    /// Opens the tables and reads every partition's loaded offsets from them.
-    pub async fn open(lake: &Lake, log: &Log, config: TopicLoadConfig) -> Result<TopicLoader> {
-        let topic = log
-            .topic(&config.topic)
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
+    /// Opens the tables and reads every partition's loaded offsets from them; `topic` is the backbone's
+    /// topic `config.topic` names ([`TopicLog`]: the embedded log's, or another backbone's).
+    pub async fn open(
+        lake: &Lake,
+        topic: Arc<dyn TopicLog>,
+        config: TopicLoadConfig,
+    ) -> Result<TopicLoader> {
         let mut tables = Vec::new();
         for kind in row_tables(&config.dataset) {
             let table = lake.open_or_create(&kind).await?;
@@ -114,7 +122,7 @@ impl TopicLoader {
         }
         let mut committed = Vec::new();
         for p in 0..topic.partition_count() {
-            let app = txn_app_id(&config.topic, p);
+            let app = txn_app_id(topic.backbone(), &config.topic, p);
             let mut offsets = vec![0u64; tables.len()];
             for (i, (kind, table)) in tables.iter().enumerate() {
                 offsets[i] = loaded_offset(table, kind, &app).await?;
@@ -124,7 +132,7 @@ impl TopicLoader {
         let loader = TopicLoader {
             lake: lake.clone(),
             config,
-            partitions: topic.partitions().to_vec(),
+            topic,
             tables,
             committed,
             progress: Arc::new(LoadProgress::default()),
@@ -165,7 +173,7 @@ impl TopicLoader {
     /// Cancel safety: dropping the future part way leaves uncommitted files only; the offsets are unchanged.
     pub async fn step(&mut self) -> Result<u64> {
         let mut total = 0;
-        for p in 0..self.partitions.len() {
+        for p in 0..self.topic.partition_count() as usize {
             total += self.step_partition(p).await?;
         }
         self.publish_offsets();
@@ -176,17 +184,18 @@ impl TopicLoader {
         let c = self.committed[p].clone();
         let from = *c.iter().min().expect("tables");
         let ahead = *c.iter().max().expect("tables");
-        let partition = self.partitions[p].clone();
+        let topic_log = self.topic.clone();
         // Tables ahead after a crash between commits: bring the others up to them first, and only them.
         let limit = if ahead > from {
             (ahead - from) as usize
         } else {
             self.config.max_records
         };
-        let records = tokio::task::spawn_blocking(move || partition.read(from, limit, 256 << 20))
-            .await
-            .map_err(|e| EngineError::Internal(format!("log reader: {e}")))?
-            .map_err(|e| EngineError::Internal(format!("reading the log: {e}")))?;
+        let records =
+            tokio::task::spawn_blocking(move || topic_log.read(p as u32, from, limit, 256 << 20))
+                .await
+                .map_err(|e| EngineError::Internal(format!("log reader: {e}")))?
+                .map_err(|e| EngineError::Internal(format!("reading the log: {e}")))?;
         let Some(last) = records.last() else {
             return Ok(0);
         };
@@ -226,7 +235,7 @@ impl TopicLoader {
                 }
             }
         }
-        let app = txn_app_id(topic, p as u32);
+        let app = txn_app_id(self.topic.backbone(), topic, p as u32);
         let meta = HashMap::from([(
             "shopstream.load_id".to_string(),
             serde_json::Value::String(load_id),
@@ -296,7 +305,7 @@ impl TopicLoader {
             tables.push((kind, table));
         }
         for (p, offsets) in self.committed.iter_mut().enumerate() {
-            let app = txn_app_id(&self.config.topic, p as u32);
+            let app = txn_app_id(self.topic.backbone(), &self.config.topic, p as u32);
             for (i, (kind, table)) in tables.iter().enumerate() {
                 offsets[i] = loaded_offset(table, kind, &app).await?;
             }
@@ -304,5 +313,22 @@ impl TopicLoader {
         self.tables = tables;
         self.publish_offsets();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::txn_app_id;
+
+    #[test]
+    fn app_ids_name_the_backbone_and_keep_the_embedded_logs() {
+        assert_eq!(
+            txn_app_id("embedded", "orders", 1),
+            "shopstream.topic.orders.1"
+        );
+        assert_eq!(
+            txn_app_id("kafka-prod", "orders", 1),
+            "shopstream.kafka-prod.topic.orders.1"
+        );
     }
 }
