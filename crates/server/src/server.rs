@@ -24,7 +24,7 @@ use tokio::task::{JoinError, JoinHandle};
 
 use crate::config::Config;
 use crate::postgres::PostgresError;
-use crate::sources::{LiveSource, SourceContext, SourceWork};
+use crate::sources::{HttpPush, LiveSource, SourceContext, SourceWork};
 use crate::{AppState, app, bind};
 
 /// Why the server could not start, or a part of it stopped.
@@ -200,6 +200,10 @@ impl Server {
     }
 }
 
+/// Bytes of records all topic loads read per step together (each partition's step of each load reads at
+/// most its share).
+const LOAD_READ_BUDGET: usize = 256 << 20;
+
 /// A topic load per dataset topic (the HTTP push sources): its records into the dataset's table.
 async fn open_loaders(
     config: &Config,
@@ -207,12 +211,19 @@ async fn open_loaders(
     log: &Arc<Log>,
     sources: &[LiveSource],
 ) -> Result<Vec<TopicLoader>, ServerError> {
+    let pushes: Vec<&HttpPush> = sources
+        .iter()
+        .filter_map(|s| match s {
+            LiveSource::HttpPush(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    // The loads run side by side: they share one read budget, so memory does not grow with datasets.
+    let max_bytes = (LOAD_READ_BUDGET / pushes.len().max(1)).max(16 << 20);
     let mut loaders = Vec::new();
-    for source in sources {
-        let LiveSource::HttpPush(push) = source else {
-            continue;
-        };
+    for push in pushes {
         let mut load = TopicLoadConfig::new(&push.topic);
+        load.max_bytes = max_bytes;
         load.dataset = push.dataset.clone();
         load.max_records = config.live.load_max_records;
         load.write = config.lake.write_options();

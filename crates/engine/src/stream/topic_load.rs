@@ -35,6 +35,8 @@ pub struct TopicLoadConfig {
     pub topic: String,
     /// At most this many records per partition per commit.
     pub max_records: usize,
+    /// At most about this many bytes of records per partition per commit (the memory a step holds).
+    pub max_bytes: usize,
     /// Pause between steps that found nothing new.
     pub idle_wait: Duration,
     /// The dataset the topic's records load into.
@@ -53,6 +55,7 @@ impl TopicLoadConfig {
         TopicLoadConfig {
             topic: topic.to_string(),
             max_records: 200_000,
+            max_bytes: 256 << 20,
             idle_wait: Duration::from_millis(200),
             dataset: Dataset::orders(),
             mapping: None,
@@ -191,8 +194,9 @@ impl TopicLoader {
         } else {
             self.config.max_records
         };
+        let max_bytes = self.config.max_bytes;
         let records =
-            tokio::task::spawn_blocking(move || topic_log.read(p as u32, from, limit, 256 << 20))
+            tokio::task::spawn_blocking(move || topic_log.read(p as u32, from, limit, max_bytes))
                 .await
                 .map_err(|e| EngineError::Internal(format!("log reader: {e}")))?
                 .map_err(|e| EngineError::Internal(format!("reading the log: {e}")))?;
