@@ -187,19 +187,13 @@ impl TopicLoader {
         let c = self.committed[p].clone();
         let from = *c.iter().min().expect("tables");
         let ahead = *c.iter().max().expect("tables");
-        let topic_log = self.topic.clone();
         // Tables ahead after a crash between commits: bring the others up to them first, and only them.
         let limit = if ahead > from {
             (ahead - from) as usize
         } else {
             self.config.max_records
         };
-        let max_bytes = self.config.max_bytes;
-        let records =
-            tokio::task::spawn_blocking(move || topic_log.read(p as u32, from, limit, max_bytes))
-                .await
-                .map_err(|e| EngineError::Internal(format!("log reader: {e}")))?
-                .map_err(|e| EngineError::Internal(format!("reading the log: {e}")))?;
+        let records = self.read(p, from, limit).await?;
         let Some(last) = records.last() else {
             return Ok(0);
         };
@@ -219,10 +213,8 @@ impl TopicLoader {
             .iter()
             .map(|&i| {
                 let (kind, table) = &self.tables[i];
-                (
-                    i,
-                    TableSink::new(kind.clone(), table.clone(), &self.config.write),
-                )
+                let sink = TableSink::new(kind.clone(), table.clone(), &self.config.write);
+                (i, sink)
             })
             .collect();
         let mut buffered = 0;
@@ -239,11 +231,43 @@ impl TopicLoader {
                 }
             }
         }
-        let app = txn_app_id(self.topic.backbone(), topic, p as u32);
+        self.commit(p, sinks, to, load_id).await?;
+        let counts = batcher.counts();
+        self.progress
+            .records
+            .fetch_add(counts.read, Ordering::Relaxed);
+        self.progress
+            .dead_letters
+            .fetch_add(counts.rejected, Ordering::Relaxed);
+        self.progress.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(records.len() as u64)
+    }
+
+    /// Up to `limit` records of partition `p` from `from`, read on a blocking thread.
+    async fn read(&self, p: usize, from: u64, limit: usize) -> Result<Vec<shopstream_log::Record>> {
+        let topic = self.topic.clone();
+        let max_bytes = self.config.max_bytes;
+        tokio::task::spawn_blocking(move || topic.read(p as u32, from, limit, max_bytes))
+            .await
+            .map_err(|e| EngineError::Internal(format!("log reader: {e}")))?
+            .map_err(|e| EngineError::Internal(format!("reading the log: {e}")))
+    }
+
+    /// Commits each table's files (in table order) with the partition's next offset `to` as its txn.
+    async fn commit(
+        &mut self,
+        p: usize,
+        mut sinks: HashMap<usize, TableSink>,
+        to: u64,
+        load_id: String,
+    ) -> Result<()> {
+        let app = txn_app_id(self.topic.backbone(), &self.config.topic, p as u32);
         let meta = HashMap::from([(
             "shopstream.load_id".to_string(),
             serde_json::Value::String(load_id),
         )]);
+        let mut behind: Vec<usize> = sinks.keys().copied().collect();
+        behind.sort_unstable();
         for i in behind {
             let sink = sinks.remove(&i).expect("a sink per table behind");
             let kind = self.tables[i].0.clone();
@@ -257,15 +281,7 @@ impl TopicLoader {
             self.tables[i].1 = table;
             self.committed[p][i] = to;
         }
-        let counts = batcher.counts();
-        self.progress
-            .records
-            .fetch_add(counts.read, Ordering::Relaxed);
-        self.progress
-            .dead_letters
-            .fetch_add(counts.rejected, Ordering::Relaxed);
-        self.progress.commits.fetch_add(1, Ordering::Relaxed);
-        Ok(records.len() as u64)
+        Ok(())
     }
 
     /// Runs until `stop` is set, pausing when there is nothing new.
