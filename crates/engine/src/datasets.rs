@@ -15,8 +15,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use deltalake::kernel::StructField;
-use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use shopstream_ingest::dataset::infer::{Inferred, infer_columns};
 use shopstream_ingest::dataset::{Column, ColumnType, RESERVED_NAMES, is_identifier};
 use shopstream_ingest::read::{SAMPLE_ROWS, sample};
@@ -223,14 +221,8 @@ async fn add_columns(lake: &Lake, table: &Table, columns: &[Column]) -> Result<(
     let Some(delta) = lake.open(table).await? else {
         return Ok(());
     };
-    let fields: Vec<StructField> = columns
-        .iter()
-        .map(|c| (&c.field()).try_into_kernel())
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| EngineError::Delta {
-            table: table.name().into(),
-            source: deltalake::DeltaTableError::from(e),
-        })?;
+    let arrow: Vec<arrow::datatypes::Field> = columns.iter().map(Column::field).collect();
+    let fields = crate::lake::kernel_fields(table, arrow.iter())?;
     delta
         .add_columns()
         .with_fields(fields)

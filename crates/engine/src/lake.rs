@@ -156,6 +156,20 @@ impl Table {
     }
 }
 
+/// `fields` of `kind`'s table as Delta (kernel) fields.
+pub(crate) fn kernel_fields<'a>(
+    kind: &Table,
+    fields: impl Iterator<Item = &'a arrow::datatypes::Field>,
+) -> Result<Vec<StructField>> {
+    fields
+        .map(|f| f.try_into_kernel())
+        .collect::<Result<_, _>>()
+        .map_err(|e| EngineError::Delta {
+            table: kind.name().into(),
+            source: DeltaTableError::from(e),
+        })
+}
+
 /// The Delta table property holding a dataset's key columns (comma-separated).
 const KEY_PROPERTY: &str = "shopstream.key";
 
@@ -285,16 +299,7 @@ impl Lake {
         let table = DeltaTable::try_from_url(self.table_url(kind)?)
             .await
             .map_err(EngineError::delta(kind.name()))?;
-        let schema = kind.schema();
-        let fields: Vec<StructField> = schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().try_into_kernel())
-            .collect::<Result<_, _>>()
-            .map_err(|e| EngineError::Delta {
-                table: kind.name().into(),
-                source: DeltaTableError::from(e),
-            })?;
+        let fields = kernel_fields(kind, kind.schema().fields().iter().map(|f| f.as_ref()))?;
         let created = table
             .create()
             .with_table_name(kind.name())

@@ -34,7 +34,6 @@ use arrow::compute::CastOptions;
 use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
 use arrow::util::display::array_value_to_string;
 use deltalake::DeltaTable;
-use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, MetadataExt, StructType};
 use deltalake::protocol::{DeltaOperation, SaveMode};
@@ -129,15 +128,7 @@ fn type_name(t: &deltalake::kernel::DataType) -> String {
 
 fn current_struct(kind: &Table) -> Result<StructType> {
     let schema = kind.schema();
-    let fields: Vec<deltalake::kernel::StructField> = schema
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().try_into_kernel())
-        .collect::<Result<_, _>>()
-        .map_err(|e| EngineError::Delta {
-            table: kind.name().into(),
-            source: deltalake::DeltaTableError::from(e),
-        })?;
+    let fields = crate::lake::kernel_fields(kind, schema.fields().iter().map(|f| f.as_ref()))?;
     StructType::try_new(fields).map_err(|e| EngineError::Delta {
         table: kind.name().into(),
         source: deltalake::DeltaTableError::from(e),

@@ -1,8 +1,9 @@
-//! Schema mapping: how a source's columns and text become the canonical orders fields.
+//! Schema mapping: how a source's columns and text become a dataset's fields.
 //!
-//! A [`MappingConfig`] comes from the `[[mappings]]` tables of the config file. Without one, a file
-//! whose header names the Online Retail columns (`InvoiceNo`, `StockCode`, … in any case or
-//! spacing, or the canonical snake_case names) loads as is. Resolution happens once per file
+//! A [`MappingConfig`] comes from the `[[mappings]]` tables of the config file (for orders, or the dataset
+//! it names): columns, types, constants, defaults, date formats and SQL expressions per field. Without one,
+//! a column named like a field loads into it; for orders the Online Retail spellings (`InvoiceNo`,
+//! `StockCode`, … in any case or spacing) are known too. Resolution happens once per file or record layout
 //! ([`ResolvedMapping::resolve`]); the per-value parsers below are on the hot path and allocate nothing.
 
 use std::collections::BTreeMap;
@@ -372,6 +373,9 @@ pub struct ResolvedMapping {
     /// (field, SQL) of each derived field, in column order: field `f` reads row value
     /// `source columns + k` for the `k`-th expression.
     pub expressions: Vec<(String, String)>,
+    /// Source columns no field reads (kept up to date by [`ResolvedMapping::set_source`]); empty with
+    /// expressions, whose SQL reads columns the mapping does not see.
+    pub unused: Vec<usize>,
 }
 
 /// Column names made unique and non-empty: `column_3` for a blank third name, `sku#2` for a second `sku`.
@@ -479,6 +483,7 @@ impl ResolvedMapping {
             timezone: Tz::UTC,
             columns: unique_names(columns).into(),
             expressions: Vec::new(),
+            unused: Vec::new(),
         };
         for (i, column) in dataset.columns.iter().enumerate() {
             resolved.column_dates[i] = column
@@ -517,7 +522,23 @@ impl ResolvedMapping {
                 })?;
         }
         resolved.check_required(path, columns)?;
+        resolved.refresh_unused();
         Ok(resolved)
+    }
+
+    /// Makes field `i` read source column `column` (a column found by the name inference recorded).
+    pub fn set_source(&mut self, i: usize, column: usize) {
+        self.sources[i] = FieldSource::Column(column);
+        self.refresh_unused();
+    }
+
+    fn refresh_unused(&mut self) {
+        self.unused = if self.expressions.is_empty() {
+            let used = |i: usize| self.sources.contains(&FieldSource::Column(i));
+            (0..self.columns.len()).filter(|&i| !used(i)).collect()
+        } else {
+            Vec::new()
+        };
     }
 
     /// Where dataset column `i` comes from: an expression (its value follows the source's columns), a

@@ -1,8 +1,10 @@
 //! The canonical tables every source is mapped onto.
 //!
-//! Three Arrow schemas are the contract between the sources and the lake: `raw` keeps every accepted
-//! record as text exactly as it arrived (plus where it came from), `orders` is the typed, cleaned
-//! table analysts query, and `dead_letters` holds every record that did not fit, with the reason.
+//! The built-in Arrow schemas are the contract between the sources and the lake: `raw` keeps every accepted
+//! order record as text exactly as it arrived (plus where it came from), `orders` is the typed, cleaned
+//! table analysts query, `dead_letters` holds every record of any dataset that did not fit, with the reason
+//! and the dataset, and `loads` records each file loaded. Other datasets' schemas come from
+//! [`crate::dataset::Dataset::table_schema`].
 //! Column names here are the names users see in SQL; change them only with a migration.
 
 use std::sync::{Arc, LazyLock};

@@ -15,7 +15,7 @@ use chrono::{Datelike, NaiveDate, NaiveDateTime};
 
 use super::{ColumnType, DECIMAL_PRECISION, DECIMAL_SCALE, Dataset};
 use crate::batch::{Provenance, ProvenanceColumns};
-use crate::mapping::{FieldSource, ResolvedMapping};
+use crate::mapping::ResolvedMapping;
 
 /// One parsed value of a row.
 enum Value<'a> {
@@ -104,8 +104,6 @@ pub struct DatasetRows {
     month: Option<(usize, StringBuilder)>,
     last_date_format: usize,
     rows: usize,
-    /// Source columns no dataset column reads, per mapping (keyed by its column list's address).
-    unused: (usize, Vec<usize>),
 }
 
 impl DatasetRows {
@@ -127,7 +125,6 @@ impl DatasetRows {
             month,
             last_date_format: 0,
             rows: 0,
-            unused: (0, Vec::new()),
         }
     }
 
@@ -183,19 +180,8 @@ impl DatasetRows {
 
     /// A value in a source column the dataset has no column for (a JSON key or live field first seen after
     /// the columns were inferred) makes the row a dead letter: nothing is dropped silently.
-    fn check_unused(&mut self, m: &ResolvedMapping, row: &[&str]) -> Result<(), (String, String)> {
-        let key = m.columns.as_ptr() as usize;
-        if self.unused.0 != key {
-            let used = |i: usize| m.sources.contains(&FieldSource::Column(i));
-            // With expressions, columns are read by SQL the mapping does not see.
-            let unused = if m.expressions.is_empty() {
-                (0..m.columns.len()).filter(|&i| !used(i)).collect()
-            } else {
-                Vec::new()
-            };
-            self.unused = (key, unused);
-        }
-        let found = self.unused.1.iter().find_map(|&i| {
+    fn check_unused(&self, m: &ResolvedMapping, row: &[&str]) -> Result<(), (String, String)> {
+        let found = m.unused.iter().find_map(|&i| {
             let v = row.get(i).map_or("", |v| v.trim());
             (!v.is_empty()).then_some((i, v))
         });

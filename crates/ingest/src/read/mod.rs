@@ -396,7 +396,7 @@ fn apply_hints(resolved: &mut ResolvedMapping, hints: &[Inferred]) {
         if resolved.sources[i] == FieldSource::Absent
             && let Some(idx) = resolved.columns.iter().position(|c| *c == h.source)
         {
-            resolved.sources[i] = FieldSource::Column(idx);
+            resolved.set_source(i, idx);
         }
         if resolved.types[i] == FieldType::Auto {
             resolved.types[i] = h.field_type;
