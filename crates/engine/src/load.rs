@@ -111,6 +111,15 @@ pub(crate) struct WriterLock(#[allow(dead_code)] std::fs::File);
 /// Takes the lake's lock file `name` (`Busy` when another process or task holds it); `None` for a lake
 /// that is not a local folder.
 pub(crate) fn lock_lake(lake: &Lake, name: &str) -> Result<Option<WriterLock>> {
+    lock_lake_as(lake, name, false)
+}
+
+/// Takes lock file `name` of a local lake, shared with other holders of it (`None` for remote lakes).
+pub(crate) fn lock_lake_shared(lake: &Lake, name: &str) -> Result<Option<WriterLock>> {
+    lock_lake_as(lake, name, true)
+}
+
+fn lock_lake_as(lake: &Lake, name: &str, shared: bool) -> Result<Option<WriterLock>> {
     let Some(dir) = lake.local_dir() else {
         return Ok(None);
     };
@@ -124,7 +133,12 @@ pub(crate) fn lock_lake(lake: &Lake, name: &str) -> Result<Option<WriterLock>> {
             location: path.display().to_string(),
             reason: e.to_string(),
         })?;
-    match file.try_lock() {
+    let locked = if shared {
+        file.try_lock_shared()
+    } else {
+        file.try_lock()
+    };
+    match locked {
         Ok(()) => Ok(Some(WriterLock(file))),
         Err(std::fs::TryLockError::WouldBlock) => Err(EngineError::Busy(dir.display().to_string())),
         Err(std::fs::TryLockError::Error(e)) => Err(EngineError::Location {

@@ -106,6 +106,25 @@ pub fn hold_for_server(lake: &Lake) -> Result<Option<ServerLock>> {
     Ok(take_server_lock(lake)?.map(ServerLock))
 }
 
+/// Takes the lake's [`SERVER_LOCK`] shared, for one of several workers on a shared backbone (Kafka): other
+/// workers may hold it too; `migrate`, and a server on the embedded log, cannot run meanwhile.
+pub fn hold_for_worker(lake: &Lake) -> Result<Option<ServerLock>> {
+    let lock = crate::load::lock_lake_shared(lake, SERVER_LOCK).map_err(server_running)?;
+    Ok(lock.map(ServerLock))
+}
+
+fn server_running(e: EngineError) -> EngineError {
+    match e {
+        EngineError::Busy(dir) => EngineError::ServerRunning(
+            std::path::Path::new(&dir)
+                .join(SERVER_LOCK)
+                .display()
+                .to_string(),
+        ),
+        e => e,
+    }
+}
+
 fn take_server_lock(lake: &Lake) -> Result<Option<WriterLock>> {
     lock_lake(lake, SERVER_LOCK).map_err(|e| match e {
         EngineError::Busy(dir) => EngineError::ServerRunning(

@@ -54,6 +54,26 @@ pub enum LogError {
         /// One past the last durable offset.
         end: u64,
     },
+    /// The backbone (a Kafka cluster) failed or refused an operation.
+    #[error("{backbone}: {reason}")]
+    Backbone {
+        /// The backbone, as configured (`kafka`, or the cluster's name).
+        backbone: String,
+        /// What it said.
+        reason: String,
+    },
+    /// Records too large to store together (a Kafka message is limited in size).
+    #[error(
+        "{bytes} bytes of records exceed the limit of {limit} bytes for one request on {backbone}"
+    )]
+    TooLarge {
+        /// The backbone.
+        backbone: String,
+        /// Their size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A name or setting is not valid.
     #[error("{0}")]
     Invalid(String),

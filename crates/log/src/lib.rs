@@ -19,4 +19,4 @@ pub use log::{Log, LogMetrics, Recovery, Topic};
 pub use partition::{Partition, PartitionConfig, SyncPolicy};
 pub use record::{NewRecord, Record};
 pub use segment::Truncation;
-pub use topic_log::TopicLog;
+pub use topic_log::{Backbone, Embedded, Fetched, TopicLog};

@@ -4,13 +4,26 @@
 //! by default, Apache Kafka when configured. Both are topics of numbered partitions holding records at
 //! offsets; [`TopicLog`] is what the continuous load needs of one topic, so a second backbone is one more
 //! implementation of it. Offsets are the backbone's own: the lake keeps them per topic and partition in its
-//! Delta transactions, under an application id that names the backbone.
+//! Delta transactions, under an application id that names the backbone. [`Backbone`] is the set of topics
+//! the server creates and finds by name; [`Embedded`] is the embedded log's.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use crate::error::Result;
-use crate::log::Topic;
+use crate::log::{Log, Topic};
+use crate::partition::PartitionConfig;
 use crate::record::{NewRecord, Record};
+
+/// What one read of a partition returned.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    /// The records read, in offset order (records stored together share their offset on some backbones).
+    pub records: Vec<Record>,
+    /// Where the next read starts: past the records, and past anything the backbone skipped (a Kafka
+    /// transaction's markers, a request already stored). Equal to the offset read from when nothing was.
+    pub next: u64,
+}
 
 /// One topic of a backbone.
 pub trait TopicLog: Send + Sync {
@@ -23,17 +36,78 @@ pub trait TopicLog: Send + Sync {
     /// Appends `records` to partition `n` as one batch; returns their offsets once they are durable.
     fn append(&self, n: u32, records: &[NewRecord]) -> Result<Range<u64>>;
     /// Up to `max_records` durable records of partition `n` from `offset` (about `max_bytes` at most).
-    fn read(
-        &self,
-        n: u32,
-        offset: u64,
-        max_records: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<Record>>;
+    fn read(&self, n: u32, offset: u64, max_records: usize, max_bytes: usize) -> Result<Fetched>;
     /// The offset the next record of partition `n` will get.
     fn end_offset(&self, n: u32) -> Result<u64>;
+    /// The first offset of partition `n` still held (older records were removed by retention).
+    fn start_offset(&self, n: u32) -> Result<u64>;
+    /// Where a load starts in partition `n` when the lake has no offset for it yet.
+    fn initial_offset(&self, n: u32) -> Result<u64> {
+        self.start_offset(n)
+    }
     /// The backbone, as named in the lake's transaction ids (`embedded`, or a Kafka cluster).
     fn backbone(&self) -> &str;
+    /// The partitions this process loads: all of them on the embedded log, those the consumer group
+    /// assigned to this worker on Kafka.
+    fn assigned(&self) -> Vec<u32> {
+        (0..self.partition_count()).collect()
+    }
+    /// Told after the lake committed partition `n` up to `next` (Kafka commits the group's offset then, for
+    /// lag tools; the lake's offset is the one a load resumes from).
+    fn loaded(&self, _n: u32, _next: u64) {}
+}
+
+/// The topics of a backbone.
+pub trait Backbone: Send + Sync {
+    /// Its name, as in the lake's transaction ids.
+    fn name(&self) -> &str;
+    /// An existing topic.
+    fn topic(&self, name: &str) -> Result<Arc<dyn TopicLog>>;
+    /// The topic, created with `partitions` partitions when missing; an existing topic with another count is
+    /// refused (keys would move to other partitions).
+    fn create_topic(&self, name: &str, partitions: u32) -> Result<Arc<dyn TopicLog>>;
+    /// The embedded log, when that is the backbone (its own metrics and recovery).
+    fn embedded(&self) -> Option<&Arc<Log>> {
+        None
+    }
+}
+
+/// The embedded log as a backbone; topics it creates get `config`.
+pub struct Embedded {
+    log: Arc<Log>,
+    config: PartitionConfig,
+}
+
+impl Embedded {
+    /// `log` as a backbone.
+    pub fn new(log: Arc<Log>, config: PartitionConfig) -> Embedded {
+        Embedded { log, config }
+    }
+
+    /// `log` as a shared backbone creating topics with the default settings.
+    pub fn shared(log: Arc<Log>) -> Arc<dyn Backbone> {
+        Arc::new(Embedded::new(log, PartitionConfig::default()))
+    }
+}
+
+impl Backbone for Embedded {
+    fn name(&self) -> &str {
+        "embedded"
+    }
+
+    fn topic(&self, name: &str) -> Result<Arc<dyn TopicLog>> {
+        Ok(self.log.topic(name)?)
+    }
+
+    fn create_topic(&self, name: &str, partitions: u32) -> Result<Arc<dyn TopicLog>> {
+        Ok(self
+            .log
+            .create_topic(name, partitions, self.config.clone())?)
+    }
+
+    fn embedded(&self) -> Option<&Arc<Log>> {
+        Some(&self.log)
+    }
 }
 
 impl TopicLog for Topic {
@@ -53,18 +127,18 @@ impl TopicLog for Topic {
         Topic::append(self, n, records)
     }
 
-    fn read(
-        &self,
-        n: u32,
-        offset: u64,
-        max_records: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<Record>> {
-        self.partition(n)?.read(offset, max_records, max_bytes)
+    fn read(&self, n: u32, offset: u64, max_records: usize, max_bytes: usize) -> Result<Fetched> {
+        let records = self.partition(n)?.read(offset, max_records, max_bytes)?;
+        let next = records.last().map_or(offset, |r| r.offset + 1);
+        Ok(Fetched { records, next })
     }
 
     fn end_offset(&self, n: u32) -> Result<u64> {
         Ok(self.partition(n)?.end_offset())
+    }
+
+    fn start_offset(&self, n: u32) -> Result<u64> {
+        Ok(self.partition(n)?.start_offset())
     }
 
     fn backbone(&self) -> &str {
@@ -95,8 +169,11 @@ mod tests {
         assert_eq!(offsets, 0..2);
         assert_eq!(topic.end_offset(p).unwrap(), 2);
         let read = topic.read(p, 1, 10, usize::MAX).unwrap();
-        assert_eq!(read.len(), 1);
-        assert_eq!(read[0].value, b"b");
+        assert_eq!(read.records.len(), 1);
+        assert_eq!(read.records[0].value, b"b");
+        assert_eq!(read.next, 2);
+        assert_eq!(topic.read(p, 2, 10, usize::MAX).unwrap().next, 2);
+        assert_eq!(topic.assigned(), vec![0, 1]);
         assert!(
             topic
                 .read(topic.partition_count(), 0, 10, usize::MAX)

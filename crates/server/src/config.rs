@@ -16,6 +16,7 @@ use shopstream_engine::LakeConfig;
 use shopstream_ingest::sources::api::PollerConfig;
 use shopstream_ingest::sources::flow::FlowConfig;
 use shopstream_ingest::{Dataset, DatasetConfig, IngestConfig, IngestError};
+use shopstream_kafka::KafkaConfig;
 
 use crate::ServerConfig;
 use crate::postgres::PostgresConfig;
@@ -44,12 +45,29 @@ pub struct Config {
     /// `[[datasets]]`: tables other than orders (customers, products, …).
     #[serde(default)]
     pub datasets: Vec<DatasetConfig>,
+    /// `[kafka]`: the cluster, when `[live] backbone = "kafka"`.
+    #[serde(default)]
+    pub kafka: Option<KafkaConfig>,
+}
+
+/// Where live records wait between their source and the lake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BackboneKind {
+    /// The embedded log, in the data folder (one worker per lake).
+    #[default]
+    Embedded,
+    /// The shop's Kafka cluster (`[kafka]`), shared by any number of workers.
+    Kafka,
 }
 
 /// The live path: the topic order records arrive in, and how the log keeps it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LiveConfig {
+    /// `embedded` (default) or `kafka`.
+    #[serde(default)]
+    pub backbone: BackboneKind,
     #[serde(default = "default_topic")]
     pub topic: String,
     #[serde(default = "default_partitions")]
@@ -122,6 +140,7 @@ impl LiveConfig {
 impl Default for LiveConfig {
     fn default() -> Self {
         LiveConfig {
+            backbone: BackboneKind::default(),
             topic: default_topic(),
             partitions: default_partitions(),
             log: shopstream_log::PartitionConfig::default(),
@@ -180,6 +199,9 @@ pub enum InvalidConfig {
     /// Two `[[datasets]]` entries have one name.
     #[error("[[datasets]] `{0}` is declared twice")]
     DatasetDeclaredTwice(String),
+    /// `[live] backbone` and `[kafka]` do not go together, or `[kafka]` is refused.
+    #[error("{0}")]
+    Kafka(String),
     /// A poller names a flow that is not configured.
     #[error("[[live.pollers]] `{poller}`: no flow `{flow}`")]
     NoSuchFlow {
@@ -233,7 +255,34 @@ impl Config {
             }
         }
         self.ingest.validate()?;
+        self.validate_kafka()?;
         self.live.validate()
+    }
+
+    fn validate_kafka(&self) -> Result<(), InvalidConfig> {
+        match (self.live.backbone, &self.kafka) {
+            (BackboneKind::Kafka, None) => Err(InvalidConfig::Kafka(
+                "[live] backbone = \"kafka\" needs a [kafka] section with `brokers`".into(),
+            )),
+            (BackboneKind::Embedded, Some(k)) if !k.topics.is_empty() => Err(InvalidConfig::Kafka(
+                "[[kafka.topics]] are read from Kafka: set [live] backbone = \"kafka\"".into(),
+            )),
+            (_, Some(k)) => {
+                k.validate().map_err(InvalidConfig::Kafka)?;
+                for t in &k.topics {
+                    if let Some(m) = &t.mapping
+                        && !self.ingest.mappings.iter().any(|x| &x.name == m)
+                    {
+                        return Err(InvalidConfig::Kafka(format!(
+                            "[[kafka.topics]] `{}`: no [[ingest.mappings]] named `{m}`",
+                            t.name
+                        )));
+                    }
+                }
+                Ok(())
+            }
+            (BackboneKind::Embedded, None) => Ok(()),
+        }
     }
 
     /// The dataset `name` as the config knows it: `orders`, or a `[[datasets]]` entry.
@@ -357,6 +406,38 @@ mod tests {
         .unwrap();
         let err = chain(&Config::load(Some(&p)).unwrap_err());
         assert!(err.contains("no flow `nope`"), "{err}");
+    }
+
+    #[test]
+    fn the_kafka_backbone_needs_its_section_and_its_topics_need_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.toml");
+        std::fs::write(&p, "[lake]\n[live]\nbackbone = \"kafka\"\n").unwrap();
+        let err = chain(&Config::load(Some(&p)).unwrap_err());
+        assert!(err.contains("needs a [kafka] section"), "{err}");
+        let topic = "[[kafka.topics]]\nname = \"shop.orders\"\nformat = \"csv\"\n";
+        std::fs::write(
+            &p,
+            format!("[lake]\n[kafka]\nbrokers = \"b:9092\"\n{topic}"),
+        )
+        .unwrap();
+        let err = chain(&Config::load(Some(&p)).unwrap_err());
+        assert!(err.contains("set [live] backbone"), "{err}");
+        std::fs::write(
+            &p,
+            format!("[lake]\n[live]\nbackbone = \"kafka\"\n[kafka]\nbrokers = \"b:9092\"\n{topic}"),
+        )
+        .unwrap();
+        let err = chain(&Config::load(Some(&p)).unwrap_err());
+        assert!(err.contains("needs `columns`"), "{err}");
+        std::fs::write(
+            &p,
+            "[lake]\n[live]\nbackbone = \"kafka\"\n[kafka]\nbrokers = \"b:9092\"\n\
+             [kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&p)).unwrap();
+        assert_eq!(c.kafka.unwrap().properties["security.protocol"], "SASL_SSL");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use shopstream_ingest::sources::Envelope;
 use shopstream_ingest::sources::flow::Outcome;
 use shopstream_ingest::sources::http::{BodyFormat, parse_body};
-use shopstream_log::{NewRecord, Topic};
+use shopstream_log::{LogError, NewRecord, Topic, TopicLog};
 
 use crate::{Ack, AppState, Begin, Idempotency, MAX_HOLD, OnBackpressure};
 
@@ -44,7 +44,10 @@ pub(crate) fn reload_keys(topic: &Topic, keys: &mut Idempotency, capacity: usize
                 continue;
             };
             match &mut current {
-                Some((k, ack)) if k == key => ack.end = r.offset + 1,
+                Some((k, ack)) if k == key => {
+                    ack.end = r.offset + 1;
+                    ack.records += 1;
+                }
                 _ => {
                     if let Some((k, ack)) = current.take() {
                         keys.remember(k, ack, capacity);
@@ -55,6 +58,7 @@ pub(crate) fn reload_keys(topic: &Topic, keys: &mut Idempotency, capacity: usize
                             partition: p as u32,
                             start: r.offset,
                             end: r.offset + 1,
+                            records: 1,
                         },
                     ));
                 }
@@ -71,19 +75,30 @@ fn accepted(topic: &str, key: &str, ack: &Ack, duplicate: bool) -> Response {
         "topic": topic,
         "partition": ack.partition,
         "offsets": [ack.start, ack.end],
-        "accepted": ack.end - ack.start,
+        "accepted": ack.records,
         "request": key,
         "duplicate": duplicate,
     }))
     .into_response()
 }
 
+/// Records and bytes waiting to be loaded (asked of Kafka on a blocking thread).
+async fn lag(state: &Arc<AppState>, topic: &Arc<dyn TopicLog>) -> (u64, u64) {
+    if state.backbone.embedded().is_some() {
+        return state.lag(topic.as_ref());
+    }
+    let (state, topic) = (state.clone(), topic.clone());
+    tokio::task::spawn_blocking(move || state.lag(topic.as_ref()))
+        .await
+        .unwrap_or((0, 0))
+}
+
 /// Waits for room under the back-pressure thresholds; `Err` is the 429 to send.
-async fn admit(state: &AppState, topic: &Topic) -> Result<(), Response> {
+async fn admit(state: &Arc<AppState>, topic: &Arc<dyn TopicLog>) -> Result<(), Response> {
     let cfg = &state.config;
     let started = Instant::now();
     loop {
-        let (records, bytes) = state.lag(topic);
+        let (records, bytes) = lag(state, topic).await;
         if records < cfg.backpressure_records && bytes < cfg.backpressure_mb * 1024 * 1024 {
             return Ok(());
         }
@@ -153,7 +168,9 @@ fn read_request(
     }
 }
 
+/// The records of a request as envelopes, keyed by the request's idempotency key.
 fn envelopes(
+    key: &str,
     source: &str,
     records: Vec<(u64, Map<String, Value>, Option<String>)>,
 ) -> Vec<NewRecord> {
@@ -162,18 +179,17 @@ fn envelopes(
         .map_or(0, |d| d.as_millis() as i64);
     records
         .into_iter()
-        .map(|(index, fields, reason)| {
-            NewRecord::new(
-                now_ms,
-                Envelope {
-                    source: source.to_string(),
-                    index,
-                    fields,
-                    checkpoint: None,
-                    reason,
-                }
-                .to_bytes(),
-            )
+        .map(|(index, fields, reason)| NewRecord {
+            timestamp_ms: now_ms,
+            key: Some(key.as_bytes().to_vec()),
+            value: Envelope {
+                source: source.to_string(),
+                index,
+                fields,
+                checkpoint: None,
+                reason,
+            }
+            .to_bytes(),
         })
         .collect()
 }
@@ -186,9 +202,9 @@ type Rejected = (u64, Map<String, Value>, String);
 
 /// What a request stores: records for the topic, and (flows) records for the dead-letter topic.
 struct Store {
-    topic: Arc<Topic>,
+    topic: Arc<dyn TopicLog>,
     records: Vec<(u64, Map<String, Value>)>,
-    dead: Option<(Arc<Topic>, Vec<Rejected>)>,
+    dead: Option<(Arc<dyn TopicLog>, Vec<Rejected>)>,
     filtered: usize,
 }
 
@@ -276,6 +292,7 @@ async fn store(state: Arc<AppState>, key: String, request: Store) -> Response {
     let dead_count = request.dead.as_ref().map_or(0, |(_, d)| d.len());
     let filtered = request.filtered;
     let batch = envelopes(
+        &key,
         &source,
         request
             .records
@@ -285,6 +302,7 @@ async fn store(state: Arc<AppState>, key: String, request: Store) -> Response {
     );
     let dead = request.dead.map(|(t, d)| {
         let b = envelopes(
+            &key,
             &source,
             d.into_iter().map(|(i, f, r)| (i, f, Some(r))).collect(),
         );
@@ -305,6 +323,7 @@ async fn store(state: Arc<AppState>, key: String, request: Store) -> Response {
                     partition,
                     start: range.start,
                     end: range.end,
+                    records: count,
                 };
                 in_flight.complete(ack.clone());
                 let http = &task_state.http;
@@ -312,13 +331,20 @@ async fn store(state: Arc<AppState>, key: String, request: Store) -> Response {
                 http.accepted_records.fetch_add(count, Ordering::Relaxed);
                 Ok(ack)
             }
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(e.to_string()),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(LogError::Invalid(e.to_string())),
         }
     })
     .await;
     let ack = match appended {
         Ok(Ok(ack)) => ack,
+        Ok(Err(e @ LogError::TooLarge { .. })) => {
+            return reject(
+                &state,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("{e}: send fewer records per request"),
+            );
+        }
         Ok(Err(e)) => {
             tracing::error!(topic = %topic_name, "append failed: {e}");
             return reject(
@@ -350,6 +376,17 @@ async fn store(state: Arc<AppState>, key: String, request: Store) -> Response {
     resp
 }
 
+/// The backbone's topic `name` (Kafka is asked on a blocking thread).
+async fn topic_of(state: &Arc<AppState>, name: &str) -> shopstream_log::Result<Arc<dyn TopicLog>> {
+    if state.backbone.embedded().is_some() {
+        return state.backbone.topic(name);
+    }
+    let (state, name) = (state.clone(), name.to_string());
+    tokio::task::spawn_blocking(move || state.backbone.topic(&name))
+        .await
+        .map_err(|e| LogError::Invalid(e.to_string()))?
+}
+
 /// `POST /v1/topics/{topic}/records`.
 pub(crate) async fn post_records(
     State(state): State<Arc<AppState>>,
@@ -357,7 +394,7 @@ pub(crate) async fn post_records(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Ok(topic) = state.log.topic(&topic_name) else {
+    let Ok(topic) = topic_of(&state, &topic_name).await else {
         return reject(
             &state,
             StatusCode::NOT_FOUND,
@@ -397,8 +434,8 @@ pub(crate) async fn post_flow_records(
         );
     };
     let (Ok(topic), Ok(dead_topic)) = (
-        state.log.topic(&flow.topic),
-        state.log.topic(&flow.dead_letter_topic()),
+        topic_of(&state, &flow.topic).await,
+        topic_of(&state, &flow.dead_letter_topic()).await,
     ) else {
         return reject(
             &state,
@@ -437,7 +474,7 @@ mod tests {
 
     use axum::http::HeaderValue;
     use shopstream_engine::stream::topic_load::LoadProgress;
-    use shopstream_log::{Log, PartitionConfig};
+    use shopstream_log::{Embedded, Log, PartitionConfig};
 
     use super::*;
     use crate::{KeyState, ServerConfig};
@@ -450,7 +487,13 @@ mod tests {
         let progress = Arc::new(LoadProgress::default());
         let loads = HashMap::from([("orders".to_string(), progress.clone())]);
         (
-            AppState::new(log, config, loads, None, Vec::new()),
+            AppState::new(
+                Arc::new(Embedded::new(log, PartitionConfig::default())),
+                config,
+                loads,
+                None,
+                Vec::new(),
+            ),
             progress,
             dir,
         )
@@ -473,7 +516,8 @@ mod tests {
     }
 
     fn stored(state: &AppState) -> u64 {
-        let topic = state.log.topic("orders").unwrap();
+        let log = state.backbone.embedded().unwrap();
+        let topic = log.topic("orders").unwrap();
         topic.partitions().iter().map(|p| p.end_offset()).sum()
     }
 

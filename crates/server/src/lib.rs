@@ -49,7 +49,7 @@ use serde::Deserialize;
 use shopstream_engine::stream::landing::LandingProgress;
 use shopstream_engine::stream::topic_load::LoadProgress;
 use shopstream_ingest::sources::flow::FlowConfig;
-use shopstream_log::{Log, Topic};
+use shopstream_log::{Backbone, TopicLog};
 
 /// Records per partition whose idempotency keys are remembered across restarts.
 pub const IDEMPOTENCY_WINDOW: usize = 100_000;
@@ -121,6 +121,8 @@ pub(crate) struct Ack {
     pub(crate) partition: u32,
     pub(crate) start: u64,
     pub(crate) end: u64,
+    /// Records stored (one Kafka message holds a whole request: `end - start` is 1 there).
+    pub(crate) records: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -238,7 +240,7 @@ pub struct HttpMetrics {
 
 /// Shared state of the routes.
 pub struct AppState {
-    pub(crate) log: Arc<Log>,
+    pub(crate) backbone: Arc<dyn Backbone>,
     pub(crate) config: ServerConfig,
     pub(crate) idempotency: Mutex<Idempotency>,
     pub(crate) idempotency_capacity: usize,
@@ -249,11 +251,15 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State over `log`; `loads` maps each loaded topic to its load's progress (for lag and back-pressure);
-    /// `landing` is the landing folder's, when one is watched; `flows` are served at `/v1/flows/{name}`
-    /// (their topics must exist).
+    /// State over `backbone`; `loads` maps each loaded topic to its load's progress (for lag and
+    /// back-pressure); `landing` is the landing folder's, when one is watched; `flows` are served at
+    /// `/v1/flows/{name}` (their topics must exist).
+    ///
+    /// On the embedded log the idempotency keys of recent requests are read back from it, so a retry after
+    /// a restart is answered as a duplicate. On Kafka a retry to any worker is stored again and loaded
+    /// once (the load skips a request key it has seen, [`shopstream_kafka::topic`]).
     pub fn new(
-        log: Arc<Log>,
+        backbone: Arc<dyn Backbone>,
         config: ServerConfig,
         loads: HashMap<String, Arc<LoadProgress>>,
         landing: Option<Arc<LandingProgress>>,
@@ -264,13 +270,13 @@ impl AppState {
         let dead_letter_topics: Vec<String> =
             flows.iter().map(FlowConfig::dead_letter_topic).collect();
         // Keys come from where requests' records are stored, not from dead-letter topics (written first).
-        for topic in log.topics() {
+        for topic in backbone.embedded().map(|l| l.topics()).unwrap_or_default() {
             if !dead_letter_topics.iter().any(|d| d == topic.name()) {
                 ingest::reload_keys(&topic, &mut idempotency, capacity);
             }
         }
         Arc::new(AppState {
-            log,
+            backbone,
             config,
             idempotency: Mutex::new(idempotency),
             idempotency_capacity: capacity,
@@ -281,8 +287,9 @@ impl AppState {
         })
     }
 
-    /// Records and bytes received into `topic` but not yet loaded into the lake.
-    pub(crate) fn lag(&self, topic: &Topic) -> (u64, u64) {
+    /// Records and bytes received into `topic` but not yet loaded into the lake (by any worker: on Kafka
+    /// this worker's loads know only their own partitions, so others' count as loaded).
+    pub(crate) fn lag(&self, topic: &dyn TopicLog) -> (u64, u64) {
         let Some(progress) = self.loads.get(topic.name()) else {
             return (0, 0);
         };
@@ -291,20 +298,30 @@ impl AppState {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let embedded = self
+            .backbone
+            .embedded()
+            .and_then(|l| l.topic(topic.name()).ok());
         let mut records = 0;
         let mut bytes = 0;
-        for (p, part) in topic.partitions().iter().enumerate() {
-            let behind = part
-                .end_offset()
-                .saturating_sub(loaded.get(p).copied().unwrap_or(0));
+        for p in topic.assigned() {
+            let end = topic.end_offset(p).unwrap_or(0);
+            let behind = end.saturating_sub(loaded.get(p as usize).copied().unwrap_or(end));
             records += behind;
-            let stats = part.stats();
-            let (r, b) = (
-                stats.records.load(std::sync::atomic::Ordering::Relaxed),
-                stats.bytes.load(std::sync::atomic::Ordering::Relaxed),
-            );
             // Bytes per record as appended since start (a fair estimate of what waits).
-            bytes += behind * b.checked_div(r).unwrap_or(1024);
+            let per_record =
+                embedded
+                    .as_ref()
+                    .and_then(|t| t.partition(p).ok())
+                    .map_or(1024, |part| {
+                        let stats = part.stats();
+                        let (r, b) = (
+                            stats.records.load(std::sync::atomic::Ordering::Relaxed),
+                            stats.bytes.load(std::sync::atomic::Ordering::Relaxed),
+                        );
+                        b.checked_div(r).unwrap_or(1024)
+                    });
+            bytes += behind * per_record;
         }
         (records, bytes)
     }
@@ -394,6 +411,7 @@ mod tests {
             partition: 0,
             start: n,
             end: n + 1,
+            records: 1,
         }
     }
 

@@ -225,7 +225,8 @@ impl Status {
 
 pub(crate) fn collect(state: &AppState) -> Status {
     let mut partitions = Vec::new();
-    for topic in state.log.topics() {
+    let embedded = state.backbone.embedded();
+    for topic in embedded.map(|l| l.topics()).unwrap_or_default() {
         let loaded = state.loads.get(topic.name()).map(|p| {
             p.loaded_offsets
                 .lock()
@@ -247,6 +248,9 @@ pub(crate) fn collect(state: &AppState) -> Status {
             });
         }
     }
+    if embedded.is_none() {
+        partitions = backbone_partitions(state);
+    }
     let sum = |f: fn(&shopstream_engine::stream::topic_load::LoadProgress) -> u64| {
         state.loads.values().map(|p| f(p)).sum()
     };
@@ -261,11 +265,9 @@ pub(crate) fn collect(state: &AppState) -> Status {
         loaded_records: sum(|p| p.records.load(Ordering::Relaxed)),
         dead_letters: sum(|p| p.dead_letters.load(Ordering::Relaxed)),
         lake_commits: sum(|p| p.commits.load(Ordering::Relaxed)),
-        log_recovered_truncations: state
-            .log
-            .metrics()
-            .recovered_truncations
-            .load(Ordering::Relaxed),
+        log_recovered_truncations: embedded.map_or(0, |l| {
+            l.metrics().recovered_truncations.load(Ordering::Relaxed)
+        }),
         landing_processed_files: state
             .landing
             .as_ref()
@@ -277,14 +279,53 @@ pub(crate) fn collect(state: &AppState) -> Status {
     }
 }
 
+/// The partitions this worker loads on a backbone other than the embedded log (Kafka), with their offsets.
+fn backbone_partitions(state: &AppState) -> Vec<PartitionStatus> {
+    let mut out = Vec::new();
+    let mut topics: Vec<&String> = state.loads.keys().collect();
+    topics.sort();
+    for name in topics {
+        let Ok(topic) = state.backbone.topic(name) else {
+            continue;
+        };
+        let loaded = state.loads[name]
+            .loaded_offsets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for p in topic.assigned() {
+            let end = topic.end_offset(p).unwrap_or(0);
+            let loaded_offset = loaded.get(p as usize).copied();
+            out.push(PartitionStatus {
+                topic: name.clone(),
+                partition: p,
+                start_offset: topic.start_offset(p).unwrap_or(0),
+                end_offset: end,
+                loaded_offset,
+                lag: loaded_offset.map_or(0, |l| end.saturating_sub(l)),
+                appended_records: 0,
+                syncs: 0,
+            });
+        }
+    }
+    out
+}
+
+/// The figures, gathered on a blocking thread (Kafka's offsets are asked of the cluster).
+async fn gather(state: Arc<AppState>) -> Status {
+    tokio::task::spawn_blocking(move || collect(&state))
+        .await
+        .expect("collecting the status does not panic")
+}
+
 /// `GET /v1/status`.
 pub(crate) async fn status(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    axum::Json(collect(&state))
+    axum::Json(gather(state).await)
 }
 
 /// `GET /metrics`.
 pub(crate) async fn prometheus(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let s = collect(&state);
+    let s = gather(state).await;
     let mut out = String::new();
     let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");

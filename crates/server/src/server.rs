@@ -19,12 +19,12 @@ use std::time::Duration;
 
 use shopstream_engine::EngineError;
 use shopstream_engine::stream::topic_load::{TopicLoadConfig, TopicLoader};
-use shopstream_log::{Log, LogError, Recovery};
+use shopstream_log::{Backbone, Embedded, Log, LogError, Recovery};
 use tokio::task::{JoinError, JoinHandle};
 
-use crate::config::Config;
+use crate::config::{BackboneKind, Config};
 use crate::postgres::PostgresError;
-use crate::sources::{HttpPush, LiveSource, SourceContext, SourceWork};
+use crate::sources::{LiveSource, SourceContext, SourceWork};
 use crate::{AppState, app, bind};
 
 /// Why the server could not start, or a part of it stopped.
@@ -38,6 +38,9 @@ pub enum ServerError {
         /// What the log said.
         source: LogError,
     },
+    /// The Kafka cluster could not be reached.
+    #[error("connecting to Kafka")]
+    Kafka(#[source] LogError),
     /// A topic could not be created (for instance, it exists with another partition count).
     #[error("{topic}")]
     Topic {
@@ -56,6 +59,16 @@ pub enum ServerError {
         writer: String,
         /// Its topic.
         topic: String,
+    },
+    /// A source names a dataset neither the config nor the lake has.
+    #[error(
+        "{reader} loads into dataset `{dataset}`, which is neither declared in [[datasets]] nor in the lake"
+    )]
+    UnknownDataset {
+        /// The source.
+        reader: String,
+        /// The dataset it names.
+        dataset: String,
     },
     /// An API poller could not start.
     #[error("poller `{poller}`: {reason}")]
@@ -108,18 +121,20 @@ impl Server {
     /// port: [`Running`] has the addresses bound.
     pub async fn start(config: &Config, data_dir: &Path) -> Result<Running, ServerError> {
         let lake = config.lake.open(&config.lake_dir(data_dir))?;
-        // Held until the server stops: `migrate` (and a second server) cannot run meanwhile.
-        let lake_lock = shopstream_engine::migrate::hold_for_server(&lake)?;
+        // Held until the server stops: `migrate` cannot run meanwhile, nor a second server on the embedded
+        // log (its offsets are this process's); workers sharing Kafka share the lock.
+        let lake_lock = match config.live.backbone {
+            BackboneKind::Embedded => shopstream_engine::migrate::hold_for_server(&lake)?,
+            BackboneKind::Kafka => shopstream_engine::migrate::hold_for_worker(&lake)?,
+        };
         let write = config.lake.write_options();
         // One catalog for the HTTP queries, the dashboard and the Postgres endpoint.
         let catalog = crate::postgres::open_catalog(lake.clone(), &config.postgres.user).await?;
-        let dir = config.log_dir(data_dir);
-        let (log, log_recoveries) =
-            Log::open(&dir).map_err(|source| ServerError::OpenLog { dir, source })?;
+        let (backbone, log_recoveries) = open_backbone(config, data_dir)?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let cx = SourceContext {
-            log: &log,
+            backbone: &backbone,
             live: &config.live,
             ingest: &config.ingest,
             lake: &lake,
@@ -129,7 +144,7 @@ impl Server {
         let mut flows = Vec::new();
         let mut landing = None;
         let mut work = Vec::new();
-        let sources = LiveSource::from_config(config, data_dir, &datasets(config, &lake).await?);
+        let sources = LiveSource::from_config(config, data_dir, &datasets(config, &lake).await?)?;
         check_loaded(&sources)?;
         for source in &sources {
             let built = source.build(&cx)?;
@@ -139,7 +154,7 @@ impl Server {
         }
 
         let live = &config.live;
-        let loaders = open_loaders(config, &lake, &log, &sources).await?;
+        let loaders = open_loaders(config, &lake, &backbone, &sources).await?;
         let progress: HashMap<String, _> = loaders
             .iter()
             .map(|l| (l.topic().to_string(), l.progress()))
@@ -170,7 +185,7 @@ impl Server {
                     listen: config.server.listen.clone(),
                     source,
                 })?;
-        let state = AppState::new(log, config.server.clone(), progress, landing, flows);
+        let state = AppState::new(backbone, config.server.clone(), progress, landing, flows);
         let (pg, postgres) = if config.postgres.enabled {
             let endpoint =
                 crate::postgres::bind(&config.postgres, &config.server.token, catalog.clone())
@@ -200,40 +215,76 @@ impl Server {
     }
 }
 
+/// The backbone `[live] backbone` names: the embedded log in the data folder (with what its recovery cut),
+/// or the `[kafka]` cluster.
+fn open_backbone(
+    config: &Config,
+    data_dir: &Path,
+) -> Result<(Arc<dyn Backbone>, Vec<Recovery>), ServerError> {
+    match (config.live.backbone, &config.kafka) {
+        (BackboneKind::Kafka, Some(kafka)) => {
+            let cluster = shopstream_kafka::Kafka::connect(kafka).map_err(ServerError::Kafka)?;
+            Ok((cluster, Vec::new()))
+        }
+        _ => {
+            let dir = config.log_dir(data_dir);
+            let (log, recoveries) =
+                Log::open(&dir).map_err(|source| ServerError::OpenLog { dir, source })?;
+            Ok((
+                Arc::new(Embedded::new(log, config.live.log.clone())),
+                recoveries,
+            ))
+        }
+    }
+}
+
 /// Bytes of records all topic loads read per step together (each partition's step of each load reads at
 /// most its share).
 const LOAD_READ_BUDGET: usize = 256 << 20;
 
-/// A topic load per dataset topic (the HTTP push sources): its records into the dataset's table.
+/// A topic a load reads, the dataset its records go to, and the mapping of their fields.
+type Loaded<'a> = (
+    &'a str,
+    &'a Arc<shopstream_ingest::Dataset>,
+    Option<&'a shopstream_ingest::MappingConfig>,
+);
+
+/// What a topic load reads: the topics of HTTP push (a dataset's own records) and the shop's Kafka
+/// topics (its own records, through a mapping).
+fn loaded_topics(sources: &[LiveSource]) -> Vec<Loaded<'_>> {
+    sources
+        .iter()
+        .filter_map(|s| match s {
+            LiveSource::HttpPush(p) => Some((p.topic.as_str(), &p.dataset, None)),
+            LiveSource::KafkaTopic(k) => Some((k.topic.as_str(), &k.dataset, k.mapping.as_ref())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A topic load per loaded topic ([`loaded_topics`]): its records into the dataset's table.
 async fn open_loaders(
     config: &Config,
     lake: &shopstream_engine::Lake,
-    log: &Arc<Log>,
+    backbone: &Arc<dyn Backbone>,
     sources: &[LiveSource],
 ) -> Result<Vec<TopicLoader>, ServerError> {
-    let pushes: Vec<&HttpPush> = sources
-        .iter()
-        .filter_map(|s| match s {
-            LiveSource::HttpPush(p) => Some(p),
-            _ => None,
-        })
-        .collect();
+    let topics = loaded_topics(sources);
     // The loads run side by side: they share one read budget, so memory does not grow with datasets.
-    let max_bytes = (LOAD_READ_BUDGET / pushes.len().max(1)).max(16 << 20);
+    let max_bytes = (LOAD_READ_BUDGET / topics.len().max(1)).max(16 << 20);
     let mut loaders = Vec::new();
-    for push in pushes {
-        let mut load = TopicLoadConfig::new(&push.topic);
+    for (name, dataset, mapping) in topics {
+        let mut load = TopicLoadConfig::new(name);
         load.max_bytes = max_bytes;
-        load.dataset = push.dataset.clone();
+        load.dataset = dataset.clone();
+        load.mapping = mapping.cloned();
         load.max_records = config.live.load_max_records;
         load.write = config.lake.write_options();
         load.timezone = config.ingest.timezone();
-        let topic = log
-            .topic(&push.topic)
-            .map_err(|source| ServerError::Topic {
-                topic: format!("topic `{}`", push.topic),
-                source,
-            })?;
+        let topic = backbone.topic(name).map_err(|source| ServerError::Topic {
+            topic: format!("topic `{name}`"),
+            source,
+        })?;
         loaders.push(TopicLoader::open(lake, topic, load).await?);
     }
     Ok(loaders)
@@ -261,13 +312,7 @@ fn start_work(
 
 /// Fails when a flow, or a poller without a flow, writes a topic that no dataset's topic load reads.
 fn check_loaded(sources: &[LiveSource]) -> Result<(), ServerError> {
-    let loaded: Vec<&str> = sources
-        .iter()
-        .filter_map(|s| match s {
-            LiveSource::HttpPush(p) => Some(p.topic.as_str()),
-            _ => None,
-        })
-        .collect();
+    let loaded: Vec<&str> = loaded_topics(sources).iter().map(|t| t.0).collect();
     for s in sources {
         let (writer, topic) = match s {
             LiveSource::Flow(f) => (format!("flow `{}`", f.name), &f.topic),

@@ -98,16 +98,46 @@ pub struct TopicLoader {
     tables: Vec<(Table, DeltaTable)>,
     /// Per partition, per table (in `tables` order): next offset to load.
     committed: Vec<Vec<u64>>,
+    /// The partitions this worker loads, as of the last step.
+    assigned: Vec<u32>,
     progress: Arc<LoadProgress>,
 }
 
-async fn loaded_offset(table: &DeltaTable, kind: &Table, app_id: &str) -> Result<u64> {
+async fn loaded_offset(table: &DeltaTable, kind: &Table, app_id: &str) -> Result<Option<u64>> {
     let snapshot = table.snapshot().map_err(EngineError::delta(kind.name()))?;
     let v = snapshot
         .transaction_version(table.log_store().as_ref(), app_id)
         .await
         .map_err(EngineError::delta(kind.name()))?;
-    Ok(v.map_or(0, |v| v.max(0) as u64))
+    Ok(v.map(|v| v.max(0) as u64))
+}
+
+/// Per partition, per table: the next offset to load, as the lake recorded it; a table without one starts
+/// where the backbone says a new load starts ([`TopicLog::initial_offset`]).
+async fn read_offsets(
+    topic: &Arc<dyn TopicLog>,
+    name: &str,
+    tables: &[(Table, DeltaTable)],
+) -> Result<Vec<Vec<u64>>> {
+    let mut committed = Vec::new();
+    for p in 0..topic.partition_count() {
+        let app = txn_app_id(topic.backbone(), name, p);
+        let mut offsets = Vec::with_capacity(tables.len());
+        for (kind, table) in tables {
+            offsets.push(loaded_offset(table, kind, &app).await?);
+        }
+        let initial = if offsets.iter().any(Option::is_none) {
+            let topic = topic.clone();
+            tokio::task::spawn_blocking(move || topic.initial_offset(p))
+                .await
+                .map_err(|e| EngineError::Internal(format!("log reader: {e}")))?
+                .map_err(|e| EngineError::Internal(format!("reading the log: {e}")))?
+        } else {
+            0
+        };
+        committed.push(offsets.into_iter().map(|o| o.unwrap_or(initial)).collect());
+    }
+    Ok(committed)
 }
 
 impl TopicLoader {
@@ -123,21 +153,14 @@ impl TopicLoader {
             let table = lake.open_or_create(&kind).await?;
             tables.push((kind, table));
         }
-        let mut committed = Vec::new();
-        for p in 0..topic.partition_count() {
-            let app = txn_app_id(topic.backbone(), &config.topic, p);
-            let mut offsets = vec![0u64; tables.len()];
-            for (i, (kind, table)) in tables.iter().enumerate() {
-                offsets[i] = loaded_offset(table, kind, &app).await?;
-            }
-            committed.push(offsets);
-        }
+        let committed = read_offsets(&topic, &config.topic, &tables).await?;
         let loader = TopicLoader {
             lake: lake.clone(),
             config,
             topic,
             tables,
             committed,
+            assigned: Vec::new(),
             progress: Arc::new(LoadProgress::default()),
         };
         loader.publish_offsets();
@@ -170,14 +193,22 @@ impl TopicLoader {
             .unwrap_or_else(|e| e.into_inner()) = self.loaded_offsets();
     }
 
-    /// Loads what is new in every partition (one commit per table and partition that had records);
-    /// returns how many records were loaded.
+    /// Loads what is new in every partition this worker is assigned (one commit per table and partition
+    /// that had records); returns how many records were loaded. When the assignment changed (another
+    /// worker joined or left), the offsets are read again from the lake first: a partition taken over
+    /// resumes where its last owner's commit ended.
     ///
     /// Cancel safety: dropping the future part way leaves uncommitted files only; the offsets are unchanged.
     pub async fn step(&mut self) -> Result<u64> {
+        let assigned = self.topic.assigned();
+        if assigned != self.assigned {
+            tracing::info!(topic = %self.config.topic, ?assigned, "loading these partitions");
+            self.reopen().await?;
+            self.assigned = assigned;
+        }
         let mut total = 0;
-        for p in 0..self.topic.partition_count() as usize {
-            total += self.step_partition(p).await?;
+        for p in self.assigned.clone() {
+            total += self.step_partition(p as usize).await?;
         }
         self.publish_offsets();
         Ok(total)
@@ -193,11 +224,11 @@ impl TopicLoader {
         } else {
             self.config.max_records
         };
-        let records = self.read(p, from, limit).await?;
-        let Some(last) = records.last() else {
+        let fetched = self.read(p, from, limit).await?;
+        let (records, to) = (fetched.records, fetched.next);
+        if to <= from {
             return Ok(0);
-        };
-        let to = last.offset + 1;
+        }
         let topic = &self.config.topic;
         let load_id = format!("{topic}/{p}@{from}-{to}");
         let now = chrono::Utc::now().timestamp_micros();
@@ -231,6 +262,8 @@ impl TopicLoader {
                 }
             }
         }
+        // With nothing read but skipped offsets (a retried request, a transaction's markers) the commits
+        // move the offsets only.
         self.commit(p, sinks, to, load_id).await?;
         let counts = batcher.counts();
         self.progress
@@ -244,7 +277,7 @@ impl TopicLoader {
     }
 
     /// Up to `limit` records of partition `p` from `from`, read on a blocking thread.
-    async fn read(&self, p: usize, from: u64, limit: usize) -> Result<Vec<shopstream_log::Record>> {
+    async fn read(&self, p: usize, from: u64, limit: usize) -> Result<shopstream_log::Fetched> {
         let topic = self.topic.clone();
         let max_bytes = self.config.max_bytes;
         tokio::task::spawn_blocking(move || topic.read(p as u32, from, limit, max_bytes))
@@ -281,6 +314,9 @@ impl TopicLoader {
             self.tables[i].1 = table;
             self.committed[p][i] = to;
         }
+        let topic = self.topic.clone();
+        // Kafka's group offset follows the lake's, for lag tools; nothing resumes from it.
+        tokio::task::spawn_blocking(move || topic.loaded(p as u32, to));
         Ok(())
     }
 
@@ -324,12 +360,7 @@ impl TopicLoader {
             let table = self.lake.open_or_create(&kind).await?;
             tables.push((kind, table));
         }
-        for (p, offsets) in self.committed.iter_mut().enumerate() {
-            let app = txn_app_id(self.topic.backbone(), &self.config.topic, p as u32);
-            for (i, (kind, table)) in tables.iter().enumerate() {
-                offsets[i] = loaded_offset(table, kind, &app).await?;
-            }
-        }
+        self.committed = read_offsets(&self.topic, &self.config.topic, &tables).await?;
         self.tables = tables;
         self.publish_offsets();
         Ok(())

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use shopstream_log::{Log, NewRecord, Topic};
+use shopstream_log::{Backbone, NewRecord, TopicLog};
 
 use serde_json::Map;
 
@@ -134,8 +134,8 @@ pub struct PollerProgress {
 /// A running poller; see the module documentation.
 pub struct Poller {
     config: PollerConfig,
-    flow: Option<(FlowConfig, Arc<Topic>)>,
-    topic: Arc<Topic>,
+    flow: Option<(FlowConfig, Arc<dyn TopicLog>)>,
+    topic: Arc<dyn TopicLog>,
     partition: u32,
     checkpoint: Checkpoint,
     agent: ureq::Agent,
@@ -150,7 +150,7 @@ impl Poller {
     /// A poller resuming from the last checkpoint it stored in its topic; `flow` is the flow named by
     /// `config.flow` (its topic and dead-letter topic must exist).
     pub fn new(
-        log: &Log,
+        log: &dyn Backbone,
         config: PollerConfig,
         flow: Option<FlowConfig>,
     ) -> Result<Poller, String> {
@@ -168,7 +168,7 @@ impl Poller {
         let source = source_of(&config.name);
         let partition = topic.partition_for_key(source.as_bytes());
         let checkpoint =
-            last_checkpoint(&topic, partition, &source).unwrap_or_else(|| Checkpoint {
+            last_checkpoint(topic.as_ref(), partition, &source).unwrap_or_else(|| Checkpoint {
                 position: match config.style {
                     PageStyle::Page => Value::from(1),
                     PageStyle::Offset => Value::from(0),
@@ -370,14 +370,24 @@ impl Poller {
 }
 
 /// The checkpoint of the last record this poller stored, if any (read from the partition's recent records).
-fn last_checkpoint(topic: &Topic, partition: u32, source: &str) -> Option<Checkpoint> {
-    let part = topic.partition(partition).ok()?;
-    let end = part.end_offset();
-    let mut upto = end;
+fn last_checkpoint(topic: &dyn TopicLog, partition: u32, source: &str) -> Option<Checkpoint> {
+    let start = topic.start_offset(partition).ok()?;
+    let mut upto = topic.end_offset(partition).ok()?;
     // Walk back in windows until a record of this poller is found.
-    while upto > part.start_offset() {
-        let from = upto.saturating_sub(10_000).max(part.start_offset());
-        let records = part.read(from, (upto - from) as usize, usize::MAX).ok()?;
+    while upto > start {
+        let from = upto.saturating_sub(10_000).max(start);
+        let mut records = Vec::new();
+        let mut at = from;
+        while at < upto {
+            let fetched = topic
+                .read(partition, at, (upto - at) as usize, usize::MAX)
+                .ok()?;
+            if fetched.next <= at {
+                break;
+            }
+            at = fetched.next;
+            records.extend(fetched.records.into_iter().filter(|r| r.offset < upto));
+        }
         for r in records.iter().rev() {
             if let Ok(env) = serde_json::from_slice::<Envelope>(&r.value)
                 && env.source.split('#').next() == Some(source)

@@ -109,6 +109,17 @@ impl EnvelopeBatcher {
                 return;
             }
         };
+        // A record its source could not read (a Kafka message that is not JSON): a dead letter with the reason.
+        if let Some(reason) = envelope.reason {
+            let _ = self.switch(&envelope.source, None);
+            let failure = Unmappable {
+                field: None,
+                reason,
+            };
+            self.batcher
+                .push_rejected_object(envelope.index, &failure, &envelope.fields);
+            return;
+        }
         if let Err(e) = self.switch(&envelope.source, Some(&envelope.fields)) {
             self.batcher
                 .push_rejected_object(envelope.index, &e, &envelope.fields);

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use shopstream_ingest::sources::Envelope;
 use shopstream_ingest::sources::api::{PageStyle, Poller, PollerConfig};
-use shopstream_log::{Log, PartitionConfig};
+use shopstream_log::{Embedded, Log, PartitionConfig};
 
 /// A paginated JSON API over a list that the test can grow; every fourth request fails with 503, and one in
 /// seven answers too late for the poller's timeout.
@@ -165,7 +165,12 @@ fn every_page_style_takes_each_record_once_across_restarts() {
             authorization: String::new(),
             flow: String::new(),
         };
-        let mut poller = Poller::new(&log, config.clone(), None).unwrap();
+        let mut poller = Poller::new(
+            &Embedded::new(log.clone(), PartitionConfig::default()),
+            config.clone(),
+            None,
+        )
+        .unwrap();
         poll_until_caught_up(&mut poller);
         assert_eq!(
             stored_ids(&log),
@@ -176,12 +181,22 @@ fn every_page_style_takes_each_record_once_across_restarts() {
         // The last page grows; a restarted poller resumes from the checkpoint in the log.
         *api.items.lock().unwrap() = 333;
         drop(poller);
-        let mut poller = Poller::new(&log, config.clone(), None).unwrap();
+        let mut poller = Poller::new(
+            &Embedded::new(log.clone(), PartitionConfig::default()),
+            config.clone(),
+            None,
+        )
+        .unwrap();
         poll_until_caught_up(&mut poller);
         drop(poller);
         drop(log);
         let (log, _) = Log::open(dir.path()).unwrap();
-        let mut poller = Poller::new(&log, config, None).unwrap();
+        let mut poller = Poller::new(
+            &Embedded::new(log.clone(), PartitionConfig::default()),
+            config,
+            None,
+        )
+        .unwrap();
         poll_until_caught_up(&mut poller);
         assert_eq!(
             stored_ids(&log),
@@ -217,7 +232,12 @@ fn a_poller_can_pass_its_records_through_a_flow() {
         api.base
     ))
     .unwrap();
-    let mut poller = Poller::new(&log, config, Some(flow)).unwrap();
+    let mut poller = Poller::new(
+        &Embedded::new(log.clone(), PartitionConfig::default()),
+        config,
+        Some(flow),
+    )
+    .unwrap();
     poll_until_caught_up(&mut poller);
     let records = log.topic("orders").unwrap().read(0, 0, usize::MAX).unwrap();
     let ids: Vec<i64> = records

@@ -29,7 +29,7 @@ pub(super) fn build(
                 .ok_or_else(|| failed(format!("no flow `{}`", config.flow)))?,
         )
     };
-    let poller = Poller::new(cx.log, config.clone(), flow).map_err(failed)?;
+    let poller = Poller::new(cx.backbone.as_ref(), config.clone(), flow).map_err(failed)?;
     let stop = cx.stop.clone();
     Ok(BuiltSource {
         work: Some(SourceWork::Thread {

@@ -11,15 +11,17 @@ use crate::sources::{BuiltSource, SourceContext};
 
 /// Creates the flow's topics; the flow is served by the HTTP app.
 pub(super) fn build(flow: &FlowConfig, cx: &SourceContext<'_>) -> Result<BuiltSource, ServerError> {
-    let (log, live) = (cx.log, cx.live);
-    if log.topic(&flow.topic).is_err() {
-        log.create_topic(&flow.topic, live.partitions, live.log.clone())
+    let (backbone, live) = (cx.backbone, cx.live);
+    if backbone.topic(&flow.topic).is_err() {
+        backbone
+            .create_topic(&flow.topic, live.partitions)
             .map_err(|source| ServerError::Topic {
                 topic: format!("topic `{}` of flow `{}`", flow.topic, flow.name),
                 source,
             })?;
     }
-    log.create_topic(&flow.dead_letter_topic(), 1, live.log.clone())
+    backbone
+        .create_topic(&flow.dead_letter_topic(), 1)
         .map_err(|source| ServerError::Topic {
             topic: format!("dead-letter topic of flow `{}`", flow.name),
             source,

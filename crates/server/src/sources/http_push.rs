@@ -2,8 +2,8 @@
 //! once the records are durable ([`crate::ingest`] parses, appends and keeps the idempotency keys). There is
 //! a topic per dataset: `[live] topic` for orders, and the dataset's name for every other dataset (declared
 //! in `[[datasets]]` or in the lake when the server starts). The route is part of the HTTP app; building the
-//! source creates the topic (with `[live] partitions` and `[live.log]`), which the server's topic load of
-//! that dataset then reads. Nothing runs of its own.
+//! source creates the topic (with `[live] partitions`), which the server's topic load of
+//! that dataset then reads (on Kafka: created through the admin API when missing). Nothing runs of its own.
 
 use std::sync::Arc;
 
@@ -23,8 +23,8 @@ pub struct HttpPush {
 
 /// Creates the topic (or opens it, with the same partition count).
 pub(super) fn build(push: &HttpPush, cx: &SourceContext<'_>) -> Result<BuiltSource, ServerError> {
-    cx.log
-        .create_topic(&push.topic, cx.live.partitions, cx.live.log.clone())
+    cx.backbone
+        .create_topic(&push.topic, cx.live.partitions)
         .map_err(|source| ServerError::Topic {
             topic: format!("topic `{}`", push.topic),
             source,

@@ -11,6 +11,7 @@
 mod api_poller;
 mod flow;
 mod http_push;
+mod kafka_topic;
 mod landing;
 
 use std::path::Path;
@@ -24,9 +25,10 @@ use shopstream_engine::stream::landing::LandingProgress;
 use shopstream_ingest::sources::api::PollerConfig;
 use shopstream_ingest::sources::flow::FlowConfig;
 use shopstream_ingest::{Dataset, IngestConfig};
-use shopstream_log::Log;
+use shopstream_log::Backbone;
 
 pub use self::http_push::HttpPush;
+pub use self::kafka_topic::KafkaTopicSource;
 pub use self::landing::LandingFolder;
 use crate::config::{Config, LiveConfig};
 use crate::server::ServerError;
@@ -42,6 +44,8 @@ pub enum LiveSource {
     ApiPoller(PollerConfig),
     /// Files dropped into the landing folder (`[live] landing_dir`).
     Landing(LandingFolder),
+    /// A topic of the shop's Kafka cluster (`[[kafka.topics]]`).
+    KafkaTopic(KafkaTopicSource),
 }
 
 impl LiveSource {
@@ -52,7 +56,7 @@ impl LiveSource {
         config: &Config,
         data_dir: &Path,
         datasets: &[Arc<Dataset>],
-    ) -> Vec<LiveSource> {
+    ) -> Result<Vec<LiveSource>, ServerError> {
         let live = &config.live;
         let mut sources = vec![LiveSource::HttpPush(HttpPush {
             topic: live.topic.clone(),
@@ -76,7 +80,34 @@ impl LiveSource {
             datasets: datasets.to_vec(),
         }));
         sources.extend(live.pollers.iter().cloned().map(LiveSource::ApiPoller));
-        sources
+        for t in config.kafka.iter().flat_map(|k| &k.topics) {
+            let dataset = if t.dataset == "orders" {
+                Dataset::orders()
+            } else {
+                datasets
+                    .iter()
+                    .find(|d| d.name == t.dataset)
+                    .cloned()
+                    .ok_or_else(|| ServerError::UnknownDataset {
+                        reader: format!("[[kafka.topics]] `{}`", t.name),
+                        dataset: t.dataset.clone(),
+                    })?
+            };
+            let mapping = t.mapping.as_ref().and_then(|m| {
+                config
+                    .ingest
+                    .mappings
+                    .iter()
+                    .find(|x| &x.name == m)
+                    .cloned()
+            });
+            sources.push(LiveSource::KafkaTopic(KafkaTopicSource {
+                topic: t.name.clone(),
+                dataset,
+                mapping,
+            }));
+        }
+        Ok(sources)
     }
 
     /// Builds the source: creates what it needs and returns its work, not yet started.
@@ -86,15 +117,16 @@ impl LiveSource {
             LiveSource::Flow(s) => flow::build(s, cx),
             LiveSource::ApiPoller(s) => api_poller::build(s, cx),
             LiveSource::Landing(s) => landing::build(s, cx),
+            LiveSource::KafkaTopic(s) => kafka_topic::build(s, cx),
         }
     }
 }
 
 /// What building a source can use.
 pub(crate) struct SourceContext<'a> {
-    /// The log, opened and recovered.
-    pub(crate) log: &'a Arc<Log>,
-    /// `[live]`: partitions and log settings of the topics sources create.
+    /// The backbone: the embedded log (opened and recovered) or Kafka.
+    pub(crate) backbone: &'a Arc<dyn Backbone>,
+    /// `[live]`: partitions of the topics sources create.
     pub(crate) live: &'a LiveConfig,
     /// `[ingest]`: mappings and time zone for files read.
     pub(crate) ingest: &'a IngestConfig,

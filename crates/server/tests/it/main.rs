@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shopstream_engine::stream::topic_load::LoadProgress;
-use shopstream_log::{Log, PartitionConfig};
+use shopstream_log::{Embedded, Log, PartitionConfig};
 use shopstream_server::{AppState, OnBackpressure, ServerConfig, bind, router};
 
 struct Server {
@@ -35,7 +35,7 @@ fn start(config: ServerConfig) -> Server {
     // No load runs here: every accepted record counts as lag, which the back-pressure test relies on.
     let progress = Arc::new(LoadProgress::default());
     let state = AppState::new(
-        log.clone(),
+        Embedded::shared(log.clone()),
         config,
         HashMap::from([("orders".to_string(), progress)]),
         None,
@@ -124,7 +124,7 @@ fn idempotency_keys_survive_a_restart() {
         log.create_topic("orders", 2, PartitionConfig::default())
             .unwrap();
         AppState::new(
-            log,
+            Embedded::shared(log),
             ServerConfig::default(),
             HashMap::new(),
             None,
@@ -312,7 +312,7 @@ fn a_flow_renames_casts_filters_and_dead_letters_with_the_reason() {
     )
     .unwrap();
     let state = AppState::new(
-        log.clone(),
+        Embedded::shared(log.clone()),
         ServerConfig::default(),
         HashMap::new(),
         None,
@@ -387,7 +387,13 @@ fn the_query_api_answers_sql_and_reports_in_json_csv_and_arrow() {
         token: "t".into(),
         ..ServerConfig::default()
     };
-    let state = AppState::new(log, config, HashMap::new(), None, Vec::new());
+    let state = AppState::new(
+        Embedded::shared(log),
+        config,
+        HashMap::new(),
+        None,
+        Vec::new(),
+    );
     let (listener, addr) = rt.block_on(bind("127.0.0.1:0")).unwrap();
     let catalog = rt
         .block_on(shopstream_server::postgres::open_catalog(

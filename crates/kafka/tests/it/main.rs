@@ -1,0 +1,240 @@
+//! The Kafka backbone against a real Kafka-protocol broker on loopback (tansu, memory storage): topics
+//! created through the admin API, requests as one message each, the shop's own JSON and CSV messages,
+//! retried requests read once, and partitions shared by a consumer group.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use shopstream_kafka::{ExternalTopic, Format, Kafka, KafkaConfig};
+use shopstream_log::{Backbone, NewRecord, TopicLog};
+
+/// A tansu broker on a free loopback port, stopped when dropped.
+pub struct Broker {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub address: String,
+}
+
+/// The tansu binary: `$TANSU`, the CI's tool cache, or the PATH.
+pub fn tansu() -> PathBuf {
+    if let Ok(p) = std::env::var("TANSU") {
+        return PathBuf::from(p);
+    }
+    let cached = PathBuf::from(std::env::var("HOME").unwrap_or_default())
+        .join(".cache/shopstream/tools/bin/tansu");
+    if cached.exists() {
+        return cached;
+    }
+    PathBuf::from("tansu")
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(tansu())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "starting tansu ({e}): install it with `cargo install --locked tansu --version 0.6.0 \
+                     --features dynostore --root ~/.cache/shopstream/tools` (.ci/run does)"
+                )
+            });
+        let address = format!("127.0.0.1:{port}");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "tansu did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Broker { child, address }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(broker: &Broker) -> KafkaConfig {
+    let mut c = KafkaConfig::new(&broker.address);
+    c.replication_factor = 1;
+    c.timeout_ms = 10_000;
+    c.properties
+        .insert("session.timeout.ms".into(), "6000".into());
+    c.properties
+        .insert("heartbeat.interval.ms".into(), "500".into());
+    c
+}
+
+fn envelope(i: u64) -> Vec<u8> {
+    format!(r#"{{"source":"http:req","index":{i},"fields":{{"n":"{i}"}}}}"#).into_bytes()
+}
+
+fn request(key: &str, n: u64) -> Vec<NewRecord> {
+    (1..=n)
+        .map(|i| NewRecord {
+            timestamp_ms: 1_700_000_000_000,
+            key: Some(key.as_bytes().to_vec()),
+            value: envelope(i),
+        })
+        .collect()
+}
+
+/// Reads partition `p` from `from` until `want` records came or 10 s passed.
+fn read_all(
+    topic: &dyn TopicLog,
+    p: u32,
+    from: u64,
+    want: usize,
+) -> (Vec<shopstream_log::Record>, u64) {
+    let (mut out, mut at) = (Vec::new(), from);
+    let started = Instant::now();
+    while out.len() < want && started.elapsed() < Duration::from_secs(10) {
+        let f = topic.read(p, at, 1000, usize::MAX).unwrap();
+        at = f.next;
+        out.extend(f.records);
+    }
+    (out, at)
+}
+
+#[test]
+fn a_request_is_one_message_read_back_as_its_records() {
+    let broker = Broker::start();
+    let kafka = Kafka::connect(&config(&broker)).unwrap();
+    let topic = kafka.create_topic("orders", 3).unwrap();
+    assert_eq!(topic.partition_count(), 3);
+    assert_eq!(topic.backbone(), "kafka");
+    // Created once: asking again finds it.
+    assert_eq!(
+        kafka.create_topic("orders", 3).unwrap().partition_count(),
+        3
+    );
+    let p = topic.partition_for_key(b"req-1");
+    let offsets = topic.append(p, &request("req-1", 3)).unwrap();
+    assert_eq!(offsets, 0..1, "three records, one message");
+    assert_eq!(topic.end_offset(p).unwrap(), 1);
+    let (records, next) = read_all(topic.as_ref(), p, 0, 3);
+    assert_eq!(records.len(), 3);
+    assert!(records.iter().all(|r| r.offset == 0));
+    assert_eq!(records[2].value, envelope(3));
+    assert_eq!(next, 1);
+    // Nothing new: an empty read standing where it was.
+    let f = topic.read(p, 1, 10, usize::MAX).unwrap();
+    assert!(f.records.is_empty());
+    assert_eq!(f.next, 1);
+}
+
+#[test]
+fn a_retried_request_is_read_once_even_by_a_reader_starting_after_it() {
+    let broker = Broker::start();
+    let kafka = Kafka::connect(&config(&broker)).unwrap();
+    let topic = kafka.create_topic("orders", 1).unwrap();
+    topic.append(0, &request("a", 2)).unwrap();
+    topic.append(0, &request("b", 1)).unwrap();
+    topic.append(0, &request("a", 2)).unwrap(); // the retry, stored twice by Kafka
+    topic.append(0, &request("c", 1)).unwrap();
+    let (records, next) = read_all(topic.as_ref(), 0, 0, 4);
+    let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, vec![0, 0, 1, 3]);
+    assert_eq!(next, 4);
+    // Another worker taking over at offset 1 (the lake's) reads the window back and decides alike.
+    let other = Kafka::connect(&config(&broker)).unwrap();
+    let again = other.topic("orders").unwrap();
+    let (records, _) = read_all(again.as_ref(), 0, 1, 2);
+    let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, vec![1, 3]);
+}
+
+#[test]
+fn the_shops_own_json_and_csv_messages_become_records_naming_their_place() {
+    let broker = Broker::start();
+    let mut c = config(&broker);
+    c.topics.push(ExternalTopic {
+        name: "shop.csv".into(),
+        dataset: "orders".into(),
+        format: Format::Csv,
+        columns: vec!["invoice".into(), "qty".into()],
+        start: None,
+        mapping: None,
+    });
+    let kafka = Kafka::connect(&c).unwrap();
+    let json = kafka.create_topic("shop.json", 1).unwrap();
+    let csv = kafka.create_topic("shop.csv", 1).unwrap();
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &broker.address)
+        .create()
+        .unwrap();
+    for v in [&br#"{"InvoiceNo":"536365","Quantity":6}"#[..], b"not json"] {
+        producer
+            .send(BaseRecord::<(), _>::to("shop.json").payload(v))
+            .unwrap();
+    }
+    producer
+        .send(BaseRecord::<(), _>::to("shop.csv").payload("536366,\"2\""))
+        .unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let (records, _) = read_all(json.as_ref(), 0, 0, 2);
+    let first: serde_json::Value = serde_json::from_slice(&records[0].value).unwrap();
+    assert_eq!(first["source"], "kafka:shop.json/0@0");
+    assert_eq!(first["fields"]["Quantity"], 6);
+    let second: serde_json::Value = serde_json::from_slice(&records[1].value).unwrap();
+    assert_eq!(second["source"], "kafka:shop.json/0@1");
+    assert!(second["reason"].as_str().unwrap().contains("not JSON"));
+    assert_eq!(second["fields"]["_raw"], "not json");
+    let (records, _) = read_all(csv.as_ref(), 0, 0, 1);
+    let line: serde_json::Value = serde_json::from_slice(&records[0].value).unwrap();
+    assert_eq!(line["fields"]["invoice"], "536366");
+    assert_eq!(line["fields"]["qty"], "2");
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ok() {
+        assert!(started.elapsed() < Duration::from_secs(30), "{what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_group_shares_partitions_and_a_leaving_worker_hands_its_own_over() {
+    let broker = Broker::start();
+    let a = Kafka::connect(&config(&broker)).unwrap();
+    a.create_topic("orders", 4).unwrap();
+    let ta = a.topic("orders").unwrap();
+    let b = Kafka::connect(&config(&broker)).unwrap();
+    let tb = b.topic("orders").unwrap();
+    assert!(ta.assigned().len() <= 4);
+    wait_for("both workers own partitions, all of them once", || {
+        let (x, y) = (ta.assigned(), tb.assigned());
+        let mut all: Vec<u32> = x.iter().chain(&y).copied().collect();
+        all.sort_unstable();
+        !x.is_empty() && !y.is_empty() && all == vec![0, 1, 2, 3]
+    });
+    // The group's offset follows the lake's commits (lag tools read it).
+    let p = ta.assigned()[0];
+    ta.loaded(p, 0);
+    drop(tb);
+    drop(b);
+    wait_for("the remaining worker owns every partition", || {
+        ta.assigned() == vec![0, 1, 2, 3]
+    });
+    let _keep: Arc<dyn TopicLog> = ta;
+}
