@@ -124,11 +124,14 @@ fn lock_lake_as(lake: &Lake, name: &str, shared: bool) -> Result<Option<WriterLo
         return Ok(None);
     };
     let path = dir.join(name);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
+    let file = std::fs::create_dir_all(&dir)
+        .and_then(|()| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+        })
         .map_err(|e| EngineError::Location {
             location: path.display().to_string(),
             reason: e.to_string(),

@@ -52,22 +52,27 @@ impl Kafka {
             )
             .create()
             .map_err(|e| failed("creating the producer", &e))?;
-        let mut reader = base.clone();
         // Readers are assigned partitions, never subscribed: this group id is never joined or committed to.
+        let mut reader = base.clone();
         reader
             .set("group.id", format!("{}.reader", config.group_id))
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "error")
             .set("enable.partition.eof", "true");
-        let meta: BaseConsumer = reader
+        let meta: BaseConsumer = base
+            .clone()
+            .set("group.id", format!("{}.reader", config.group_id))
             .create()
             .map_err(|e| failed("creating a consumer", &e))?;
         let timeout = Duration::from_millis(config.timeout_ms);
         meta.fetch_metadata(None, timeout)
             .map_err(|e| failed("reaching the cluster", &e))?;
-        let mut group = reader.clone();
-        group.set("group.id", &config.group_id);
+        // The group's member never reads (its partitions stay paused).
+        let mut group = base.clone();
+        group
+            .set("group.id", &config.group_id)
+            .set("auto.offset.reset", "latest");
         let admin = base
             .create()
             .map_err(|e| failed("creating the admin client", &e))?;

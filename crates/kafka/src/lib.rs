@@ -14,6 +14,7 @@
 pub mod backbone;
 pub mod config;
 pub mod group;
+pub mod loopback;
 pub mod message;
 pub mod topic;
 

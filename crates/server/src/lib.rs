@@ -306,7 +306,7 @@ impl AppState {
         let mut bytes = 0;
         for p in topic.assigned() {
             let end = topic.end_offset(p).unwrap_or(0);
-            let behind = end.saturating_sub(loaded.get(p as usize).copied().unwrap_or(end));
+            let behind = end.saturating_sub(loaded.get(p as usize).copied().unwrap_or(0));
             records += behind;
             // Bytes per record as appended since start (a fair estimate of what waits).
             let per_record =

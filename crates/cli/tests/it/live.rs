@@ -35,7 +35,21 @@ pub fn start(dir: &std::path::Path, config: Option<&std::path::Path>) -> (Child,
     (child, url)
 }
 
-fn batch(key: &str, n: usize) -> String {
+/// A server's `/v1/status`.
+pub fn status(base: &str) -> serde_json::Value {
+    serde_json::from_str(
+        &ureq::get(format!("{base}/v1/status"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// `n` order lines as NDJSON, invoices `<key>-0` …
+pub fn batch(key: &str, n: usize) -> String {
     (0..n)
         .map(|i| {
             format!(
@@ -124,15 +138,7 @@ fn lake_holds_every_acknowledged_record_once_after_repeated_sigkill() {
     let base = url.lock().unwrap().clone();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let status: serde_json::Value = serde_json::from_str(
-            &ureq::get(format!("{base}/v1/status"))
-                .call()
-                .unwrap()
-                .body_mut()
-                .read_to_string()
-                .unwrap(),
-        )
-        .unwrap();
+        let status = status(&base);
         let lag: u64 = status["partitions"]
             .as_array()
             .unwrap()

@@ -5,6 +5,7 @@ mod bad_inputs;
 mod crash;
 mod datasets;
 mod errors;
+mod kafka;
 mod live;
 mod migrate;
 

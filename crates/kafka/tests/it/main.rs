@@ -2,76 +2,14 @@
 //! created through the admin API, requests as one message each, the shop's own JSON and CSV messages,
 //! retried requests read once, and partitions shared by a consumer group.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use shopstream_kafka::loopback::Broker;
 use shopstream_kafka::{ExternalTopic, Format, Kafka, KafkaConfig};
 use shopstream_log::{Backbone, NewRecord, TopicLog};
-
-/// A tansu broker on a free loopback port, stopped when dropped.
-pub struct Broker {
-    child: Child,
-    /// `127.0.0.1:PORT`.
-    pub address: String,
-}
-
-/// The tansu binary: `$TANSU`, the CI's tool cache, or the PATH.
-pub fn tansu() -> PathBuf {
-    if let Ok(p) = std::env::var("TANSU") {
-        return PathBuf::from(p);
-    }
-    let cached = PathBuf::from(std::env::var("HOME").unwrap_or_default())
-        .join(".cache/shopstream/tools/bin/tansu");
-    if cached.exists() {
-        return cached;
-    }
-    PathBuf::from("tansu")
-}
-
-impl Broker {
-    pub fn start() -> Broker {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(tansu())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "starting tansu ({e}): install it with `cargo install --locked tansu --version 0.6.0 \
-                     --features dynostore --root ~/.cache/shopstream/tools` (.ci/run does)"
-                )
-            });
-        let address = format!("127.0.0.1:{port}");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(&address).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "tansu did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Broker { child, address }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn config(broker: &Broker) -> KafkaConfig {
     let mut c = KafkaConfig::new(&broker.address);

@@ -1,0 +1,255 @@
+//! `serve` on Kafka. Against a real Kafka-protocol broker on loopback (tansu): two workers on one lake share
+//! the topic's partitions and a request retried to the other worker lands once; the shop's own topic (JSON
+//! from a plain Kafka producer) loads through a mapping, with unreadable messages dead-lettered by topic,
+//! partition and offset. Against librdkafka's mock cluster (hosted by this test process, on loopback): a
+//! worker SIGKILLed while a producer posts hands its partitions over within the session timeout, and every
+//! acknowledged record is in the lake exactly once. (tansu 0.6.0 answers the rebalance after a member's
+//! session expired with the previous generation's assignment, so the dead worker's partitions would stay
+//! unowned there; the mock cluster runs the group protocol as Kafka does.)
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use shopstream_kafka::loopback::Broker;
+
+use crate::live::{batch, start, status};
+use crate::stdout;
+
+/// A config for workers sharing `lake` over the brokers at `brokers`.
+fn config(dir: &Path, lake: &Path, brokers: &str, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("kafka.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[lake]\nurl = \"file://{}\"\n\n[live]\nbackbone = \"kafka\"\npartitions = 4\ncompact_every_s = 0\n\n\
+             [kafka]\nbrokers = \"{}\"\nreplication_factor = 1\ntimeout_ms = 10000\n\n\
+             [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n{extra}",
+            lake.display(),
+            brokers
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Posts once; the number of records acknowledged, or `None` when the worker did not answer 200.
+fn post(base: &str, key: &str, body: &str) -> Option<u64> {
+    let mut resp = ureq::post(format!("{base}/v1/topics/orders/records"))
+        .header("Content-Type", "application/x-ndjson")
+        .header("Idempotency-Key", key)
+        .config()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .send(body)
+        .ok()?;
+    let v: serde_json::Value =
+        serde_json::from_str(&resp.body_mut().read_to_string().ok()?).ok()?;
+    v["accepted"].as_u64()
+}
+
+fn sql(dir: &Path, config: &Path, query: &str) -> String {
+    let o = crate::shopstream(dir)
+        .env("SHOPSTREAM_CONFIG", config)
+        .args(["sql", "--format", "csv", query])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    stdout(&o).lines().nth(1).unwrap_or_default().to_string()
+}
+
+/// Waits until the lake holds `acked` order lines, each once.
+fn wait_for_each_once(dir: &Path, config: &Path, acked: u64) {
+    let want = format!("{acked},{acked}");
+    wait_for_lake(
+        dir,
+        config,
+        "SELECT COUNT(*), COUNT(DISTINCT invoice_no) FROM orders",
+        &want,
+    );
+}
+
+/// Waits until `query` over the lake answers `want`.
+fn wait_for_lake(dir: &Path, config: &Path, query: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let got = sql(dir, config, query);
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{query}: {got}, not {want}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Posts requests of 20 lines round robin to `urls` until `stop`; a request that fails is retried with
+/// its key on the next worker. Returns the records acknowledged.
+fn produce(urls: Arc<Mutex<Vec<String>>>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut acked = 0u64;
+        let mut n = 0usize;
+        while !stop.load(Ordering::Relaxed) {
+            let key = format!("k{n}");
+            let mut turn = n;
+            let got = loop {
+                let url = {
+                    let u = urls.lock().unwrap();
+                    u[turn % u.len()].clone()
+                };
+                if let Some(a) = post(&url, &key, &batch(&key, 20)) {
+                    break a;
+                }
+                turn += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            acked += got;
+            n += 1;
+        }
+        acked
+    })
+}
+
+/// The partitions a worker loads, from its `/v1/status`.
+fn owned(url: &str) -> Vec<u64> {
+    status(url)["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["partition"].as_u64().unwrap())
+        .collect()
+}
+
+fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn two_workers_share_kafka_and_a_request_retried_to_the_other_lands_once() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let config = config(dir.path(), &lake, &broker.address, "");
+    let (mut a, a_url) = start(&dir.path().join("a"), Some(&config));
+    let (mut b, b_url) = start(&dir.path().join("b"), Some(&config));
+    wait_until("the workers split the partitions", || {
+        let (x, y) = (owned(&a_url), owned(&b_url));
+        let mut all: Vec<u64> = x.iter().chain(&y).copied().collect();
+        all.sort_unstable();
+        !x.is_empty() && !y.is_empty() && all == vec![0, 1, 2, 3]
+    });
+    // Acknowledged by one worker, retried to the other (which cannot know): stored twice, loaded once.
+    assert_eq!(post(&a_url, "retried", &batch("retried", 5)), Some(5));
+    assert_eq!(post(&b_url, "retried", &batch("retried", 5)), Some(5));
+    let urls = Arc::new(Mutex::new(vec![a_url, b_url]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = produce(urls, stop.clone());
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    let acked = producer.join().unwrap() + 5;
+    wait_for_each_once(dir.path(), &config, acked);
+    let retried = sql(
+        dir.path(),
+        &config,
+        "SELECT COUNT(*) FROM orders WHERE invoice_no LIKE 'retried-%'",
+    );
+    assert_eq!(
+        retried, "5",
+        "the request sent to both workers is in the lake once"
+    );
+    for w in [&mut a, &mut b] {
+        w.kill().unwrap();
+        w.wait().unwrap();
+    }
+}
+
+#[test]
+fn a_sigkilled_worker_hands_its_partitions_over_and_nothing_is_lost_or_doubled() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("orders", 4, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let config = config(dir.path(), &lake, &cluster.bootstrap_servers(), "");
+    let (mut a, a_url) = start(&dir.path().join("a"), Some(&config));
+    let (mut b, b_url) = start(&dir.path().join("b"), Some(&config));
+    wait_until("both workers load partitions", || {
+        !owned(&a_url).is_empty() && !owned(&b_url).is_empty()
+    });
+    let urls = Arc::new(Mutex::new(vec![a_url.clone(), b_url]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = produce(urls.clone(), stop.clone());
+    std::thread::sleep(Duration::from_secs(3));
+    b.kill().unwrap(); // SIGKILL: mid-request, mid-load, mid-commit
+    b.wait().unwrap();
+    urls.lock().unwrap().truncate(1);
+    wait_until("the survivor loads every partition", || {
+        owned(&a_url) == vec![0, 1, 2, 3]
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let acked = producer.join().unwrap();
+    assert!(acked > 0);
+    // Every acknowledged record once; a request stored but not acknowledged before the kill was retried
+    // on the survivor with its key and loaded once.
+    wait_for_each_once(dir.path(), &config, acked);
+    a.kill().unwrap();
+    a.wait().unwrap();
+}
+
+#[test]
+fn the_shops_own_topic_loads_through_a_mapping_with_dead_letters_naming_offsets() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &broker.address)
+        .create()
+        .unwrap();
+    // The shop's topic exists (shopstream does not create it): made with the admin API of a plain client.
+    let shop = shopstream_kafka::Kafka::connect(&{
+        let mut c = shopstream_kafka::KafkaConfig::new(&broker.address);
+        c.replication_factor = 1;
+        c
+    })
+    .unwrap();
+    shopstream_log::Backbone::create_topic(shop.as_ref(), "webshop.orders", 1).unwrap();
+    let mapping = "[[ingest.mappings]]\nname = \"webshop\"\nfiles = [\"webshop-*.json\"]\n\
+                   [ingest.mappings.columns]\ninvoice_no = \"order\"\nstock_code = \"sku\"\ndescription = \"title\"\n\
+                   quantity = \"qty\"\ninvoice_date = \"at\"\nunit_price = \"price\"\ncustomer_id = \"customer\"\n\
+                   country = \"country\"\n\n\
+                   [[kafka.topics]]\nname = \"webshop.orders\"\ndataset = \"orders\"\nmapping = \"webshop\"\n";
+    let config = config(dir.path(), &lake, &broker.address, mapping);
+    let good = r#"{"order":"W1","sku":"85123A","title":"HEART","qty":3,"at":"2011-11-14 10:00:00","price":"2.55","customer":"17850","country":"France"}"#;
+    for v in [
+        good,
+        "{not json",
+        r#"{"order":"W2","sku":"85123A","title":"HEART","qty":1,"at":"2011-11-14 10:01:00","price":"1.25","customer":"","country":"France"}"#,
+    ] {
+        producer
+            .send(BaseRecord::<(), _>::to("webshop.orders").payload(v))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let (mut worker, _) = start(&dir.path().join("w"), Some(&config));
+    wait_for_lake(
+        dir.path(),
+        &config,
+        "SELECT COUNT(*), SUM(line_revenue) FROM orders",
+        "2,8.9000",
+    );
+    wait_for_lake(
+        dir.path(),
+        &config,
+        "SELECT source_file, source_line, reason LIKE '%not JSON%' FROM dead_letters",
+        "kafka:webshop.orders/0@1,1,true",
+    );
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+}
