@@ -174,6 +174,14 @@ pub enum ConfigError {
         /// What the TOML parser said.
         error: toml::de::Error,
     },
+    /// The file names an environment variable (`${NAME}`) that is not set.
+    #[error("config {file}: ${{{name}}} is not set in the environment")]
+    MissingEnv {
+        /// The file.
+        file: String,
+        /// The variable.
+        name: String,
+    },
     /// The file parses, but a setting is refused.
     #[error("config {file}")]
     Invalid {
@@ -212,8 +220,43 @@ pub enum InvalidConfig {
     },
 }
 
+/// `text` with each `${NAME}` (letters, digits, `_`) replaced by `lookup(NAME)`, so secrets (Kafka and S3
+/// credentials) come from the environment, as Kubernetes passes them; `Err` names a variable not set.
+/// `$${` is a literal `${`.
+pub fn interpolate(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at..];
+        if let Some(tail) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = tail;
+            continue;
+        }
+        let name_end = after
+            .strip_prefix("${")
+            .and_then(|t| t.find('}').map(|end| (&t[..end], &t[end + 1..])))
+            .filter(|(name, _)| {
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            });
+        match name_end {
+            Some((name, tail)) => {
+                out.push_str(&lookup(name).ok_or_else(|| name.to_string())?);
+                rest = tail;
+            }
+            None => {
+                out.push('$');
+                rest = &after[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 impl Config {
-    /// Loads `path`, or the embedded default when `None`.
+    /// Loads `path`, or the embedded default when `None`; `${NAME}` in the file is the environment's `NAME`.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let (text, file) = match path {
             Some(p) => (
@@ -228,6 +271,12 @@ impl Config {
                 "<embedded default.toml>".to_string(),
             ),
         };
+        let text = interpolate(&text, |name| std::env::var(name).ok()).map_err(|name| {
+            ConfigError::MissingEnv {
+                file: file.clone(),
+                name,
+            }
+        })?;
         let config: Config = match toml::from_str(&text) {
             Ok(c) => c,
             Err(error) => return Err(ConfigError::Parse { file, error }),
@@ -438,6 +487,24 @@ mod tests {
         .unwrap();
         let c = Config::load(Some(&p)).unwrap();
         assert_eq!(c.kafka.unwrap().properties["security.protocol"], "SASL_SSL");
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment() {
+        let env = |n: &str| (n == "KAFKA_PASSWORD").then(|| "s3cr$t".to_string());
+        assert_eq!(
+            interpolate("p = \"${KAFKA_PASSWORD}\" # $5, $${LITERAL}", env).unwrap(),
+            "p = \"s3cr$t\" # $5, ${LITERAL}"
+        );
+        assert_eq!(interpolate("x = \"${NOPE}\"", env).unwrap_err(), "NOPE");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("env.toml");
+        std::fs::write(&p, "[lake]\nurl = \"${SHOPSTREAM_TEST_UNSET_VAR}\"\n").unwrap();
+        let err = chain(&Config::load(Some(&p)).unwrap_err());
+        assert!(
+            err.contains("${SHOPSTREAM_TEST_UNSET_VAR} is not set"),
+            "{err}"
+        );
     }
 
     #[test]

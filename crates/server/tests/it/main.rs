@@ -1,5 +1,7 @@
 //! The push endpoint over real HTTP: formats, errors, idempotency, auth, body limits and back-pressure.
 
+mod deploy;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
