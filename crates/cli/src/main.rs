@@ -750,9 +750,7 @@ async fn compact(ctx: &Ctx, names: &[String], vacuum_after_s: Option<u64>) -> an
             .collect::<anyhow::Result<_>>()?
     };
     for kind in kinds {
-        let tasks = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let s =
-            shopstream_engine::compact::compact(&lake, &kind, &ctx.write_options(), tasks).await?;
+        let s = shopstream_engine::compact::compact(&lake, &kind, &ctx.write_options()).await?;
         match s.version {
             Some(v) => println!(
                 "{}: {} of {} files rewritten into {} ({} partitions), version {v}",

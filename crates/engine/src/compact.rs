@@ -1,23 +1,33 @@
-//! Compaction (Delta `OPTIMIZE`): the live load commits small files, one per partition it touches per
-//! commit, and a table of many small files is slow to open and scan. [`compact`] rewrites the small
+//! Compaction (a Delta `OPTIMIZE` commit): the live load commits small files, one per partition it touches
+//! per commit, and a table of many small files is slow to open and scan. [`compact`] rewrites the small
 //! files of each partition into files of the target size, in one Delta commit that removes the old files
 //! and adds the new ones as a rearrangement (`dataChange = false`): every version still holds the same
 //! rows, loads committing meanwhile (appends) do not conflict with it, and a crash before the commit
 //! leaves the table as it was (the files it wrote are not in the log). The old files stay on disk for
 //! time travel until [`vacuum`] deletes them, after a retention period.
 //!
+//! The rewrite is ours, not delta-rs' `optimize`: delta-rs 1.1 drops a commit's application transactions
+//! in `optimize`, and the transaction is what keeps two compactions apart (below).
+//!
 //! Two compactions at once must not happen: Delta does not see two rewrites of the same files as a
-//! conflict, so both would commit and the rows would be there twice. A lock file
-//! (`lake/.compact.lock`) keeps one compaction per local lake; a lake on object storage must have a
-//! single compactor (one `serve`, or `compact_every_s = 0` and one scheduled `shopstream compact`).
+//! conflict, so both would commit and the rows would be there twice. Every compaction commit therefore
+//! carries a Delta application transaction of its own (`shopstream.compact.<table>`): of two compactions
+//! that read the same version, Delta's conflict checker refuses the second commit, whichever worker or
+//! paused process makes it; one that read a later version no longer sees the files the first rewrote. A
+//! lock file (`lake/.compact.lock`) also keeps one compaction per local lake, saving the wasted rewrite.
 
-use std::num::NonZeroU64;
+use std::collections::{BTreeMap, HashMap};
 
+use deltalake::DeltaTable;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Transaction};
 use deltalake::operations::vacuum::VacuumMode;
+use deltalake::protocol::DeltaOperation;
 
 use crate::error::{EngineError, Result};
 use crate::lake::{Lake, Table};
-use crate::sink::{WriteOptions, writer_properties};
+use crate::migrate::{conform, data_file};
+use crate::sink::{TableSink, WriteOptions};
 
 /// What one compaction did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,14 +46,15 @@ pub struct CompactSummary {
     pub version: Option<u64>,
 }
 
-/// Compacts `kind`'s table with the lake's write options (target file size, zstd, statistics), using up
-/// to `tasks` threads. [`EngineError::CompactionRunning`] when another compaction of the lake runs.
-pub async fn compact(
-    lake: &Lake,
-    kind: &Table,
-    write: &WriteOptions,
-    tasks: usize,
-) -> Result<CompactSummary> {
+/// The application id every compaction commit of `kind` carries: two compactions of one version conflict.
+pub fn compaction_app_id(kind: &Table) -> String {
+    format!("shopstream.compact.{}", kind.name())
+}
+
+/// Compacts `kind`'s table with the lake's write options (target file size, zstd, statistics).
+/// [`EngineError::CompactionRunning`] when another compaction of the local lake runs; a Delta conflict
+/// when another compaction committed a rewrite of the version this one read.
+pub async fn compact(lake: &Lake, kind: &Table, write: &WriteOptions) -> Result<CompactSummary> {
     let _lock = crate::load::lock_lake(lake, ".compact.lock").map_err(|e| match e {
         EngineError::Busy(dir) => EngineError::CompactionRunning(dir),
         e => e,
@@ -55,27 +66,98 @@ pub async fn compact(
     let Some(table) = lake.open(kind).await? else {
         return Ok(summary);
     };
-    let before = table.version();
-    summary.files_before = table
-        .get_file_uris()
-        .map_err(EngineError::delta(kind.name()))?
-        .count();
-    let target = NonZeroU64::new(write.target_file_size.max(1)).expect("at least 1");
-    let (table, metrics) = table
-        .optimize()
-        .with_target_size(target)
-        .with_writer_properties(writer_properties(kind, write))
-        .with_max_concurrent_tasks(tasks.max(1))
-        .await
-        .map_err(EngineError::delta(kind.name()))?;
-    summary.files_removed = metrics.num_files_removed;
-    summary.files_added = metrics.num_files_added;
-    summary.partitions = metrics.partitions_optimized;
-    // Only a rewrite counts: the table may also have moved on by a load's commit meanwhile.
-    summary.version = table
-        .version()
-        .filter(|v| Some(*v) != before && metrics.num_files_removed > 0);
+    let snapshot = table.snapshot().map_err(EngineError::delta(kind.name()))?;
+    summary.files_before = snapshot.log_data().iter().count();
+    let read_version = snapshot.version();
+    let bins = small_files(&table, kind, write)?;
+    if bins.is_empty() {
+        return Ok(summary);
+    }
+    let mut sink = TableSink::new(kind.clone(), table.clone(), write);
+    let mut removes = Vec::new();
+    for bin in &bins {
+        for file in bin {
+            rewrite_file(kind, &table, file, &mut sink).await?;
+            removes.push(file.remove.clone());
+        }
+    }
+    let (table, mut adds) = sink.finish().await?;
+    for add in &mut adds {
+        add.data_change = false;
+    }
+    summary.files_removed = removes.len() as u64;
+    summary.files_added = adds.len() as u64;
+    summary.partitions = bins.len() as u64;
+    let mut actions: Vec<Action> = removes.into_iter().map(Action::Remove).collect();
+    actions.extend(adds.into_iter().map(Action::Add));
+    let guard = Transaction::new(compaction_app_id(kind), read_version as i64);
+    let operation = DeltaOperation::Optimize {
+        predicate: None,
+        target_size: write.target_file_size as i64,
+    };
+    let snapshot = table.snapshot().map_err(EngineError::delta(kind.name()))?;
+    let finalized =
+        CommitBuilder::from(CommitProperties::default().with_application_transaction(guard))
+            .with_actions(actions)
+            .build(Some(snapshot), table.log_store(), operation)
+            .await
+            .map_err(EngineError::delta(kind.name()))?;
+    summary.version = Some(finalized.version());
     Ok(summary)
+}
+
+/// A data file to rewrite: where it is, its partition values, and the action removing it.
+struct SmallFile {
+    path: String,
+    partition: HashMap<String, Option<String>>,
+    remove: deltalake::kernel::Remove,
+}
+
+/// Per partition with at least two of them, the files smaller than the target size.
+fn small_files(
+    table: &DeltaTable,
+    kind: &Table,
+    write: &WriteOptions,
+) -> Result<Vec<Vec<SmallFile>>> {
+    let snapshot = table.snapshot().map_err(EngineError::delta(kind.name()))?;
+    let target = write.target_file_size as i64;
+    let mut bins: BTreeMap<String, Vec<SmallFile>> = BTreeMap::new();
+    for file in snapshot.log_data().iter() {
+        if file.size() >= target {
+            continue;
+        }
+        let partition = file.partition_values_map();
+        let key = format!("{:?}", partition.iter().collect::<BTreeMap<_, _>>());
+        bins.entry(key).or_default().push(SmallFile {
+            path: file.path().to_string(),
+            partition,
+            remove: file.remove_action(false),
+        });
+    }
+    Ok(bins.into_values().filter(|b| b.len() > 1).collect())
+}
+
+/// Reads one data file and writes its rows into `sink`.
+async fn rewrite_file(
+    kind: &Table,
+    table: &DeltaTable,
+    file: &SmallFile,
+    sink: &mut TableSink,
+) -> Result<()> {
+    let fail = |reason: String| EngineError::Location {
+        location: format!("{}/{}", kind.name(), file.path),
+        reason,
+    };
+    let reader = data_file(&table.object_store(), &file.path)
+        .await
+        .map_err(fail)?;
+    let target = kind.schema();
+    for batch in reader {
+        let batch = batch.map_err(|e| fail(e.to_string()))?;
+        let batch = conform(kind, &target, &batch, &file.partition).map_err(fail)?;
+        sink.write(&batch).await?;
+    }
+    Ok(())
 }
 
 /// Deletes the data files `kind`'s table stopped using (compacted away) more than `retention` ago
@@ -157,7 +239,7 @@ pub async fn run_every(
                 break;
             }
             // One thread: the server keeps answering meanwhile.
-            match compact(&lake, kind, &write, 1).await {
+            match compact(&lake, kind, &write).await {
                 Ok(s) if s.version.is_some() => tracing::info!(
                     "compacted {}: {} files into {} in {} partitions (version {:?})",
                     s.table,

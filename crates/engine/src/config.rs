@@ -1,6 +1,7 @@
 //! The `[lake]` section of the config: where the lake is and how its Parquet files are written. Parsed with
 //! the rest of `shopstream.toml` by the server crate's `Config`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -22,6 +23,10 @@ pub struct LakeConfig {
     /// zstd level.
     #[serde(default = "default_zstd_level")]
     pub zstd_level: i32,
+    /// Object-store settings for an `s3://` lake (delta-rs keys: `aws_endpoint`, `aws_region`,
+    /// `aws_allow_http`, …); the `AWS_*` environment variables are read too.
+    #[serde(default)]
+    pub storage: BTreeMap<String, String>,
 }
 
 fn default_file_size_mb() -> u64 {
@@ -37,7 +42,7 @@ impl LakeConfig {
         if self.url.is_empty() {
             Lake::local(local_dir)
         } else {
-            Lake::at_url(&self.url)
+            Lake::at_url_with(&self.url, &self.storage)
         }
     }
 

@@ -1,7 +1,7 @@
 //! The lake: Delta Lake tables (delta-rs) under one object-store URL.
 //!
-//! A [`Lake`] is addressed by a URL (`file:///…` for the data dir by default; the same code path
-//! serves `s3://…` once object-store credentials are configured). Its tables are data ([`Table`]): the
+//! A [`Lake`] is addressed by a URL (`file:///…` for the data dir by default, `s3://bucket/prefix` on
+//! S3-compatible storage with its options, [`crate::storage`]). Its tables are data ([`Table`]): the
 //! built-in `raw_orders` (text as ingested), `orders` (clean, partitioned by `invoice_month`),
 //! `dead_letters` (every dataset's) and `loads`, and one table per dataset, found by listing the lake
 //! (a dataset's columns, partition and key are read back from its Delta schema and properties). Tables
@@ -215,6 +215,10 @@ pub struct TableInfo {
 #[derive(Debug, Clone)]
 pub struct Lake {
     root: Url,
+    /// delta-rs storage options (`[lake.storage]`; empty for a local folder).
+    options: Arc<HashMap<String, String>>,
+    /// Set once the store has been found to honour conditional put (checked before the first write).
+    probed: Arc<tokio::sync::OnceCell<()>>,
 }
 
 impl Lake {
@@ -232,19 +236,60 @@ impl Lake {
             location: abs.display().to_string(),
             reason: "not an absolute path".into(),
         })?;
-        Ok(Lake { root })
+        Ok(Lake::with_root(root, HashMap::new()))
     }
 
-    /// The lake at a URL (`file:///…`, or an object store URL once registered).
+    fn with_root(root: Url, options: HashMap<String, String>) -> Lake {
+        Lake {
+            root,
+            options: Arc::new(options),
+            probed: Arc::new(tokio::sync::OnceCell::new()),
+        }
+    }
+
+    /// The lake at a URL (`file:///…`, `s3://bucket/prefix`), with no storage options.
     pub fn at_url(url: &str) -> Result<Lake> {
+        Lake::at_url_with(url, &std::collections::BTreeMap::new())
+    }
+
+    /// The lake at a URL with storage options (`[lake.storage]`); unsafe settings are refused.
+    pub fn at_url_with(
+        url: &str,
+        storage: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Lake> {
         let mut root = Url::parse(url).map_err(|e| EngineError::Location {
             location: url.into(),
             reason: e.to_string(),
         })?;
+        if !matches!(root.scheme(), "file" | "s3" | "s3a") {
+            return Err(EngineError::Location {
+                location: url.into(),
+                reason: "use a file:// or s3:// URL".into(),
+            });
+        }
         if !root.path().ends_with('/') {
             root.set_path(&format!("{}/", root.path()));
         }
-        Ok(Lake { root })
+        let options = crate::storage::options(&root, storage)?;
+        Ok(Lake::with_root(root, options))
+    }
+
+    /// A table of this lake to read or write through delta-rs (not loaded).
+    fn builder(&self, kind: &Table) -> Result<deltalake::DeltaTableBuilder> {
+        let builder = deltalake::DeltaTableBuilder::from_url(self.table_url(kind)?)
+            .map_err(EngineError::delta(kind.name()))?;
+        Ok(builder.with_storage_options((*self.options).clone()))
+    }
+
+    /// Before the first write to object storage: checks that it refuses a second create of one object.
+    async fn ready_to_write(&self) -> Result<()> {
+        if !crate::storage::is_remote(&self.root) {
+            return Ok(());
+        }
+        self.probed
+            .get_or_try_init(|| crate::storage::probe_conditional_put(&self.root, &self.options))
+            .await
+            .map(|_| ())
     }
 
     /// The root URL.
@@ -275,9 +320,11 @@ impl Lake {
         {
             return Ok(None);
         }
-        let table = DeltaTable::try_from_url(self.table_url(kind)?)
-            .await
-            .map_err(EngineError::delta(kind.name()))?;
+        let table = match self.builder(kind)?.load().await {
+            Ok(t) => t,
+            Err(DeltaTableError::NotATable(_)) if self.local_dir().is_none() => return Ok(None),
+            Err(e) => return Err(EngineError::delta(kind.name())(e)),
+        };
         Ok(table.version().is_some().then_some(table))
     }
 
@@ -285,6 +332,7 @@ impl Lake {
     /// exist. A table with the schema of an older release is [`EngineError::NeedsMigration`]: nothing is
     /// written into it before `shopstream migrate`.
     pub async fn open_or_create(&self, kind: &Table) -> Result<DeltaTable> {
+        self.ready_to_write().await?;
         if let Some(t) = self.open(kind).await? {
             crate::migrate::ensure_current(kind, &t)?;
             return Ok(t);
@@ -296,8 +344,9 @@ impl Lake {
                 reason: e.to_string(),
             })?;
         }
-        let table = DeltaTable::try_from_url(self.table_url(kind)?)
-            .await
+        let table = self
+            .builder(kind)?
+            .build()
             .map_err(EngineError::delta(kind.name()))?;
         let fields = kernel_fields(kind, kind.schema().fields().iter().map(|f| f.as_ref()))?;
         let created = table
@@ -355,7 +404,7 @@ impl Lake {
                 out.push(t);
             }
         }
-        for name in self.dataset_names()? {
+        for name in self.dataset_names().await? {
             // A folder that is not a readable Delta table is left out (and said), not fatal to every query.
             match self.dataset(&name).await {
                 Ok(Some(dataset)) => out.push(Table::of_dataset(&dataset)),
@@ -368,9 +417,16 @@ impl Lake {
 
     /// The names of the datasets' tables in the lake (not the built-in ones), sorted: one listing of the
     /// lake folder.
-    pub fn dataset_names(&self) -> Result<Vec<String>> {
+    pub async fn dataset_names(&self) -> Result<Vec<String>> {
         let Some(dir) = self.local_dir() else {
-            return Ok(Vec::new());
+            let mut names: Vec<String> = crate::storage::table_folders(&self.root, &self.options)
+                .await?
+                .into_iter()
+                .filter(|n| shopstream_ingest::dataset::is_identifier(n))
+                .filter(|n| !Table::builtins().iter().any(|t| t.name() == n))
+                .collect();
+            names.sort();
+            return Ok(names);
         };
         if !dir.is_dir() {
             return Ok(Vec::new());
@@ -448,6 +504,6 @@ impl Lake {
 
     /// Storage options for delta-rs (empty for local folders).
     pub fn storage_options(&self) -> HashMap<String, String> {
-        HashMap::new()
+        (*self.options).clone()
     }
 }

@@ -21,6 +21,7 @@ pub mod output;
 pub mod reports;
 pub mod sink;
 pub mod sql;
+pub mod storage;
 pub mod stream;
 
 pub use config::LakeConfig;

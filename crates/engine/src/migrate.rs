@@ -38,7 +38,7 @@ use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, MetadataExt, StructType};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use object_store::ObjectStoreExt;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use shopstream_ingest::mapping::ExactDecimal;
 
 use crate::error::{EngineError, Result};
@@ -297,16 +297,7 @@ async fn rewrite(
             file: path.clone(),
             reason,
         };
-        let bytes = store
-            .get(&object_store::path::Path::from(path.as_str()))
-            .await
-            .map_err(|e| fail(e.to_string()))?
-            .bytes()
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .and_then(|b| b.with_batch_size(READ_BATCH_ROWS).build())
-            .map_err(|e| fail(e.to_string()))?;
+        let reader = data_file(&store, &path).await.map_err(fail)?;
         let partition_values = file.partition_values_map();
         for batch in reader {
             let batch = batch.map_err(|e| fail(e.to_string()))?;
@@ -350,9 +341,26 @@ async fn rewrite(
     Ok(())
 }
 
+/// The batches of a table's data file `path` (read whole: the files rewritten are small or few at a time).
+pub(crate) async fn data_file(
+    store: &deltalake::logstore::ObjectStoreRef,
+    path: &str,
+) -> std::result::Result<ParquetRecordBatchReader, String> {
+    let bytes = store
+        .get(&object_store::path::Path::from(path))
+        .await
+        .map_err(|e| e.to_string())?
+        .bytes()
+        .await
+        .map_err(|e| e.to_string())?;
+    ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .and_then(|b| b.with_batch_size(READ_BATCH_ROWS).build())
+        .map_err(|e| e.to_string())
+}
+
 /// One batch of an old data file in the current schema: columns cast, missing ones filled, derived ones
 /// computed, partition columns from the file's partition values. The error names column and value.
-fn conform(
+pub(crate) fn conform(
     kind: &Table,
     target: &SchemaRef,
     batch: &RecordBatch,

@@ -165,7 +165,7 @@ impl LiveCatalog {
         let mut tables = self.tables.lock().await;
         let mut changed = false;
         // Datasets created since (a new table is one more folder in the lake).
-        for name in self.lake.dataset_names()? {
+        for name in self.lake.dataset_names().await? {
             if tables.contains_key(&name) {
                 continue;
             }

@@ -338,7 +338,7 @@ async fn datasets(
     lake: &shopstream_engine::Lake,
 ) -> Result<Vec<Arc<shopstream_ingest::Dataset>>, ServerError> {
     let mut out = Vec::new();
-    for name in lake.dataset_names()? {
+    for name in lake.dataset_names().await? {
         if let Some(d) = lake.dataset(&name).await? {
             out.push(d);
         }

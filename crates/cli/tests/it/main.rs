@@ -8,6 +8,7 @@ mod errors;
 mod kafka;
 mod live;
 mod migrate;
+mod s3;
 
 use std::path::Path;
 use std::process::{Command, Output};

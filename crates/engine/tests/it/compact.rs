@@ -10,7 +10,7 @@ use shopstream_engine::{Lake, Table};
 use crate::{load, query_csv, testdata};
 
 /// The real day 2010-12-01 (3,108 lines) cut into `parts` CSV files of its own lines.
-fn slices(dir: &std::path::Path, parts: usize) -> Vec<PathBuf> {
+pub fn slices(dir: &std::path::Path, parts: usize) -> Vec<PathBuf> {
     let text = std::fs::read_to_string(testdata("online-retail/2010-12-01.csv")).unwrap();
     let mut lines = text.lines();
     let header = lines.next().unwrap();
@@ -44,7 +44,23 @@ async fn data_files(lake: &Lake) -> usize {
     table.get_file_uris().unwrap().count()
 }
 
-const TOTALS: &str = "SELECT COUNT(*) AS n, ROUND(SUM(line_revenue), 2) AS revenue, \
+type Compaction = shopstream_engine::Result<shopstream_engine::compact::CompactSummary>;
+
+/// Two compactions of `orders` started together: how many rewrote files, and what each returned.
+pub async fn compact_twice_at_once(lake: &Lake) -> (usize, Compaction, Compaction) {
+    let (write, orders) = (WriteOptions::default(), Table::orders());
+    let (a, b) = tokio::join!(
+        compact(lake, &orders, &write),
+        compact(lake, &orders, &write)
+    );
+    let rewrites = [&a, &b]
+        .iter()
+        .filter(|r| matches!(r, Ok(s) if s.files_removed > 0))
+        .count();
+    (rewrites, a, b)
+}
+
+pub const TOTALS: &str = "SELECT COUNT(*) AS n, ROUND(SUM(line_revenue), 2) AS revenue, \
     COUNT(DISTINCT invoice_no) AS invoices FROM orders";
 
 #[tokio::test(flavor = "multi_thread")]
@@ -58,7 +74,7 @@ async fn small_commits_become_one_file_with_the_same_rows() {
     let before = query_csv(&lake, TOTALS).await;
     assert!(before.starts_with("n,revenue,invoices\n3108,"), "{before}");
 
-    let summary = compact(&lake, &Table::orders(), &WriteOptions::default(), 2)
+    let summary = compact(&lake, &Table::orders(), &WriteOptions::default())
         .await
         .unwrap();
     assert_eq!(summary.files_before, 6);
@@ -92,7 +108,7 @@ async fn small_commits_become_one_file_with_the_same_rows() {
     assert_eq!(query_csv(&lake, TOTALS).await, before);
 
     // Nothing left to do: no commit.
-    let again = compact(&lake, &Table::orders(), &WriteOptions::default(), 2)
+    let again = compact(&lake, &Table::orders(), &WriteOptions::default())
         .await
         .unwrap();
     assert_eq!(again.version, None);
@@ -112,7 +128,7 @@ async fn a_load_committing_during_compaction_is_kept() {
     let write = WriteOptions::default();
     let orders = Table::orders();
     let (compacted, _) = tokio::join!(
-        compact(&lake, &orders, &write, 2),
+        compact(&lake, &orders, &write),
         load(&lake, std::slice::from_ref(&parts[6]), vec![]),
     );
     compacted.unwrap();
@@ -129,17 +145,8 @@ async fn two_compactions_at_once_do_not_double_rows() {
     for part in slices(dir.path(), 6) {
         load(&lake, &[part], vec![]).await;
     }
-    let write = WriteOptions::default();
-    let orders = Table::orders();
-    let (a, b) = tokio::join!(
-        compact(&lake, &orders, &write, 1),
-        compact(&lake, &orders, &write, 1),
-    );
+    let (rewrites, a, b) = compact_twice_at_once(&lake).await;
     // One rewrites; the other finds the lake's compaction lock taken (or nothing left to do).
-    let rewrites = [&a, &b]
-        .iter()
-        .filter(|r| matches!(r, Ok(s) if s.files_removed > 0))
-        .count();
     assert_eq!(rewrites, 1, "{a:?} {b:?}");
     for r in [&a, &b] {
         assert!(

@@ -6,6 +6,7 @@ mod derive;
 mod golden;
 mod load;
 mod robust;
+mod s3;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,6 +42,16 @@ pub async fn load_with(lake: &Lake, files: &[PathBuf], read: ReadOptions) -> Loa
     )
     .await
     .expect("load succeeds")
+}
+
+/// The names of the lake's tables.
+pub async fn table_names(lake: &Lake) -> Vec<String> {
+    lake.list()
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.name().to_string())
+        .collect()
 }
 
 pub async fn query_csv(lake: &Lake, sql: &str) -> String {

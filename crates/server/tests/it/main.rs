@@ -668,7 +668,6 @@ fn the_query_api_answers_sql_and_reports_in_json_csv_and_arrow() {
             &lake,
             &shopstream_engine::Table::orders(),
             &shopstream_engine::load::WriteOptions::default(),
-            1,
         ))
         .unwrap();
     assert!(compacted.files_removed > 1, "{compacted:?}");
