@@ -198,6 +198,27 @@ async fn run_vacuum(
     Ok(metrics.files_deleted.len())
 }
 
+/// How long a worker may compact a lake in object storage before another may take over.
+const COMPACTION_LEASE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// For a lake in object storage, the compaction lease for one round: `Ok(Some(None))` on a local lake
+/// (its lock file does the job), `Ok(None)` when another worker holds it.
+async fn round_lease(lake: &Lake, holder: &str) -> Result<Option<Option<crate::lease::Lease>>> {
+    if !lake.is_remote() {
+        return Ok(Some(None));
+    }
+    match crate::lease::Lease::acquire(lake, "compaction", holder, COMPACTION_LEASE).await? {
+        Ok(lease) => Ok(Some(Some(lease))),
+        Err(state) => {
+            tracing::info!(
+                "compaction skipped: {} holds the lake's compaction lease",
+                state.holder
+            );
+            Ok(None)
+        }
+    }
+}
+
 /// Unreferenced files younger than this are kept by the background cleanup (a writer may be about to
 /// commit them).
 const ORPHAN_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -219,6 +240,7 @@ pub async fn run_every(
     let mut wait = every.min(std::time::Duration::from_secs(30));
     let mut waited = std::time::Duration::ZERO;
     let mut orphans_checked: Option<std::time::Instant> = None;
+    let holder = crate::lease::holder_name();
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(tick).await;
         waited += tick;
@@ -227,6 +249,16 @@ pub async fn run_every(
         }
         waited = std::time::Duration::ZERO;
         wait = every;
+        // On object storage one worker compacts at a time: the lease saves the others' wasted rewrites
+        // (their commits would be refused anyway).
+        let lease = match round_lease(&lake, &holder).await {
+            Ok(Some(l)) => l,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!("taking the compaction lease: {e}");
+                continue;
+            }
+        };
         let tables = match lake.list().await {
             Ok(t) => t,
             Err(e) => {
@@ -270,6 +302,9 @@ pub async fn run_every(
                     Err(e) => tracing::warn!("cleaning {}: {e}", kind.name()),
                 }
             }
+        }
+        if let Some(lease) = lease {
+            lease.release().await;
         }
     }
     Ok(())

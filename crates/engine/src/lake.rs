@@ -281,6 +281,21 @@ impl Lake {
         Ok(builder.with_storage_options((*self.options).clone()))
     }
 
+    /// Whether the lake is in object storage (no lock files there: leases instead).
+    pub fn is_remote(&self) -> bool {
+        crate::storage::is_remote(&self.root)
+    }
+
+    /// The object store holding the lake, and the lake's path in it.
+    pub fn object_store(
+        &self,
+    ) -> Result<(
+        deltalake::logstore::ObjectStoreRef,
+        object_store::path::Path,
+    )> {
+        crate::storage::store(&self.root, &self.options)
+    }
+
     /// Before the first write to object storage: checks that it refuses a second create of one object.
     async fn ready_to_write(&self) -> Result<()> {
         if !crate::storage::is_remote(&self.root) {

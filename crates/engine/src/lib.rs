@@ -15,6 +15,7 @@ pub mod derive;
 pub mod error;
 pub mod functions;
 pub mod lake;
+pub mod lease;
 pub mod load;
 pub mod migrate;
 pub mod output;

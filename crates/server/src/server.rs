@@ -38,6 +38,17 @@ pub enum ServerError {
         /// What the log said.
         source: LogError,
     },
+    /// Another server on the embedded log holds this lake (object storage has no lock files: a lease).
+    #[error(
+        "another server on the embedded log holds this lake ({holder}, lease valid for {seconds} s more): \
+         one server per lake on the embedded log; several workers need [live] backbone = \"kafka\""
+    )]
+    LakeHeld {
+        /// The lease's holder.
+        holder: String,
+        /// Seconds until it expires unless renewed.
+        seconds: i64,
+    },
     /// The Kafka cluster could not be reached.
     #[error("connecting to Kafka")]
     Kafka(#[source] LogError),
@@ -133,6 +144,7 @@ impl Server {
         let (backbone, log_recoveries) = open_backbone(config, data_dir)?;
 
         let stop = Arc::new(AtomicBool::new(false));
+        let lake_lease = embedded_lease(config, &lake).await?;
         let cx = SourceContext {
             backbone: &backbone,
             live: &config.live,
@@ -168,6 +180,12 @@ impl Server {
             .map(|l| tokio::spawn(l.run(stop.clone())))
             .collect();
         tasks.extend(source_tasks);
+        if let Some(lease) = lake_lease {
+            tasks.push(tokio::spawn(shopstream_engine::lease::keep(
+                lease,
+                stop.clone(),
+            )));
+        }
         if live.compact_every_s > 0 {
             tasks.push(tokio::spawn(shopstream_engine::compact::run_every(
                 lake,
@@ -235,6 +253,30 @@ fn open_backbone(
                 recoveries,
             ))
         }
+    }
+}
+
+/// How long the embedded log's lease on a lake in object storage lasts unless renewed.
+const EMBEDDED_LEASE: Duration = Duration::from_secs(30);
+
+/// On the embedded log with a lake in object storage (no lock files there), the lease that makes this
+/// server the lake's only one.
+async fn embedded_lease(
+    config: &Config,
+    lake: &shopstream_engine::Lake,
+) -> Result<Option<shopstream_engine::lease::Lease>, ServerError> {
+    if config.live.backbone != BackboneKind::Embedded || !lake.is_remote() {
+        return Ok(None);
+    }
+    let holder = shopstream_engine::lease::holder_name();
+    match shopstream_engine::lease::Lease::acquire(lake, "embedded-server", &holder, EMBEDDED_LEASE)
+        .await?
+    {
+        Ok(lease) => Ok(Some(lease)),
+        Err(state) => Err(ServerError::LakeHeld {
+            holder: state.holder,
+            seconds: (state.expires_ms - chrono::Utc::now().timestamp_millis()) / 1000,
+        }),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The binary on a lake in S3-compatible storage (moto on loopback): `ingest`, `sql`, `tables`, `migrate`
-//! and `serve` (HTTP push loaded by the continuous load) with `[lake] url = "s3://…"` and `[lake.storage]`.
+//! and `serve` (HTTP push loaded by the continuous load) with `[lake] url = "s3://…"` and `[lake.storage]`;
+//! a second `serve` on the embedded log is refused by the first one's lease.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -65,6 +66,18 @@ fn ingest_sql_migrate_and_serve_work_on_s3() {
     );
     run(dir.path(), &config, &["migrate"]);
     let (mut server, url) = start(&dir.path().join("serve"), Some(&config));
+    // A second server on the embedded log is refused: the lake has no lock files, it has a lease.
+    let second = crate::shopstream(&dir.path().join("other"))
+        .env("SHOPSTREAM_CONFIG", &config)
+        .args(["serve", "--listen", "127.0.0.1:0", "--pg-listen", "off"])
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(
+        stderr(&second).contains("another server on the embedded log holds this lake"),
+        "{}",
+        stderr(&second)
+    );
     ureq::post(format!("{url}/v1/topics/orders/records"))
         .header("Content-Type", "application/x-ndjson")
         .send(batch("s3", 5))

@@ -75,7 +75,10 @@ pub fn is_remote(root: &Url) -> bool {
 }
 
 /// The object store holding `root`, and the path of `root` in it.
-fn store(root: &Url, options: &HashMap<String, String>) -> Result<(ObjectStoreRef, StorePath)> {
+pub(crate) fn store(
+    root: &Url,
+    options: &HashMap<String, String>,
+) -> Result<(ObjectStoreRef, StorePath)> {
     let store = deltalake::logstore::store_for(root, options.clone()).map_err(|e| {
         EngineError::Location {
             location: root.to_string(),

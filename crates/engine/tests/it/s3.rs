@@ -121,3 +121,39 @@ async fn unsafe_settings_and_stores_without_conditional_put_are_refused() {
         "nothing written"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_has_one_holder_until_it_expires_or_is_released() {
+    use shopstream_engine::lease::Lease;
+    let s3 = S3Server::start("lease");
+    let lake = lake(&s3, "l");
+    let ttl = std::time::Duration::from_secs(1);
+    let mut first = Lease::acquire(&lake, "job", "a", ttl)
+        .await
+        .unwrap()
+        .ok()
+        .unwrap();
+    let held = Lease::acquire(&lake, "job", "b", ttl)
+        .await
+        .unwrap()
+        .err()
+        .unwrap();
+    assert_eq!(held.holder, "a");
+    assert!(first.renew().await.unwrap(), "the holder renews");
+    // Expired: another takes it over, and the old holder's renewal fails.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let second = Lease::acquire(&lake, "job", "b", ttl)
+        .await
+        .unwrap()
+        .ok()
+        .unwrap();
+    assert!(!first.renew().await.unwrap(), "taken over");
+    // Released: free at once.
+    second.release().await;
+    assert!(
+        Lease::acquire(&lake, "job", "c", ttl)
+            .await
+            .unwrap()
+            .is_ok()
+    );
+}
