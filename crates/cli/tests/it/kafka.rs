@@ -1,6 +1,6 @@
 //! `serve` on Kafka. Against a real Kafka-protocol broker on loopback (tansu): two workers on one lake share
 //! the topic's partitions and a request retried to the other worker lands once; the shop's own topic (JSON
-//! from a plain Kafka producer) loads through a mapping, with unreadable messages dead-lettered by topic,
+//! from librdkafka with zstd and from kafka-python with gzip) loads through a mapping, with unreadable messages dead-lettered by topic,
 //! partition and offset. Against librdkafka's mock cluster (hosted by this test process, on loopback): a
 //! worker SIGKILLed while a producer posts hands its partitions over within the session timeout, and every
 //! acknowledged record is in the lake exactly once. (tansu 0.6.0 answers the rebalance after a member's
@@ -203,13 +203,27 @@ fn a_sigkilled_worker_hands_its_partitions_over_and_nothing_is_lost_or_doubled()
     a.wait().unwrap();
 }
 
+/// A kafka-python producer sending one order line (4 × 2.50), gzip-compressed.
+const KAFKA_PYTHON: &str = r#"
+import json, sys
+from kafka import KafkaProducer
+p = KafkaProducer(bootstrap_servers=sys.argv[1], compression_type="gzip", acks="all",
+                  value_serializer=lambda v: json.dumps(v).encode())
+p.send("webshop.orders", {"order": "W3", "sku": "22423", "title": "CAKESTAND", "qty": 4,
+                          "at": "2011-11-14 11:00:00", "price": "2.50", "customer": "12583",
+                          "country": "France"})
+p.flush(10)
+"#;
+
 #[test]
 fn the_shops_own_topic_loads_through_a_mapping_with_dead_letters_naming_offsets() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
+    // librdkafka (confluent-kafka's core) compressing with zstd, as a Java producer may.
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", &broker.address)
+        .set("compression.type", "zstd")
         .create()
         .unwrap();
     // The shop's topic exists (shopstream does not create it): made with the admin API of a plain client.
@@ -249,6 +263,28 @@ fn the_shops_own_topic_loads_through_a_mapping_with_dead_letters_naming_offsets(
         &config,
         "SELECT source_file, source_line, reason LIKE '%not JSON%' FROM dead_letters",
         "kafka:webshop.orders/0@1,1,true",
+    );
+    // kafka-python, gzip-compressed, while the worker runs.
+    let python = std::env::var("TOOLS_PYTHON").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/shopstream/tools/py/bin/python",
+            std::env::var("HOME").unwrap()
+        )
+    });
+    let sent = std::process::Command::new(python)
+        .args(["-c", KAFKA_PYTHON, &broker.address])
+        .output()
+        .expect("the tools venv's python (.ci/test makes it)");
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    wait_for_lake(
+        dir.path(),
+        &config,
+        "SELECT COUNT(*), SUM(line_revenue) FROM orders WHERE invoice_no LIKE 'W%'",
+        "3,18.9000",
     );
     worker.kill().unwrap();
     worker.wait().unwrap();
