@@ -209,5 +209,40 @@ pub fn status(ctx: &Ctx, url: Option<String>) -> anyhow::Result<()> {
     for c in s.counters() {
         println!("{:<28} {}", c.key, c.value);
     }
+    print_workers(&s);
     Ok(())
+}
+
+/// Every worker on the lake (from their heartbeats) and the lake's leases.
+fn print_workers(s: &shopstream_server::Status) {
+    let now = chrono::Utc::now().timestamp_millis();
+    for w in &s.workers {
+        let owned: Vec<String> = w
+            .partitions
+            .iter()
+            .map(|p| format!("{}/{} (lag {})", p.topic, p.partition, p.lag))
+            .collect();
+        println!(
+            "worker {} {} {} on {}, heartbeat {} s ago, {} rebalances: {}",
+            w.id,
+            if w.alive { "alive" } else { "GONE" },
+            w.http,
+            w.backbone,
+            (now - w.heartbeat_ms) / 1000,
+            w.rebalances,
+            if owned.is_empty() {
+                "no partitions".into()
+            } else {
+                owned.join(", ")
+            }
+        );
+    }
+    for l in &s.leases {
+        println!(
+            "lease {}: {} (expires in {} s)",
+            l.name,
+            l.holder,
+            (l.expires_ms - now) / 1000
+        );
+    }
 }

@@ -431,6 +431,10 @@ impl TopicLog for KafkaTopic {
         self.group().map_or_else(Vec::new, Membership::assigned)
     }
 
+    fn rebalances(&self) -> u64 {
+        KafkaTopic::rebalances(self)
+    }
+
     fn loaded(&self, n: u32, next: u64) {
         if let Some(group) = self.group()
             && let Err(e) = group.commit(n, next)

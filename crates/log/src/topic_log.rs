@@ -52,6 +52,10 @@ pub trait TopicLog: Send + Sync {
     fn assigned(&self) -> Vec<u32> {
         (0..self.partition_count()).collect()
     }
+    /// Consumer-group rebalances this worker saw (none on the embedded log).
+    fn rebalances(&self) -> u64 {
+        0
+    }
     /// Told after the lake committed partition `n` up to `next` (Kafka commits the group's offset then, for
     /// lag tools; the lake's offset is the one a load resumes from).
     fn loaded(&self, _n: u32, _next: u64) {}

@@ -222,10 +222,25 @@ pub enum InvalidConfig {
 
 /// `text` with each `${NAME}` (letters, digits, `_`) replaced by `lookup(NAME)`, so secrets (Kafka and S3
 /// credentials) come from the environment, as Kubernetes passes them; `Err` names a variable not set.
-/// `$${` is a literal `${`.
+/// `$${` is a literal `${`; comment lines (starting with `#`) are left as they are.
 pub fn interpolate(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
+    for line in text.split_inclusive('\n') {
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+        } else {
+            interpolate_line(line, &lookup, &mut out)?;
+        }
+    }
+    Ok(out)
+}
+
+fn interpolate_line(
+    line: &str,
+    lookup: &impl Fn(&str) -> Option<String>,
+    out: &mut String,
+) -> Result<(), String> {
+    let mut rest = line;
     while let Some(at) = rest.find('$') {
         out.push_str(&rest[..at]);
         let after = &rest[at..];
@@ -252,7 +267,7 @@ pub fn interpolate(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Resul
         }
     }
     out.push_str(rest);
-    Ok(out)
+    Ok(())
 }
 
 impl Config {
@@ -497,6 +512,11 @@ mod tests {
             "p = \"s3cr$t\" # $5, ${LITERAL}"
         );
         assert_eq!(interpolate("x = \"${NOPE}\"", env).unwrap_err(), "NOPE");
+        assert_eq!(
+            interpolate("  # key = \"${NOPE}\"\nk = 1\n", env).unwrap(),
+            "  # key = \"${NOPE}\"\nk = 1\n",
+            "comments are left alone"
+        );
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("env.toml");
         std::fs::write(&p, "[lake]\nurl = \"${SHOPSTREAM_TEST_UNSET_VAR}\"\n").unwrap();

@@ -32,6 +32,7 @@ pub mod query;
 mod server;
 pub use server::{Running, Server, ServerError};
 pub mod sources;
+pub mod workers;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -248,6 +249,8 @@ pub struct AppState {
     pub(crate) loads: HashMap<String, Arc<LoadProgress>>,
     pub(crate) landing: Option<Arc<LandingProgress>>,
     pub(crate) flows: Vec<FlowConfig>,
+    /// The lake, for the workers' heartbeats and leases in the status (set by the server).
+    pub(crate) lake: std::sync::OnceLock<shopstream_engine::Lake>,
 }
 
 impl AppState {
@@ -284,6 +287,7 @@ impl AppState {
             loads,
             landing,
             flows,
+            lake: std::sync::OnceLock::new(),
         })
     }
 

@@ -64,6 +64,15 @@ pub struct Status {
     pub landing_processed_files: u64,
     /// Landing folder: files moved to `failed/`.
     pub landing_failed_files: u64,
+    /// Consumer-group rebalances this worker saw (Kafka).
+    #[serde(default)]
+    pub rebalances: u64,
+    /// Every worker on the lake, from their heartbeats.
+    #[serde(default)]
+    pub workers: Vec<crate::workers::WorkerStatus>,
+    /// The lake's leases and their holders.
+    #[serde(default)]
+    pub leases: Vec<crate::workers::LeaseStatus>,
 }
 
 /// One counter of [`Status`]: its key in `/v1/status` and `shopstream status`, its Prometheus name and
@@ -145,7 +154,7 @@ impl PartitionStatus {
 
 impl Status {
     /// The counters, in the order `shopstream status` prints them.
-    pub fn counters(&self) -> [Counter; 11] {
+    pub fn counters(&self) -> [Counter; 12] {
         let c = |key, metric, help, value| Counter {
             key,
             metric,
@@ -219,6 +228,12 @@ impl Status {
                 "Torn tails cut at open.",
                 self.log_recovered_truncations,
             ),
+            c(
+                "rebalances",
+                "shopstream_consumer_group_rebalances_total",
+                "Consumer-group rebalances this worker saw (Kafka).",
+                self.rebalances,
+            ),
         ]
     }
 }
@@ -276,6 +291,14 @@ pub(crate) fn collect(state: &AppState) -> Status {
             .landing
             .as_ref()
             .map_or(0, |l| l.failed.load(Ordering::Relaxed)),
+        rebalances: state
+            .loads
+            .keys()
+            .filter_map(|t| state.backbone.topic(t).ok())
+            .map(|t| t.rebalances())
+            .sum(),
+        workers: Vec::new(),
+        leases: Vec::new(),
     }
 }
 
@@ -311,11 +334,21 @@ fn backbone_partitions(state: &AppState) -> Vec<PartitionStatus> {
     out
 }
 
-/// The figures, gathered on a blocking thread (Kafka's offsets are asked of the cluster).
-async fn gather(state: Arc<AppState>) -> Status {
+/// This worker's figures, gathered on a blocking thread (Kafka's offsets are asked of the cluster).
+pub(crate) async fn gather_local(state: Arc<AppState>) -> Status {
     tokio::task::spawn_blocking(move || collect(&state))
         .await
         .expect("collecting the status does not panic")
+}
+
+/// This worker's figures, and every worker's and lease from the lake.
+async fn gather(state: Arc<AppState>) -> Status {
+    let lake = state.lake.get().cloned();
+    let mut status = gather_local(state).await;
+    if let Some(lake) = lake {
+        (status.workers, status.leases) = crate::workers::read(&lake).await;
+    }
+    status
 }
 
 /// `GET /v1/status`.
@@ -354,5 +387,27 @@ pub(crate) async fn prometheus(State(state): State<Arc<AppState>>) -> impl IntoR
             vec![(String::new(), c.value)],
         );
     }
+    let alive = s.workers.iter().filter(|w| w.alive).count() as u64;
+    family(
+        "shopstream_workers_alive",
+        MetricKind::Gauge.name(),
+        "Workers on the lake with a recent heartbeat.",
+        vec![(String::new(), alive)],
+    );
+    family(
+        "shopstream_worker_partitions",
+        MetricKind::Gauge.name(),
+        "Partitions each worker loads, from its heartbeat.",
+        s.workers
+            .iter()
+            .filter(|w| w.alive)
+            .map(|w| {
+                (
+                    format!("{{worker=\"{}\"}}", w.id),
+                    w.partitions.len() as u64,
+                )
+            })
+            .collect(),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

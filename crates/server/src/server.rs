@@ -186,6 +186,7 @@ impl Server {
                 stop.clone(),
             )));
         }
+        let lake_for_status = lake.clone();
         if live.compact_every_s > 0 {
             tasks.push(tokio::spawn(shopstream_engine::compact::run_every(
                 lake,
@@ -203,7 +204,16 @@ impl Server {
                     listen: config.server.listen.clone(),
                     source,
                 })?;
+        let backbone_name = backbone.name().to_string();
         let state = AppState::new(backbone, config.server.clone(), progress, landing, flows);
+        let _ = state.lake.set(lake_for_status.clone());
+        let heartbeat = crate::workers::Heartbeat {
+            lake: lake_for_status,
+            id: shopstream_engine::lease::holder_name(),
+            http: addr.to_string(),
+            backbone: backbone_name,
+        };
+        tasks.push(tokio::spawn(heartbeat.run(state.clone(), stop.clone())));
         let (pg, postgres) = if config.postgres.enabled {
             let endpoint =
                 crate::postgres::bind(&config.postgres, &config.server.token, catalog.clone())

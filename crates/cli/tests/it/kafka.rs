@@ -145,6 +145,18 @@ fn two_workers_share_kafka_and_a_request_retried_to_the_other_lands_once() {
         all.sort_unstable();
         !x.is_empty() && !y.is_empty() && all == vec![0, 1, 2, 3]
     });
+    // Each worker's status shows both workers (their heartbeats in the lake) and what each loads.
+    wait_until("both workers' heartbeats are in the lake", || {
+        let workers = status(&a_url)["workers"].as_array().unwrap().clone();
+        let mut loaded: Vec<u64> = workers
+            .iter()
+            .filter(|w| w["alive"] == true)
+            .flat_map(|w| w["partitions"].as_array().unwrap().clone())
+            .map(|p| p["partition"].as_u64().unwrap())
+            .collect();
+        loaded.sort_unstable();
+        workers.len() == 2 && loaded == vec![0, 1, 2, 3]
+    });
     // Acknowledged by one worker, retried to the other (which cannot know): stored twice, loaded once.
     assert_eq!(post(&a_url, "retried", &batch("retried", 5)), Some(5));
     assert_eq!(post(&b_url, "retried", &batch("retried", 5)), Some(5));

@@ -22,6 +22,9 @@ use url::Url;
 
 use crate::error::{EngineError, Result};
 
+/// An object store of the lake (local folder or S3).
+pub type Store = ObjectStoreRef;
+
 /// Settings delta-rs accepts that make commits unsafe on S3.
 const UNSAFE: [&str; 2] = ["aws_s3_allow_unsafe_rename", "aws_s3_locking_provider"];
 
