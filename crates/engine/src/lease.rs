@@ -174,3 +174,37 @@ pub async fn keep(
     lease.release().await;
     Ok(())
 }
+
+/// The backbone a lake's live loads read, as recorded in `_shopstream/backbone.json` by the first server:
+/// a lake's offsets belong to one backbone, so a server on another is refused until the record is
+/// removed on purpose. Records `backbone` when there is none; returns the recorded one.
+pub async fn claim_backbone(lake: &Lake, backbone: &str) -> Result<String> {
+    let (store, root) = lake.object_store()?;
+    let path = root.join("_shopstream").join("backbone.json");
+    let body = serde_json::to_vec(&serde_json::json!({ "backbone": backbone })).expect("json");
+    match store
+        .put_opts(
+            &path,
+            PutPayload::from(body),
+            PutOptions::from(PutMode::Create),
+        )
+        .await
+    {
+        Ok(_) => return Ok(backbone.to_string()),
+        Err(object_store::Error::AlreadyExists { .. }) => {}
+        Err(e) => return Err(failed(lake, e)),
+    }
+    let bytes = store
+        .get(&path)
+        .await
+        .map_err(|e| failed(lake, e))?
+        .bytes()
+        .await
+        .map_err(|e| failed(lake, e))?;
+    let recorded: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| failed(lake, e))?;
+    Ok(recorded["backbone"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}

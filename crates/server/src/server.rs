@@ -49,6 +49,18 @@ pub enum ServerError {
         /// Seconds until it expires unless renewed.
         seconds: i64,
     },
+    /// The lake's live loads read another backbone.
+    #[error(
+        "this lake's live loads read the `{recorded}` backbone, not `{configured}`: its offsets belong to \
+         that one. To switch, let the old backbone's lag reach 0 (shopstream status), stop its servers, then \
+         delete `_shopstream/backbone.json` in the lake; the new backbone's topics start from [kafka] start"
+    )]
+    BackboneSwitch {
+        /// The backbone the lake records.
+        recorded: String,
+        /// The one configured.
+        configured: String,
+    },
     /// The Kafka cluster could not be reached.
     #[error("connecting to Kafka")]
     Kafka(#[source] LogError),
@@ -132,6 +144,7 @@ impl Server {
     /// port: [`Running`] has the addresses bound.
     pub async fn start(config: &Config, data_dir: &Path) -> Result<Running, ServerError> {
         let lake = config.lake.open(&config.lake_dir(data_dir))?;
+        check_backbone(config, &lake).await?;
         // Held until the server stops: `migrate` cannot run meanwhile, nor a second server on the embedded
         // log (its offsets are this process's); workers sharing Kafka share the lock.
         let lake_lock = match config.live.backbone {
@@ -263,6 +276,26 @@ fn open_backbone(
                 recoveries,
             ))
         }
+    }
+}
+
+/// Refuses a backbone other than the one the lake's live loads read (recording it on first use).
+async fn check_backbone(
+    config: &Config,
+    lake: &shopstream_engine::Lake,
+) -> Result<(), ServerError> {
+    let configured = match (&config.live.backbone, &config.kafka) {
+        (BackboneKind::Kafka, Some(k)) => k.cluster.clone(),
+        _ => "embedded".to_string(),
+    };
+    let recorded = shopstream_engine::lease::claim_backbone(lake, &configured).await?;
+    if recorded == configured {
+        Ok(())
+    } else {
+        Err(ServerError::BackboneSwitch {
+            recorded,
+            configured,
+        })
     }
 }
 

@@ -37,6 +37,17 @@ fn config(dir: &Path, lake: &Path, brokers: &str, extra: &str) -> std::path::Pat
     path
 }
 
+/// A config for a server on the embedded log over `lake`.
+fn config_embedded(dir: &Path, lake: &Path) -> std::path::PathBuf {
+    let path = dir.join("embedded.toml");
+    std::fs::write(
+        &path,
+        format!("[lake]\nurl = \"file://{}\"\n", lake.display()),
+    )
+    .unwrap();
+    path
+}
+
 /// Posts once; the number of records acknowledged, or `None` when the worker did not answer 200.
 fn post(base: &str, key: &str, body: &str) -> Option<u64> {
     let mut resp = ureq::post(format!("{base}/v1/topics/orders/records"))
@@ -157,6 +168,27 @@ fn two_workers_share_kafka_and_a_request_retried_to_the_other_lands_once() {
         loaded.sort_unstable();
         workers.len() == 2 && loaded == vec![0, 1, 2, 3]
     });
+    // A request is one Kafka message: beyond [kafka] max_message_bytes it is refused whole.
+    let big = ureq::post(format!("{a_url}/v1/topics/orders/records"))
+        .header("Content-Type", "application/x-ndjson")
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send(batch("big", 6000))
+        .unwrap();
+    assert_eq!(big.status(), 413);
+    // The lake is now the Kafka cluster's: a server on the embedded log is refused.
+    let other = crate::shopstream(&dir.path().join("embedded"))
+        .env("SHOPSTREAM_CONFIG", config_embedded(dir.path(), &lake))
+        .args(["serve", "--listen", "127.0.0.1:0", "--pg-listen", "off"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&other.stderr)
+            .contains("read the `kafka` backbone, not `embedded`"),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
     // Acknowledged by one worker, retried to the other (which cannot know): stored twice, loaded once.
     assert_eq!(post(&a_url, "retried", &batch("retried", 5)), Some(5));
     assert_eq!(post(&b_url, "retried", &batch("retried", 5)), Some(5));
