@@ -176,3 +176,26 @@ fn the_group_shares_partitions_and_a_leaving_worker_hands_its_own_over() {
     });
     let _keep: Arc<dyn TopicLog> = ta;
 }
+
+#[test]
+fn a_new_load_starts_at_the_earliest_or_the_latest_offset_as_configured() {
+    let broker = Broker::start();
+    let mut c = config(&broker);
+    c.topics.push(ExternalTopic {
+        name: "from.now".into(),
+        dataset: "orders".into(),
+        format: Format::Json,
+        columns: Vec::new(),
+        start: Some(shopstream_kafka::Start::Latest),
+        mapping: None,
+    });
+    let kafka = Kafka::connect(&c).unwrap();
+    let all = kafka.create_topic("from.start", 1).unwrap();
+    let now = kafka.create_topic("from.now", 1).unwrap();
+    for topic in [&all, &now] {
+        topic.append(0, &request("a", 1)).unwrap();
+        topic.append(0, &request("b", 1)).unwrap();
+    }
+    assert_eq!(all.initial_offset(0).unwrap(), 0, "earliest (the default)");
+    assert_eq!(now.initial_offset(0).unwrap(), 2, "latest");
+}
