@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::live::start;
@@ -66,17 +67,23 @@ fn wait_for(url: &str, q: &str, expected: &str) {
     }
 }
 
-#[test]
-fn every_live_source_feeds_a_user_dataset_and_new_datasets_appear_without_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
+/// Starts `serve` in `dir` with `backbone` (lines for `[live]`) and `extra` config, feeds the `customers`
+/// dataset from every live source (HTTP push, a flow, a poller, the landing folder) and checks what the
+/// lake holds: each row once, with where it came from, and the one dead letter.
+fn every_live_source_feeds_customers(
+    dir: &Path,
+    backbone: &str,
+    extra: &str,
+) -> (KillOnDrop, String) {
     let port = customers_api();
-    let config = dir.path().join("shopstream.toml");
+    let config = dir.join("shopstream.toml");
     std::fs::write(
         &config,
         format!(
             r#"
 [lake]
 [live]
+{backbone}
 landing_poll_ms = 100
 compact_every_s = 0
 
@@ -97,12 +104,13 @@ style = "page"
 page_size = 2
 topic = "customers"
 interval_ms = 200
+{extra}
 "#
         ),
     )
     .unwrap();
-    let (server, url) = start(dir.path(), Some(&config));
-    let _server = KillOnDrop(server);
+    let (server, url) = start(dir, Some(&config));
+    let server = KillOnDrop(server);
 
     post(
         &url,
@@ -115,7 +123,7 @@ interval_ms = 200
         "/v1/flows/crm/records",
         "{\"id\":\"C-FLOW-1\",\"name\":\"Di\",\"signup\":\"2011-03-01\",\"credit\":\"2\"}\n",
     );
-    let landing = dir.path().join("landing/customers");
+    let landing = dir.join("landing/customers");
     assert!(landing.is_dir(), "the dataset's landing subfolder exists");
     std::fs::write(
         landing.join("crm-export.csv"),
@@ -145,6 +153,14 @@ interval_ms = 200
         "dataset,field,reason\ncustomers,customer_id,\"missing value (the record's fields are: name, signup)\"\n",
     );
     assert!(landing.join("processed/crm-export.csv").is_file());
+
+    (server, url)
+}
+
+#[test]
+fn every_live_source_feeds_a_user_dataset_and_new_datasets_appear_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = every_live_source_feeds_customers(dir.path(), "", "");
 
     // A dataset created by `ingest` while the server runs: the server's catalog lists it at once.
     let products = dir.path().join("products.csv");
@@ -291,4 +307,15 @@ fn serve_refuses_a_flow_whose_topic_nothing_loads() {
         err.contains("flow `crm` writes topic `nowhere`, which nothing loads"),
         "{err}"
     );
+}
+
+#[test]
+fn every_live_source_feeds_a_user_dataset_on_kafka_too() {
+    let broker = shopstream_kafka::loopback::Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = format!(
+        "[kafka]\nbrokers = \"{}\"\nreplication_factor = 1\ntimeout_ms = 10000\n",
+        broker.address
+    );
+    every_live_source_feeds_customers(dir.path(), "backbone = \"kafka\"", &kafka);
 }
