@@ -1,5 +1,5 @@
-//! The binary on a lake in S3-compatible storage (moto on loopback): `ingest`, `sql`, `tables`, `migrate`
-//! and `serve` (HTTP push loaded by the continuous load) with `[lake] url = "s3://…"` and `[lake.storage]`;
+//! The binary on a lake in S3-compatible storage (moto on loopback): `ingest`, `sql`, `report`, `trace`,
+//! `compact`, `tables`, `migrate` and `serve` (HTTP push loaded by the continuous load) with `[lake] url = "s3://…"` and `[lake.storage]`;
 //! a second `serve` on the embedded log is refused by the first one's lease.
 
 use std::path::Path;
@@ -59,6 +59,17 @@ fn ingest_sql_migrate_and_serve_work_on_s3() {
     // Known files are skipped, from the lake's `loads` table on S3.
     run(dir.path(), &config, &["ingest", day.to_str().unwrap()]);
     assert_eq!(count(dir.path(), &config), "3108");
+    // Reports, `trace` and compaction read and write the same tables on S3.
+    let reports = stdout(&run(dir.path(), &config, &["report", "all"]));
+    assert!(reports.contains("United Kingdom"), "{reports}");
+    let trace = stdout(&run(
+        dir.path(),
+        &config,
+        &["trace", "--format", "csv", "536365"],
+    ));
+    assert!(trace.contains("2010-12-01.csv"), "{trace}");
+    run(dir.path(), &config, &["compact"]);
+    assert_eq!(count(dir.path(), &config), "3108");
     let tables = stdout(&run(dir.path(), &config, &["tables"]));
     assert!(
         tables.contains("orders") && tables.contains("dead_letters"),
@@ -87,6 +98,43 @@ fn ingest_sql_migrate_and_serve_work_on_s3() {
         assert!(Instant::now() < deadline, "the live load did not reach S3");
         std::thread::sleep(Duration::from_millis(300));
     }
+    // The dashboard's panels read the lake on S3 (aggregates that follow its Delta log): the same figures
+    // as their statement over the lines.
+    let get = |path: &str| {
+        ureq::get(format!("{url}{path}"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    };
+    let statement = get("/api/panels/kpis?format=sql");
+    let from_lines: serde_json::Value = serde_json::from_str(
+        &ureq::post(format!("{url}/api/sql"))
+            .send(statement)
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap(),
+    )
+    .unwrap();
+    let from_panel: serde_json::Value = serde_json::from_str(&get("/api/panels/kpis")).unwrap();
+    let orders = |v: &serde_json::Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["metric"] == "orders")
+            .map(|m| m["value"].as_f64().unwrap())
+    };
+    assert!(
+        orders(&from_panel).is_some_and(|n| n > 100.0),
+        "{from_panel}"
+    );
+    assert_eq!(
+        orders(&from_panel),
+        orders(&from_lines),
+        "{from_panel} {from_lines}"
+    );
     server.kill().unwrap();
     server.wait().unwrap();
 }
