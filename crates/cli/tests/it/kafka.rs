@@ -204,6 +204,9 @@ fn two_workers_share_kafka_and_a_request_retried_to_the_other_lands_once() {
         &config,
         "SELECT COUNT(*) FROM orders WHERE invoice_no LIKE 'retried-%'",
     );
+    // The lake's own records sit in its `_shopstream` folder, beside the tables.
+    assert!(lake.join("_shopstream/backbone.json").is_file());
+    assert!(lake.join("_shopstream/workers").is_dir());
     assert_eq!(
         retried, "5",
         "the request sent to both workers is in the lake once"

@@ -77,11 +77,24 @@ pub fn is_remote(root: &Url) -> bool {
     root.scheme() != "file"
 }
 
-/// The object store holding `root`, and the path of `root` in it.
+/// The object store holding `root`, and the path of `root` in it (a local lake: the folder itself).
 pub(crate) fn store(
     root: &Url,
     options: &HashMap<String, String>,
 ) -> Result<(ObjectStoreRef, StorePath)> {
+    let failed = |reason: String| EngineError::Location {
+        location: root.to_string(),
+        reason,
+    };
+    if !is_remote(root) {
+        let dir = root
+            .to_file_path()
+            .map_err(|()| failed("not a local folder".into()))?;
+        std::fs::create_dir_all(&dir).map_err(|e| failed(e.to_string()))?;
+        let local = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+            .map_err(|e| failed(e.to_string()))?;
+        return Ok((std::sync::Arc::new(local), StorePath::default()));
+    }
     let store = deltalake::logstore::store_for(root, options.clone()).map_err(|e| {
         EngineError::Location {
             location: root.to_string(),
