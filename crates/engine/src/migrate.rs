@@ -126,15 +126,7 @@ fn server_running(e: EngineError) -> EngineError {
 }
 
 fn take_server_lock(lake: &Lake) -> Result<Option<WriterLock>> {
-    lock_lake(lake, SERVER_LOCK).map_err(|e| match e {
-        EngineError::Busy(dir) => EngineError::ServerRunning(
-            std::path::Path::new(&dir)
-                .join(SERVER_LOCK)
-                .display()
-                .to_string(),
-        ),
-        e => e,
-    })
+    lock_lake(lake, SERVER_LOCK).map_err(server_running)
 }
 
 /// A Delta type as users read it (`double`, `decimal(18,4)`).

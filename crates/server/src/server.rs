@@ -1,5 +1,5 @@
-//! The running server, assembled in one place: [`Server::start`] opens (and recovers) the log, builds the
-//! live sources ([`crate::sources`]), opens the continuous topic load and the background compaction, and
+//! The running server, assembled in one place: [`Server::start`] opens the backbone (the embedded log,
+//! recovered, or Kafka), builds the live sources ([`crate::sources`]), opens the continuous topic load and the background compaction, and
 //! serves the HTTP app and the Postgres endpoint over one live catalog; [`Running::shutdown`] stops them.
 //!
 //! Order matters in two places. Every source is built (its topics created, its place read back) and the
