@@ -223,7 +223,7 @@ fn print_workers(s: &shopstream_server::Status) {
             .map(|p| format!("{}/{} (lag {})", p.topic, p.partition, p.lag))
             .collect();
         println!(
-            "worker {} {} {} on {}, heartbeat {} s ago, {} rebalances: {}",
+            "worker {} {} {} on {}, heartbeat {} s ago, {} rebalances: {}{}",
             w.id,
             if w.alive { "alive" } else { "GONE" },
             w.http,
@@ -234,6 +234,11 @@ fn print_workers(s: &shopstream_server::Status) {
                 "no partitions".into()
             } else {
                 owned.join(", ")
+            },
+            if w.jobs.is_empty() {
+                String::new()
+            } else {
+                format!("; runs {}", w.jobs.join(", "))
             }
         );
     }

@@ -6,9 +6,10 @@
 //! ETag); the holder renews it the same way before it expires. Of two workers racing, the store lets one
 //! write win. A lease only saves work and refuses unsafe setups: what keeps data right when a paused holder
 //! outlives its lease is the Delta log (a compaction's commit carries its own `txn`, [`crate::compact`]).
-//! Local lakes use lock files instead ([`crate::load`]), so leases are for object storage.
+//! Local lakes use lock files instead ([`crate::load`]), so leases are for object storage; [`claim_job`]
+//! takes whichever the lake has, for a job that runs on one worker at a time (each API poller).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
@@ -173,6 +174,87 @@ pub async fn keep(
     }
     lease.release().await;
     Ok(())
+}
+
+/// A job that runs on one worker at a time (an API poller; see the module documentation): a lock file in a
+/// local lake's folder, which the kernel frees when its process dies; a lease in object storage, taken over
+/// once it expires. Dropping the claim frees a lock file; [`JobClaim::release`] also frees a lease at once.
+pub struct JobClaim {
+    held: Held,
+}
+
+enum Held {
+    Local(#[allow(dead_code)] crate::load::WriterLock),
+    Leased { lease: Lease, renewed: Instant },
+}
+
+/// Claims job `job` for `holder`: `None` while another worker holds it. `ttl` is the lease's time to live
+/// on object storage.
+pub async fn claim_job(
+    lake: &Lake,
+    job: &str,
+    holder: &str,
+    ttl: Duration,
+) -> Result<Option<JobClaim>> {
+    let name: String = job
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if lake.local_dir().is_some() {
+        return match crate::load::lock_lake(lake, &format!(".job-{name}.lock")) {
+            Ok(lock) => Ok(lock.map(|l| JobClaim {
+                held: Held::Local(l),
+            })),
+            Err(EngineError::Busy(_)) => Ok(None),
+            Err(e) => Err(e),
+        };
+    }
+    let lease = Lease::acquire(lake, &format!("job-{name}"), holder, ttl).await?;
+    Ok(lease.ok().map(|lease| JobClaim {
+        held: Held::Leased {
+            lease,
+            renewed: Instant::now(),
+        },
+    }))
+}
+
+impl JobClaim {
+    /// Whether the job is still this worker's; call before each piece of work. A lease is renewed once a
+    /// third of its time to live has passed; it is given up when another holder took it over, or when it
+    /// could not be renewed and half its time has passed (leaving the rest for the work under way).
+    pub async fn hold(&mut self) -> bool {
+        let Held::Leased { lease, renewed } = &mut self.held else {
+            return true;
+        };
+        if renewed.elapsed() < lease.ttl / 3 {
+            return true;
+        }
+        match lease.renew().await {
+            Ok(renewed_now) => {
+                if renewed_now {
+                    *renewed = Instant::now();
+                }
+                renewed_now
+            }
+            Err(e) => {
+                tracing::warn!("{e}");
+                renewed.elapsed() < lease.ttl / 2
+            }
+        }
+    }
+
+    /// Frees the job for another worker.
+    pub async fn release(self) {
+        if let Held::Leased { lease, .. } = self.held {
+            lease.release().await;
+        }
+    }
 }
 
 /// The backbone a lake's live loads read, as recorded in `_shopstream/backbone.json` by the first server:

@@ -251,6 +251,8 @@ pub struct AppState {
     pub(crate) flows: Vec<FlowConfig>,
     /// The lake, for the workers' heartbeats and leases in the status (set by the server).
     pub(crate) lake: std::sync::OnceLock<shopstream_engine::Lake>,
+    /// The jobs that run on one worker at a time which this worker runs (set by the server).
+    pub(crate) jobs: std::sync::OnceLock<Arc<crate::workers::HeldJobs>>,
 }
 
 impl AppState {
@@ -288,6 +290,7 @@ impl AppState {
             landing,
             flows,
             lake: std::sync::OnceLock::new(),
+            jobs: std::sync::OnceLock::new(),
         })
     }
 

@@ -67,6 +67,9 @@ pub struct Status {
     /// Consumer-group rebalances this worker saw (Kafka).
     #[serde(default)]
     pub rebalances: u64,
+    /// The jobs that run on one worker at a time which this worker runs (`poller <name>`).
+    #[serde(default)]
+    pub jobs: Vec<String>,
     /// Every worker on the lake, from their heartbeats.
     #[serde(default)]
     pub workers: Vec<crate::workers::WorkerStatus>,
@@ -297,6 +300,7 @@ pub(crate) fn collect(state: &AppState) -> Status {
             .filter_map(|t| state.backbone.topic(t).ok())
             .map(|t| t.rebalances())
             .sum(),
+        jobs: state.jobs.get().map(|j| j.list()).unwrap_or_default(),
         workers: Vec::new(),
         leases: Vec::new(),
     }

@@ -158,7 +158,9 @@ impl Server {
 
         let stop = Arc::new(AtomicBool::new(false));
         let lake_lease = embedded_lease(config, &lake).await?;
+        let jobs = Arc::new(crate::workers::HeldJobs::default());
         let cx = SourceContext {
+            jobs: &jobs,
             backbone: &backbone,
             live: &config.live,
             ingest: &config.ingest,
@@ -220,6 +222,7 @@ impl Server {
         let backbone_name = backbone.name().to_string();
         let state = AppState::new(backbone, config.server.clone(), progress, landing, flows);
         let _ = state.lake.set(lake_for_status.clone());
+        let _ = state.jobs.set(jobs);
         let heartbeat = crate::workers::Heartbeat {
             lake: lake_for_status,
             id: shopstream_engine::lease::holder_name(),

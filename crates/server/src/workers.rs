@@ -57,6 +57,31 @@ pub struct WorkerStatus {
     pub partitions: Vec<OwnedPartition>,
     /// Consumer-group rebalances it saw since start.
     pub rebalances: u64,
+    /// The jobs that run on one worker at a time which it runs (`poller <name>`).
+    #[serde(default)]
+    pub jobs: Vec<String>,
+}
+
+/// The jobs that run on one worker at a time (each API poller) this worker runs now, for its status.
+#[derive(Debug, Default)]
+pub struct HeldJobs(std::sync::Mutex<std::collections::BTreeSet<String>>);
+
+impl HeldJobs {
+    /// Records that this worker runs `job` (`held`) or no longer does.
+    pub fn set(&self, job: &str, held: bool) {
+        let mut jobs = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if held {
+            jobs.insert(job.to_string());
+        } else {
+            jobs.remove(job);
+        }
+    }
+
+    /// The jobs held, by name.
+    pub fn list(&self) -> Vec<String> {
+        let jobs = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        jobs.iter().cloned().collect()
+    }
 }
 
 /// A lease of the lake and its holder.
@@ -146,6 +171,7 @@ impl Heartbeat {
                 })
                 .collect(),
             rebalances: status.rebalances,
+            jobs: status.jobs,
         }
     }
 }

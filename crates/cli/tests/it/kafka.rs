@@ -2,8 +2,9 @@
 //! the topic's partitions and a request retried to the other worker lands once; the shop's own topic (JSON
 //! from librdkafka with zstd and from kafka-python with gzip) loads through a mapping, with unreadable messages dead-lettered by topic,
 //! partition and offset. Against librdkafka's mock cluster (hosted by this test process, on loopback): a
-//! worker SIGKILLed while a producer posts hands its partitions over within the session timeout, and every
-//! acknowledged record is in the lake exactly once. (tansu 0.6.0 answers the rebalance after a member's
+//! worker SIGKILLed while a producer posts hands its partitions over within the session timeout, and its API
+//! poller (configured on both workers, run by one) to the other; every acknowledged record and every line of
+//! the API is in the lake exactly once. (tansu 0.6.0 answers the rebalance after a member's
 //! session expired with the previous generation's assignment, so the dead worker's partitions would stay
 //! unowned there; the mock cluster runs the group protocol as Kafka does.)
 
@@ -217,37 +218,110 @@ fn two_workers_share_kafka_and_a_request_retried_to_the_other_lands_once() {
     }
 }
 
+/// A paginated orders API (`?offset=N&per_page=M`) serving `items` (JSON order lines) as they grow.
+fn orders_api(items: Arc<Mutex<Vec<String>>>) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = String::new();
+            let _ = BufReader::new(&stream).read_line(&mut request);
+            let param = |name: &str| -> usize {
+                request
+                    .split(['?', '&', ' '])
+                    .find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            };
+            let (offset, size) = (param("offset"), param("per_page"));
+            let page: Vec<String> = {
+                let items = items.lock().unwrap();
+                items.iter().skip(offset).take(size).cloned().collect()
+            };
+            let body = format!("{{\"data\":[{}]}}", page.join(","));
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// The jobs a worker runs once for all workers (its pollers), from its `/v1/status`.
+fn jobs(url: &str) -> Vec<String> {
+    serde_json::from_value(status(url)["jobs"].clone()).unwrap_or_default()
+}
+
 #[test]
-fn a_sigkilled_worker_hands_its_partitions_over_and_nothing_is_lost_or_doubled() {
+fn a_sigkilled_worker_hands_its_partitions_and_its_poller_over_and_nothing_is_lost_or_doubled() {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("orders", 4, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let config = config(dir.path(), &lake, &cluster.bootstrap_servers(), "");
-    let (mut a, a_url) = start(&dir.path().join("a"), Some(&config));
-    let (mut b, b_url) = start(&dir.path().join("b"), Some(&config));
+    // Both workers are configured with the same API poller: one polls at a time.
+    let items = Arc::new(Mutex::new(Vec::new()));
+    let add_items = |n: usize| {
+        let mut items = items.lock().unwrap();
+        for _ in 0..n {
+            let line = batch(&format!("api{}", items.len()), 1);
+            items.push(line.trim_end().to_string());
+        }
+    };
+    add_items(25);
+    let poller = format!(
+        "\n[[live.pollers]]\nname = \"shop-api\"\nurl = \"http://127.0.0.1:{}/orders\"\n\
+         style = \"offset\"\npage_size = 10\ninterval_ms = 100\n",
+        orders_api(items.clone())
+    );
+    let config = config(dir.path(), &lake, &cluster.bootstrap_servers(), &poller);
+    let mut workers = vec![
+        start(&dir.path().join("a"), Some(&config)),
+        start(&dir.path().join("b"), Some(&config)),
+    ];
     wait_until("both workers load partitions", || {
-        !owned(&a_url).is_empty() && !owned(&b_url).is_empty()
+        workers.iter().all(|(_, url)| !owned(url).is_empty())
     });
-    let urls = Arc::new(Mutex::new(vec![a_url.clone(), b_url]));
+    let polling = |url: &str| jobs(url) == vec!["poller shop-api".to_string()];
+    wait_until("one worker runs the poller", || {
+        workers.iter().filter(|(_, url)| polling(url)).count() == 1
+    });
+    let urls = Arc::new(Mutex::new(workers.iter().map(|(_, u)| u.clone()).collect()));
     let stop = Arc::new(AtomicBool::new(false));
     let producer = produce(urls.clone(), stop.clone());
-    std::thread::sleep(Duration::from_secs(3));
-    b.kill().unwrap(); // SIGKILL: mid-request, mid-load, mid-commit
-    b.wait().unwrap();
-    urls.lock().unwrap().truncate(1);
+    std::thread::sleep(Duration::from_secs(2));
+    add_items(10);
+    std::thread::sleep(Duration::from_secs(1));
+    // SIGKILL the poller's worker: mid-request, mid-load, mid-commit, maybe mid-page.
+    let holder = workers.iter().position(|(_, url)| polling(url)).unwrap();
+    let (mut killed, killed_url) = workers.remove(holder);
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    urls.lock().unwrap().retain(|u| *u != killed_url);
+    let (mut survivor, survivor_url) = workers.remove(0);
     wait_until("the survivor loads every partition", || {
-        owned(&a_url) == vec![0, 1, 2, 3]
+        owned(&survivor_url) == vec![0, 1, 2, 3]
     });
+    wait_until("the survivor runs the poller", || polling(&survivor_url));
+    add_items(15);
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
     let acked = producer.join().unwrap();
     assert!(acked > 0);
-    // Every acknowledged record once; a request stored but not acknowledged before the kill was retried
-    // on the survivor with its key and loaded once.
-    wait_for_each_once(dir.path(), &config, acked);
-    a.kill().unwrap();
-    a.wait().unwrap();
+    // Every acknowledged record once, and each of the API's 50 lines once; a request stored but not
+    // acknowledged before the kill was retried on the survivor with its key and loaded once.
+    wait_for_lake(
+        dir.path(),
+        &config,
+        "SELECT COUNT(*), COUNT(DISTINCT invoice_no) FROM orders WHERE invoice_no LIKE 'api%'",
+        "50,50",
+    );
+    wait_for_each_once(dir.path(), &config, acked + 50);
+    survivor.kill().unwrap();
+    survivor.wait().unwrap();
 }
 
 /// A kafka-python producer sending one order line (4 × 2.50), gzip-compressed.

@@ -157,3 +157,43 @@ async fn a_lease_has_one_holder_until_it_expires_or_is_released() {
             .is_ok()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_runs_on_one_worker_at_a_time_on_s3_and_on_a_local_lake() {
+    use shopstream_engine::lease::claim_job;
+    let s3 = S3Server::start("jobs");
+    let dir = tempfile::tempdir().unwrap();
+    let local = Lake::local(&dir.path().join("lake")).unwrap();
+    let ttl = std::time::Duration::from_secs(30);
+    for lake in [lake(&s3, "j"), local] {
+        let mut first = claim_job(&lake, "poller-shop api", "a", ttl)
+            .await
+            .unwrap()
+            .expect("a free job is claimed");
+        assert!(
+            claim_job(&lake, "poller-shop api", "b", ttl)
+                .await
+                .unwrap()
+                .is_none(),
+            "{}: a held job is not claimed again",
+            lake.root()
+        );
+        assert!(
+            claim_job(&lake, "poller-other", "b", ttl)
+                .await
+                .unwrap()
+                .is_some(),
+            "another job is free"
+        );
+        assert!(first.hold().await, "the holder keeps it");
+        first.release().await;
+        assert!(
+            claim_job(&lake, "poller-shop api", "b", ttl)
+                .await
+                .unwrap()
+                .is_some(),
+            "{}: a released job is free",
+            lake.root()
+        );
+    }
+}

@@ -344,9 +344,15 @@ impl Poller {
 
     /// Polls until `stop` is set: pages back to back while there are new records, then every `interval_ms`;
     /// failures back off from 0.5 s to 30 s.
-    pub fn run(mut self, stop: Arc<AtomicBool>) {
+    pub fn run(self, stop: Arc<AtomicBool>) {
+        self.run_while(|| !stop.load(Ordering::Relaxed));
+    }
+
+    /// Polls as [`Poller::run`] does while `go_on` answers true (asked before each page, and every 20 ms
+    /// of a pause): a poller that runs on one worker at a time stops once its claim is lost.
+    pub fn run_while(mut self, mut go_on: impl FnMut() -> bool) {
         let mut backoff = Duration::from_millis(500);
-        while !stop.load(Ordering::Relaxed) {
+        while go_on() {
             let wait = match self.poll_once() {
                 Ok(0) => Duration::from_millis(self.config.interval_ms),
                 Ok(_) => {
@@ -362,7 +368,7 @@ impl Poller {
                 }
             };
             let until = std::time::Instant::now() + wait;
-            while std::time::Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            while std::time::Instant::now() < until && go_on() {
                 std::thread::sleep(Duration::from_millis(20).min(wait));
             }
         }

@@ -136,6 +136,8 @@ pub(crate) struct SourceContext<'a> {
     pub(crate) write: &'a WriteOptions,
     /// Set when the server stops: every source's work ends then.
     pub(crate) stop: &'a Arc<AtomicBool>,
+    /// The jobs that run on one worker at a time which this worker runs (its pollers), for its status.
+    pub(crate) jobs: &'a Arc<crate::workers::HeldJobs>,
 }
 
 /// A built source: its work, and what the HTTP app serves or reports for it.
