@@ -261,32 +261,49 @@ impl JobClaim {
 /// a lake's offsets belong to one backbone, so a server on another is refused until the record is
 /// removed on purpose. Records `backbone` when there is none; returns the recorded one.
 pub async fn claim_backbone(lake: &Lake, backbone: &str) -> Result<String> {
-    let (store, root) = lake.object_store()?;
-    let path = root.join("_shopstream").join("backbone.json");
-    let body = serde_json::to_vec(&serde_json::json!({ "backbone": backbone })).expect("json");
+    let recorded = record_once(
+        lake,
+        &["backbone.json"],
+        &serde_json::json!({ "backbone": backbone }),
+    )
+    .await?;
+    Ok(recorded["backbone"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// Writes `value` to `_shopstream/<path>` unless it exists (a conditional create: of two writers, one
+/// wins); returns what the object holds, this value or the one recorded first.
+pub async fn record_once(
+    lake: &Lake,
+    path: &[&str],
+    value: &serde_json::Value,
+) -> Result<serde_json::Value> {
+    let (store, mut at) = lake.object_store()?;
+    at = at.join("_shopstream");
+    for part in path {
+        at = at.join(*part);
+    }
+    let body = serde_json::to_vec(value).expect("json");
     match store
         .put_opts(
-            &path,
+            &at,
             PutPayload::from(body),
             PutOptions::from(PutMode::Create),
         )
         .await
     {
-        Ok(_) => return Ok(backbone.to_string()),
+        Ok(_) => return Ok(value.clone()),
         Err(object_store::Error::AlreadyExists { .. }) => {}
         Err(e) => return Err(failed(lake, e)),
     }
     let bytes = store
-        .get(&path)
+        .get(&at)
         .await
         .map_err(|e| failed(lake, e))?
         .bytes()
         .await
         .map_err(|e| failed(lake, e))?;
-    let recorded: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| failed(lake, e))?;
-    Ok(recorded["backbone"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string())
+    serde_json::from_slice(&bytes).map_err(|e| failed(lake, e))
 }

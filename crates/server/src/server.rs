@@ -93,6 +93,20 @@ pub enum ServerError {
         /// The dataset it names.
         dataset: String,
     },
+    /// A topic's partition count is not the one the lake's loads of it were made with.
+    #[error(
+        "topic `{topic}` has {partitions} partitions, but the lake's loads of it were made with {recorded}: \
+         keys would move to other partitions (a retried request loaded twice) and the lake's offsets would \
+         name other partitions. Give the topic {recorded} partitions again, or load it into a new lake"
+    )]
+    PartitionsChanged {
+        /// The topic.
+        topic: String,
+        /// The count recorded in the lake (`_shopstream/topics/<topic>.json`).
+        recorded: u64,
+        /// The count the backbone has now.
+        partitions: u32,
+    },
     /// An API poller could not start.
     #[error("poller `{poller}`: {reason}")]
     Poller {
@@ -373,9 +387,35 @@ async fn open_loaders(
             topic: format!("topic `{name}`"),
             source,
         })?;
+        check_partitions(lake, name, topic.partition_count()).await?;
         loaders.push(TopicLoader::open(lake, topic, load).await?);
     }
     Ok(loaders)
+}
+
+/// Refuses a topic whose partition count is not the one the lake's loads of it were made with (recording it
+/// on first use): a record's partition follows from its key, so with another count a retried request would
+/// land in another partition and be loaded twice, and the lake's offsets would name other partitions.
+async fn check_partitions(
+    lake: &shopstream_engine::Lake,
+    topic: &str,
+    partitions: u32,
+) -> Result<(), ServerError> {
+    let file = format!("{topic}.json");
+    let recorded = shopstream_engine::lease::record_once(
+        lake,
+        &["topics", &file],
+        &serde_json::json!({ "partitions": partitions }),
+    )
+    .await?;
+    match recorded["partitions"].as_u64() {
+        Some(n) if n != u64::from(partitions) => Err(ServerError::PartitionsChanged {
+            topic: topic.to_string(),
+            recorded: n,
+            partitions,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Tasks of the engine's jobs and of the sources.

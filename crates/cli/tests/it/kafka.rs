@@ -324,6 +324,37 @@ fn a_sigkilled_worker_hands_its_partitions_and_its_poller_over_and_nothing_is_lo
     survivor.wait().unwrap();
 }
 
+#[test]
+fn a_topic_with_another_partition_count_than_the_lake_recorded_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let first = MockCluster::new(1).unwrap();
+    first.create_topic("orders", 4, 1).unwrap();
+    let config = config(dir.path(), &lake, &first.bootstrap_servers(), "");
+    let (mut worker, url) = start(&dir.path().join("a"), Some(&config));
+    assert_eq!(post(&url, "k", &batch("k", 3)), Some(3));
+    wait_for_each_once(dir.path(), &config, 3);
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    // The topic recreated with 2 partitions: keys would land elsewhere, offsets would name other partitions.
+    let recreated = MockCluster::new(1).unwrap();
+    recreated.create_topic("orders", 2, 1).unwrap();
+    let config = self::config(dir.path(), &lake, &recreated.bootstrap_servers(), "");
+    let refused = crate::shopstream(&dir.path().join("b"))
+        .env("SHOPSTREAM_CONFIG", &config)
+        .args(["serve", "--listen", "127.0.0.1:0", "--pg-listen", "off"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains(
+            "topic `orders` has 2 partitions, but the lake's loads of it were made with 4"
+        ),
+        "{stderr}"
+    );
+}
+
 /// A kafka-python producer sending one order line (4 × 2.50), gzip-compressed.
 const KAFKA_PYTHON: &str = r#"
 import json, sys
