@@ -11,14 +11,45 @@ use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 use shopstream_log::{Backbone, LogError, Result, TopicLog};
 
 use crate::config::KafkaConfig;
 use crate::topic::{Clients, KafkaTopic, Reading};
+
+/// Keeps the last error librdkafka reported for a client: a refused password or certificate is reported
+/// there, while the request that failed only says the transport failed.
+#[derive(Default)]
+pub(crate) struct LastError(Mutex<Option<String>>);
+
+impl LastError {
+    /// `: <reason>` of the last error, or nothing.
+    fn last(&self) -> String {
+        let last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        last.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+    }
+}
+
+impl ClientContext for LastError {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        DefaultClientContext.log(level, fac, message);
+        if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
+            *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(message.to_string());
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        DefaultClientContext.error(error, reason);
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_string());
+    }
+}
+
+impl ConsumerContext for LastError {}
 
 /// A Kafka cluster; see the module documentation.
 pub struct Kafka {
@@ -60,14 +91,26 @@ impl Kafka {
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "error")
             .set("enable.partition.eof", "true");
-        let meta: BaseConsumer = base
+        let meta: BaseConsumer<LastError> = base
             .clone()
             .set("group.id", format!("{}.reader", config.group_id))
-            .create()
+            .set_log_level(RDKafkaLogLevel::Warning)
+            .create_with_context(LastError::default())
             .map_err(|e| failed("creating a consumer", &e))?;
         let timeout = Duration::from_millis(config.timeout_ms);
-        meta.fetch_metadata(None, timeout)
-            .map_err(|e| failed("reaching the cluster", &e))?;
+        // A refused password or certificate fails the request at once and is logged at a later attempt:
+        // try again within the timeout, to say why.
+        let started = Instant::now();
+        while let Err(e) = meta.fetch_metadata(None, timeout.min(Duration::from_secs(1))) {
+            if let Some(Err(event)) = meta.poll(Duration::from_millis(100)) {
+                let reason = event.to_string();
+                meta.context().error(event, &reason);
+            }
+            let why = meta.context().last();
+            if !why.is_empty() || started.elapsed() >= timeout {
+                return Err(failed("reaching the cluster", &format!("{e}{why}")));
+            }
+        }
         // The group's member never reads (its partitions stay paused).
         let mut group = base.clone();
         group

@@ -4,8 +4,11 @@
 //!
 //! A request retried to another worker (or after a crash) is a second message with the same key in the
 //! same partition (key → partition is stable). The reader keeps the keys of the partition's last
-//! [`DEDUPE_WINDOW`] requests and skips a message whose key it has seen; when it is positioned anew it
-//! reads those messages again first, so where it starts decides alike on every worker.
+//! [`DEDUPE_WINDOW`] requests and skips a message whose key it has seen. The load keeps that window with
+//! the lake's state ([`TopicLog::dedupe_window`]); a reader positioned anew starts from the window the lake
+//! kept at or before its offset ([`TopicLog::restore_window`]) and reads on from there, so it decides as
+//! the previous reader did. Without one (a lake loaded before windows were kept) it re-reads the
+//! [`DEDUPE_WINDOW`] messages before its offset.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -45,7 +48,7 @@ pub(crate) struct Clients {
     pub(crate) cluster: String,
     pub(crate) producer: FutureProducer,
     /// For watermarks.
-    pub(crate) meta: BaseConsumer,
+    pub(crate) meta: BaseConsumer<crate::backbone::LastError>,
     /// Settings of a reading consumer (no group).
     pub(crate) reader: ClientConfig,
     /// Settings of a group member.
@@ -61,6 +64,8 @@ pub struct KafkaTopic {
     reading: Reading,
     clients: Arc<Clients>,
     readers: Vec<Mutex<Option<Reader>>>,
+    /// Per partition, the window the lake kept at an offset, for the next positioning.
+    restored: Vec<Mutex<Option<(u64, Window)>>>,
     membership: OnceLock<Option<Membership>>,
 }
 
@@ -86,6 +91,14 @@ impl Window {
         }
         true
     }
+
+    fn from_keys(keys: Vec<Vec<u8>>) -> Window {
+        let mut w = Window::default();
+        for k in keys {
+            w.insert(&k);
+        }
+        w
+    }
 }
 
 /// A consumer reading one partition, and where it stands.
@@ -109,6 +122,7 @@ impl KafkaTopic {
             reading,
             clients,
             readers: (0..partitions).map(|_| Mutex::new(None)).collect(),
+            restored: (0..partitions).map(|_| Mutex::new(None)).collect(),
             membership: OnceLock::new(),
         }
     }
@@ -159,19 +173,31 @@ impl KafkaTopic {
             .as_ref()
     }
 
-    /// A reader of partition `n` that will return records from `offset` on: it starts up to
-    /// [`DEDUPE_WINDOW`] messages before, which only fill the window.
+    /// A reader of partition `n` that will return records from `offset` on. It starts where the window the
+    /// lake kept was taken, or else up to [`DEDUPE_WINDOW`] messages before; the messages before `offset`
+    /// only fill the window.
     fn position(&self, n: u32, offset: u64) -> Result<Reader> {
         let consumer: BaseConsumer = self
             .clients
             .reader
             .create()
             .map_err(|e| self.error("creating a consumer", e))?;
-        let (low, _) = self.watermarks(n)?;
-        let from = offset
-            .saturating_sub(DEDUPE_WINDOW as u64)
-            .max(low)
-            .min(offset);
+        let restored = self.restored[n as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .filter(|(at, _)| *at <= offset && offset - at <= DEDUPE_WINDOW as u64);
+        let (from, window) = match restored {
+            Some((at, window)) => (at, window),
+            None => {
+                let (low, _) = self.watermarks(n)?;
+                let from = offset
+                    .saturating_sub(DEDUPE_WINDOW as u64)
+                    .max(low)
+                    .min(offset);
+                (from, Window::default())
+            }
+        };
         let mut list = TopicPartitionList::new();
         list.add_partition_offset(&self.name, n as i32, Offset::Offset(from as i64))
             .map_err(|e| self.error("positioning", e))?;
@@ -181,7 +207,7 @@ impl KafkaTopic {
         Ok(Reader {
             consumer,
             position: from,
-            window: Window::default(),
+            window,
         })
     }
 
@@ -433,6 +459,19 @@ impl TopicLog for KafkaTopic {
 
     fn rebalances(&self) -> u64 {
         KafkaTopic::rebalances(self)
+    }
+
+    fn dedupe_window(&self, n: u32, next: u64) -> Option<Vec<Vec<u8>>> {
+        let slot = self.readers.get(n as usize)?;
+        let reader = slot.lock().unwrap_or_else(|e| e.into_inner());
+        let reader = reader.as_ref().filter(|r| r.position == next)?;
+        Some(reader.window.order.iter().cloned().collect())
+    }
+
+    fn restore_window(&self, n: u32, at: u64, keys: Vec<Vec<u8>>) {
+        if let Some(slot) = self.restored.get(n as usize) {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some((at, Window::from_keys(keys)));
+        }
     }
 
     fn loaded(&self, n: u32, next: u64) {

@@ -59,6 +59,16 @@ pub trait TopicLog: Send + Sync {
     /// Told after the lake committed partition `n` up to `next` (Kafka commits the group's offset then, for
     /// lag tools; the lake's offset is the one a load resumes from).
     fn loaded(&self, _n: u32, _next: u64) {}
+    /// The keys of the last requests the reader of partition `n` remembers to skip retried ones (Kafka),
+    /// oldest first, once it has read up to `next`: the load keeps them with the lake's state there, so
+    /// that a reader positioned there later starts from them ([`TopicLog::restore_window`]). `None` on a
+    /// backbone that needs none, or when the reader is not at `next`.
+    fn dedupe_window(&self, _n: u32, _next: u64) -> Option<Vec<Vec<u8>>> {
+        None
+    }
+    /// The window the lake kept at offset `at` of partition `n`: the next time its reader is positioned
+    /// at or after `at`, it starts from these keys at `at` instead of re-reading the messages before.
+    fn restore_window(&self, _n: u32, _at: u64, _keys: Vec<Vec<u8>>) {}
 }
 
 /// The topics of a backbone.

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use rdkafka::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use shopstream_kafka::loopback::Broker;
+use shopstream_kafka::loopback::{Broker, SecureBroker};
 
-use crate::live::{batch, start, status};
+use crate::live::{batch, start, start_with_env, status};
 use crate::stdout;
 
 /// A config for workers sharing `lake` over the brokers at `brokers`.
@@ -67,6 +67,8 @@ fn post(base: &str, key: &str, body: &str) -> Option<u64> {
 fn sql(dir: &Path, config: &Path, query: &str) -> String {
     let o = crate::shopstream(dir)
         .env("SHOPSTREAM_CONFIG", config)
+        // Every command reads the whole config: the secured cluster's reads `${KAFKA_PASSWORD}`.
+        .env("KAFKA_PASSWORD", "s3cret")
         .args(["sql", "--format", "csv", query])
         .output()
         .unwrap();
@@ -208,6 +210,13 @@ fn two_workers_share_kafka_and_a_request_retried_to_the_other_lands_once() {
     // The lake's own records sit in its `_shopstream` folder, beside the tables.
     assert!(lake.join("_shopstream/backbone.json").is_file());
     assert!(lake.join("_shopstream/workers").is_dir());
+    // Each partition's dedupe window of request keys is kept with the lake's state.
+    let windows = lake.join("_shopstream/dedupe/kafka/orders");
+    let kept = (0..4)
+        .filter_map(|p| std::fs::read_dir(windows.join(p.to_string())).ok())
+        .map(|d| d.count())
+        .sum::<usize>();
+    assert!(kept >= 1, "no dedupe window kept in {}", windows.display());
     assert_eq!(
         retried, "5",
         "the request sent to both workers is in the lake once"
@@ -353,6 +362,39 @@ fn a_topic_with_another_partition_count_than_the_lake_recorded_is_refused() {
         ),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_worker_reaches_a_cluster_over_tls_with_a_scram_password_from_the_environment() {
+    let broker = SecureBroker::start("shop", "s3cret");
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let secured = format!(
+        "\"security.protocol\" = \"sasl_ssl\"\n\"ssl.ca.location\" = \"{}\"\n\
+         \"sasl.mechanisms\" = \"SCRAM-SHA-256\"\n\"sasl.username\" = \"shop\"\n\
+         \"sasl.password\" = \"${{KAFKA_PASSWORD}}\"\n",
+        broker.ca.display()
+    );
+    let config = config(dir.path(), &lake, &broker.address, &secured);
+    // A wrong password: the worker does not start, and says why.
+    let refused = crate::shopstream(&dir.path().join("a"))
+        .env("SHOPSTREAM_CONFIG", &config)
+        .env("KAFKA_PASSWORD", "guess")
+        .args(["serve", "--listen", "127.0.0.1:0", "--pg-listen", "off"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("Authentication failure"), "{stderr}");
+    let (mut worker, url) = start_with_env(
+        &dir.path().join("a"),
+        Some(&config),
+        &[("KAFKA_PASSWORD", "s3cret")],
+    );
+    assert_eq!(post(&url, "tls-1", &batch("tls-1", 4)), Some(4));
+    wait_for_each_once(dir.path(), &config, 4);
+    worker.kill().unwrap();
+    worker.wait().unwrap();
 }
 
 /// A kafka-python producer sending one order line (4 × 2.50), gzip-compressed.

@@ -11,10 +11,20 @@ use crate::{run, shopstream, stdout};
 
 /// Starts `serve` on a free port (with `config`, if given); returns the child and its base URL.
 pub fn start(dir: &std::path::Path, config: Option<&std::path::Path>) -> (Child, String) {
+    start_with_env(dir, config, &[])
+}
+
+/// [`start`] with these environment variables set for the server.
+pub fn start_with_env(
+    dir: &std::path::Path,
+    config: Option<&std::path::Path>,
+    env: &[(&str, &str)],
+) -> (Child, String) {
     let mut command = shopstream(dir);
     if let Some(c) = config {
         command.env("SHOPSTREAM_CONFIG", c);
     }
+    command.envs(env.iter().copied());
     let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0", "--pg-listen", "off"])
         .stdout(Stdio::piped())

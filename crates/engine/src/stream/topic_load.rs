@@ -9,11 +9,12 @@
 //! the other; a crash between them leaves some tables one micro-batch ahead, and the next step brings the
 //! others up to them before anything new is read. A failed step is retried with everything read again from
 //! the lake ([`TopicLoader::run`]), which is also how a dataset's table evolved by a load meanwhile is seen.
+//! On Kafka each partition's dedupe window of request keys is kept with the lake's state ([`dedupe`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deltalake::DeltaTable;
 use deltalake::kernel::Transaction;
@@ -27,6 +28,7 @@ use crate::error::{EngineError, Result};
 use crate::lake::{Lake, Table};
 use crate::load::{batch_for, row_tables};
 use crate::sink::{TableSink, WriteOptions, commit_adds};
+use crate::stream::dedupe;
 
 /// Settings of a continuous load.
 #[derive(Debug, Clone)]
@@ -100,6 +102,8 @@ pub struct TopicLoader {
     committed: Vec<Vec<u64>>,
     /// The partitions this worker loads, as of the last step.
     assigned: Vec<u32>,
+    /// Per partition, when its dedupe window was last kept in the lake ([`dedupe`]).
+    kept: Vec<Option<Instant>>,
     progress: Arc<LoadProgress>,
 }
 
@@ -154,15 +158,17 @@ impl TopicLoader {
             tables.push((kind, table));
         }
         let committed = read_offsets(&topic, &config.topic, &tables).await?;
-        let loader = TopicLoader {
+        let mut loader = TopicLoader {
             lake: lake.clone(),
             config,
+            kept: vec![None; topic.partition_count() as usize],
             topic,
             tables,
             committed,
             assigned: Vec::new(),
             progress: Arc::new(LoadProgress::default()),
         };
+        loader.restore_windows().await;
         loader.publish_offsets();
         Ok(loader)
     }
@@ -262,9 +268,16 @@ impl TopicLoader {
                 }
             }
         }
+        let kept = self.keep_window(p, to).await;
         // With nothing read but skipped offsets (a retried request, a transaction's markers) the commits
         // move the offsets only.
         self.commit(p, sinks, to, load_id).await?;
+        if kept {
+            self.kept[p] = Some(Instant::now());
+            if let Err(e) = dedupe::prune(&self.lake, self.topic.as_ref(), p as u32, to).await {
+                tracing::warn!(topic = %self.config.topic, partition = p, "{e}");
+            }
+        }
         let counts = batcher.counts();
         self.progress
             .records
@@ -274,6 +287,32 @@ impl TopicLoader {
             .fetch_add(counts.rejected, Ordering::Relaxed);
         self.progress.commits.fetch_add(1, Ordering::Relaxed);
         Ok(records.len() as u64)
+    }
+
+    /// Writes partition `p`'s dedupe window at `to` when it is due; true when written. A failure is logged:
+    /// without a newer window a reader positioned anew re-reads the messages before its offset.
+    async fn keep_window(&self, p: usize, to: u64) -> bool {
+        if self.kept[p].is_some_and(|t| t.elapsed() < dedupe::KEEP_EVERY) {
+            return false;
+        }
+        dedupe::keep(&self.lake, self.topic.as_ref(), p as u32, to)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(topic = %self.config.topic, partition = p, "{e}");
+                false
+            })
+    }
+
+    /// Gives each partition's reader the dedupe window the lake kept at or below its loaded offset (a
+    /// failure is logged: the reader then re-reads the messages before its offset).
+    async fn restore_windows(&mut self) {
+        for (p, offsets) in self.committed.iter().enumerate() {
+            let from = *offsets.iter().min().expect("tables");
+            if let Err(e) = dedupe::restore(&self.lake, self.topic.as_ref(), p as u32, from).await {
+                tracing::warn!(topic = %self.config.topic, partition = p, "{e}");
+            }
+        }
+        self.kept.fill(None);
     }
 
     /// Up to `limit` records of partition `p` from `from`, read on a blocking thread.
@@ -362,6 +401,7 @@ impl TopicLoader {
         }
         self.committed = read_offsets(&self.topic, &self.config.topic, &tables).await?;
         self.tables = tables;
+        self.restore_windows().await;
         self.publish_offsets();
         Ok(())
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use shopstream_kafka::loopback::Broker;
+use shopstream_kafka::loopback::{Broker, SecureBroker};
 use shopstream_kafka::{ExternalTopic, Format, Kafka, KafkaConfig};
 use shopstream_log::{Backbone, NewRecord, TopicLog};
 
@@ -99,6 +99,39 @@ fn a_retried_request_is_read_once_even_by_a_reader_starting_after_it() {
     let (records, _) = read_all(again.as_ref(), 0, 1, 2);
     let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
     assert_eq!(offsets, vec![1, 3]);
+}
+
+fn offsets(records: &[shopstream_log::Record]) -> Vec<u64> {
+    records.iter().map(|r| r.offset).collect()
+}
+
+#[test]
+fn a_reader_hands_out_its_window_and_one_given_the_lakes_window_decides_by_it() {
+    let broker = Broker::start();
+    let kafka = Kafka::connect(&config(&broker)).unwrap();
+    let topic = kafka.create_topic("orders", 1).unwrap();
+    for key in ["a", "b", "c"] {
+        topic.append(0, &request(key, 1)).unwrap();
+    }
+    let (_, next) = read_all(topic.as_ref(), 0, 0, 3);
+    assert_eq!(next, 3);
+    // What the load keeps with the lake's offset 3: the keys read, oldest first.
+    let keys = |ks: &[&str]| ks.iter().map(|k| k.as_bytes().to_vec()).collect::<Vec<_>>();
+    assert_eq!(topic.dedupe_window(0, 3), Some(keys(&["a", "b", "c"])));
+    assert_eq!(topic.dedupe_window(0, 2), None, "the reader is not at 2");
+    topic.append(0, &request("a", 1)).unwrap(); // 3: a retry of `a`
+    topic.append(0, &request("d", 1)).unwrap(); // 4
+    // A worker given the window the lake kept at 1 reads on from there, and skips the retry.
+    let other = Kafka::connect(&config(&broker)).unwrap();
+    let second = other.topic("orders").unwrap();
+    second.restore_window(0, 1, keys(&["a"]));
+    assert_eq!(offsets(&read_all(second.as_ref(), 0, 3, 1).0), vec![4]);
+    // The lake's window decides, not the messages the log still holds before the offset: with `a` out of
+    // the window the lake kept at 3, the message at 3 is a request to load.
+    let another = Kafka::connect(&config(&broker)).unwrap();
+    let third = another.topic("orders").unwrap();
+    third.restore_window(0, 3, keys(&["b", "c"]));
+    assert_eq!(offsets(&read_all(third.as_ref(), 0, 3, 2).0), vec![3, 4]);
 }
 
 #[test]
@@ -198,4 +231,42 @@ fn a_new_load_starts_at_the_earliest_or_the_latest_offset_as_configured() {
     }
     assert_eq!(all.initial_offset(0).unwrap(), 0, "earliest (the default)");
     assert_eq!(now.initial_offset(0).unwrap(), 2, "latest");
+}
+
+/// Settings for the secured broker: TLS trusting its certificate, SCRAM-SHA-256 with `password`.
+fn secured(broker: &SecureBroker, password: &str) -> KafkaConfig {
+    let mut c = KafkaConfig::new(&broker.address);
+    c.replication_factor = 1;
+    c.timeout_ms = 10_000;
+    for (k, v) in [
+        ("security.protocol", "sasl_ssl"),
+        ("sasl.mechanisms", "SCRAM-SHA-256"),
+        ("sasl.username", "shop"),
+        ("sasl.password", password),
+        ("ssl.ca.location", &broker.ca.display().to_string()),
+    ] {
+        c.properties.insert(k.into(), v.into());
+    }
+    c
+}
+
+#[test]
+fn a_cluster_behind_tls_and_scram_is_reached_with_the_password_and_refused_without() {
+    let broker = SecureBroker::start("shop", "s3cret");
+    let kafka = Kafka::connect(&secured(&broker, "s3cret")).unwrap();
+    let topic = kafka.create_topic("orders", 2).unwrap();
+    let p = topic.partition_for_key(b"req-1");
+    topic.append(p, &request("req-1", 2)).unwrap();
+    let (records, _) = read_all(topic.as_ref(), p, 0, 2);
+    assert_eq!(records.len(), 2);
+    let wrong = Kafka::connect(&secured(&broker, "guess")).err().unwrap();
+    assert!(
+        wrong.to_string().contains("reaching the cluster")
+            && wrong.to_string().contains("Authentication failure"),
+        "{wrong}"
+    );
+    // Without TLS the front never answers as Kafka.
+    let mut plain = KafkaConfig::new(&broker.address);
+    plain.timeout_ms = 3000;
+    assert!(Kafka::connect(&plain).is_err());
 }
