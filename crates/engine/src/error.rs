@@ -14,6 +14,9 @@ pub enum EngineError {
         /// delta-rs' error.
         source: deltalake::DeltaTableError,
     },
+    /// An Arrow operation on rows failed.
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
     /// A SQL statement failed to plan or run.
     #[error(transparent)]
     Sql(#[from] datafusion::error::DataFusionError),
@@ -74,6 +77,14 @@ pub enum EngineError {
     /// A file was refused (the landing folder moves it to `failed/` with this reason).
     #[error("{0}")]
     Refused(String),
+    /// A continuous view cannot be created or run as written (what is not supported says why).
+    #[error("view `{view}`: {reason}")]
+    View {
+        /// The view.
+        view: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A report name or parameter is wrong.
     #[error("{0}")]
     Report(String),

@@ -5,3 +5,4 @@
 pub mod dedupe;
 pub mod landing;
 pub mod topic_load;
+pub mod view;

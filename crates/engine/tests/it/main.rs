@@ -7,6 +7,7 @@ mod golden;
 mod load;
 mod robust;
 mod s3;
+mod views;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,0 +1,357 @@
+//! A view's keyed state: per key (the non-window group columns, as arrow rows) the open windows, each
+//! with one DataFusion accumulator per aggregate of the view ([`super::plan::Aggregate`]). A micro-batch's
+//! rows are grouped by key and window and fed to the accumulators of their window (`update_batch`);
+//! session windows of a key that come to overlap are merged (one accumulator's `state` merged into the
+//! other's). A window is emitted (evaluated and removed) once final; an updating aggregate's key is
+//! evaluated while live and removed after its time to live.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, RecordBatch, TimestampMicrosecondArray, UInt32Array,
+};
+use arrow::compute::{cast, filter, take};
+use arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::logical_expr::Accumulator;
+use datafusion::scalar::ScalarValue;
+
+use super::plan::Aggregate;
+use super::window::WindowKind;
+use crate::error::{EngineError, Result};
+
+/// One open window of a key.
+struct Slot {
+    start: i64,
+    end: i64,
+    accumulators: Vec<Box<dyn Accumulator>>,
+    /// The latest event time (µs, local) fed to it: an updating aggregate's time to live counts from it.
+    fed: i64,
+}
+
+/// The open windows of every key; see the module documentation.
+pub struct KeyedState {
+    window: WindowKind,
+    converter: RowConverter,
+    /// No key columns (a window's total): every row has the same constant key.
+    keyless: bool,
+    keys: HashMap<OwnedRow, Vec<Slot>>,
+    /// Open windows, over all keys.
+    open: usize,
+}
+
+/// The rows of one micro-batch, evaluated for the aggregate.
+struct Evaluated {
+    keys: arrow::row::Rows,
+    starts: Vec<i64>,
+    ends: Vec<i64>,
+    /// Per aggregate, its argument columns (rows its `FILTER` drops are left out at update).
+    arguments: Vec<Vec<ArrayRef>>,
+    filters: Vec<Option<BooleanArray>>,
+}
+
+fn internal(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Internal(format!("view state: {e}"))
+}
+
+fn times(a: &ArrayRef) -> Result<Vec<i64>> {
+    let a = a
+        .as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .ok_or_else(|| internal("window bounds are not timestamps"))?;
+    Ok(a.values().to_vec())
+}
+
+impl KeyedState {
+    /// Empty state for `aggregate` over `window`.
+    pub fn new(
+        aggregate: &Aggregate,
+        window: WindowKind,
+        input: &arrow::datatypes::Schema,
+    ) -> Result<KeyedState> {
+        let mut fields = key_indices(aggregate)
+            .map(|i| aggregate.group[i].0.data_type(input).map(SortField::new))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let keyless = fields.is_empty();
+        if keyless {
+            fields.push(SortField::new(arrow::datatypes::DataType::Boolean));
+        }
+        Ok(KeyedState {
+            window,
+            converter: RowConverter::new(fields)?,
+            keyless,
+            keys: HashMap::new(),
+            open: 0,
+        })
+    }
+
+    /// Open windows over all keys.
+    pub fn open_windows(&self) -> usize {
+        self.open
+    }
+
+    /// Bytes the accumulators hold (about).
+    pub fn size(&self) -> usize {
+        self.keys
+            .values()
+            .flatten()
+            .map(|s| s.accumulators.iter().map(|a| a.size()).sum::<usize>())
+            .sum()
+    }
+
+    fn evaluate(&self, aggregate: &Aggregate, batch: &RecordBatch) -> Result<Evaluated> {
+        let group: Vec<ArrayRef> = aggregate
+            .group
+            .iter()
+            .map(|(e, _)| e.evaluate(batch)?.into_array(batch.num_rows()))
+            .collect::<datafusion::error::Result<_>>()?;
+        let key_columns: Vec<ArrayRef> = if self.keyless {
+            vec![Arc::new(BooleanArray::from(vec![true; batch.num_rows()]))]
+        } else {
+            key_indices(aggregate).map(|i| group[i].clone()).collect()
+        };
+        let keys = self.converter.convert_columns(&key_columns)?;
+        let (starts, ends) = match aggregate.window_columns {
+            Some((s, e)) => (times(&group[s])?, times(&group[e])?),
+            None => (vec![0; batch.num_rows()], vec![0; batch.num_rows()]),
+        };
+        let mut arguments = Vec::new();
+        for a in &aggregate.aggregates {
+            let args = a
+                .expressions()
+                .iter()
+                .map(|e| e.evaluate(batch)?.into_array(batch.num_rows()))
+                .collect::<datafusion::error::Result<Vec<_>>>()?;
+            arguments.push(args);
+        }
+        let filters = aggregate
+            .filters
+            .iter()
+            .map(|f| {
+                f.as_ref()
+                    .map(|f| {
+                        let a = f.evaluate(batch)?.into_array(batch.num_rows())?;
+                        Ok::<_, EngineError>(
+                            a.as_any()
+                                .downcast_ref::<BooleanArray>()
+                                .ok_or_else(|| internal("a FILTER is not boolean"))?
+                                .clone(),
+                        )
+                    })
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Evaluated {
+            keys,
+            starts,
+            ends,
+            arguments,
+            filters,
+        })
+    }
+
+    /// Feeds the aggregate's input rows `batch` to their windows; `event` is when (µs) the windows were
+    /// last fed: an updating aggregate's time to live counts from it.
+    pub fn update(&mut self, aggregate: &Aggregate, batch: &RecordBatch, event: i64) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let rows = self.evaluate(aggregate, batch)?;
+        let mut groups: HashMap<(&[u8], i64, i64), Vec<u32>> = HashMap::new();
+        for i in 0..batch.num_rows() {
+            let key = (rows.keys.row(i).data(), rows.starts[i], rows.ends[i]);
+            groups.entry(key).or_default().push(i as u32);
+        }
+        let mut grouped: Vec<_> = groups.into_iter().collect();
+        // Sessions merge in event order.
+        grouped.sort_by_key(|((_, s, _), _)| *s);
+        for ((key, start, end), indices) in grouped {
+            let mut slot = new_slot(aggregate, start, end, event)?;
+            feed(&mut slot, &rows, &UInt32Array::from(indices))?;
+            let key = self.converter.parser().parse(key).owned();
+            self.insert(key, slot)?;
+        }
+        Ok(())
+    }
+
+    /// Adds `slot` to `key`'s windows: into the same window, or (sessions) merged with those it overlaps.
+    fn insert(&mut self, key: OwnedRow, mut slot: Slot) -> Result<()> {
+        let slots = self.keys.entry(key).or_default();
+        let session = self.window.is_session();
+        loop {
+            let found = slots.iter().position(|s| {
+                if session {
+                    s.start < slot.end && slot.start < s.end
+                } else {
+                    s.start == slot.start && s.end == slot.end
+                }
+            });
+            let Some(i) = found else { break };
+            let mut other = slots.swap_remove(i);
+            self.open -= 1;
+            merge(&mut other, &mut slot)?;
+            slot = other;
+            if !session {
+                break;
+            }
+        }
+        slots.push(slot);
+        self.open += 1;
+        Ok(())
+    }
+
+    /// Evaluates and removes the windows `is_final` holds for (given its end and last event); returns their
+    /// rows in the aggregate's schema.
+    pub fn emit(
+        &mut self,
+        aggregate: &Aggregate,
+        is_final: impl Fn(i64, i64) -> bool,
+    ) -> Result<Option<RecordBatch>> {
+        let mut taken = Vec::new();
+        for (key, slots) in self.keys.iter_mut() {
+            let mut i = 0;
+            while i < slots.len() {
+                if is_final(slots[i].end, slots[i].fed) {
+                    taken.push((key.clone(), slots.swap_remove(i)));
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        self.keys.retain(|_, s| !s.is_empty());
+        self.open -= taken.len();
+        rows_of(
+            &self.converter,
+            aggregate,
+            taken.iter_mut().map(|(k, s)| (k.row(), s)),
+        )
+    }
+
+    /// The rows of every open window (evaluated, kept), in the aggregate's schema.
+    pub fn snapshot(&mut self, aggregate: &Aggregate) -> Result<Option<RecordBatch>> {
+        let mut all: Vec<(arrow::row::Row<'_>, &mut Slot)> = Vec::new();
+        for (key, slots) in self.keys.iter_mut() {
+            for s in slots.iter_mut() {
+                all.push((key.row(), s));
+            }
+        }
+        rows_of(&self.converter, aggregate, all.into_iter())
+    }
+}
+
+/// The indices of the group expressions that are keys (not window bounds).
+fn key_indices(aggregate: &Aggregate) -> impl Iterator<Item = usize> + '_ {
+    (0..aggregate.group.len()).filter(move |i| match aggregate.window_columns {
+        Some((s, e)) => *i != s && *i != e,
+        None => true,
+    })
+}
+
+fn new_slot(aggregate: &Aggregate, start: i64, end: i64, fed: i64) -> Result<Slot> {
+    let accumulators = aggregate
+        .aggregates
+        .iter()
+        .map(|a| a.create_accumulator())
+        .collect::<datafusion::error::Result<_>>()?;
+    Ok(Slot {
+        start,
+        end,
+        accumulators,
+        fed,
+    })
+}
+
+/// Feeds rows `indices` of `rows` to `slot`'s accumulators.
+fn feed(slot: &mut Slot, rows: &Evaluated, indices: &UInt32Array) -> Result<()> {
+    for (n, acc) in slot.accumulators.iter_mut().enumerate() {
+        let mut args: Vec<ArrayRef> = rows.arguments[n]
+            .iter()
+            .map(|a| take(a.as_ref(), indices, None))
+            .collect::<std::result::Result<_, _>>()?;
+        if let Some(keep) = &rows.filters[n] {
+            let keep = take(keep, indices, None)?;
+            let keep = keep
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .expect("boolean");
+            args = args
+                .iter()
+                .map(|a| filter(a.as_ref(), keep))
+                .collect::<std::result::Result<_, _>>()?;
+        }
+        acc.update_batch(&args)?;
+    }
+    Ok(())
+}
+
+/// Merges `from` into `into`: the union of their windows and of their accumulators' states.
+fn merge(into: &mut Slot, from: &mut Slot) -> Result<()> {
+    into.start = into.start.min(from.start);
+    into.end = into.end.max(from.end);
+    into.fed = into.fed.max(from.fed);
+    for (a, b) in into
+        .accumulators
+        .iter_mut()
+        .zip(from.accumulators.iter_mut())
+    {
+        let states: Vec<ArrayRef> = b
+            .state()?
+            .iter()
+            .map(|s| s.to_array())
+            .collect::<datafusion::error::Result<_>>()?;
+        a.merge_batch(&states)?;
+    }
+    Ok(())
+}
+
+/// One row per slot: its key columns and window bounds at their group positions, then each aggregate's value.
+fn rows_of<'a>(
+    converter: &RowConverter,
+    aggregate: &Aggregate,
+    slots: impl Iterator<Item = (arrow::row::Row<'a>, &'a mut Slot)>,
+) -> Result<Option<RecordBatch>> {
+    let (mut keys, mut starts, mut ends) = (Vec::new(), Vec::new(), Vec::new());
+    let mut values: Vec<Vec<ScalarValue>> = vec![Vec::new(); aggregate.aggregates.len()];
+    for (key, slot) in slots {
+        keys.push(key);
+        starts.push(slot.start);
+        ends.push(slot.end);
+        for (n, acc) in slot.accumulators.iter_mut().enumerate() {
+            values[n].push(acc.evaluate()?);
+        }
+    }
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let mut key_columns = converter.convert_rows(keys)?.into_iter();
+    if key_indices(aggregate).next().is_none() {
+        key_columns.next(); // the constant key of a keyless state
+    }
+    let schema = aggregate.schema.clone();
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for i in 0..aggregate.group.len() {
+        let column: ArrayRef = match aggregate.window_columns {
+            Some((s, _)) if i == s => Arc::new(TimestampMicrosecondArray::from(starts.clone())),
+            Some((_, e)) if i == e => Arc::new(TimestampMicrosecondArray::from(ends.clone())),
+            _ => key_columns.next().expect("a key column"),
+        };
+        columns.push(column);
+    }
+    for v in values {
+        columns.push(ScalarValue::iter_to_array(v)?);
+    }
+    let columns = columns
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c)
+            } else {
+                cast(&c, f.data_type())
+            }
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(Some(
+        RecordBatch::try_new(schema, columns).map_err(internal)?,
+    ))
+}

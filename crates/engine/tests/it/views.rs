@@ -1,0 +1,433 @@
+//! Continuous views against batch SQL: the real Online Retail lines of the first days (from
+//! `../shared/data/online-retail/by-day`) loaded into a lake, then replayed through a view in micro-batches
+//! of 50 lines from two source partitions, arrival shuffled within the allowed delay: every final window
+//! equals the same GROUP BY over `orders` in batch SQL, to the cent. With rows held back beyond the delay, the final
+//! windows plus the late rows reconcile exactly with the batch answer. Hopping and session windows and an
+//! updating aggregate on hand-checked rows; what a view cannot run is refused with the reason.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::util::display::array_value_to_string;
+use shopstream_engine::stream::view::plan::ViewPlan;
+use shopstream_engine::stream::view::{ViewOptions, ViewRunner};
+use shopstream_engine::{Catalog, Lake};
+
+use crate::{load, testdata};
+
+const REVENUE_PER_MINUTE: &str = "SELECT window_start, window_end, country, sum(line_revenue) AS revenue, \
+     count(DISTINCT invoice_no) AS orders, count(*) AS lines \
+     FROM TUMBLE(orders, invoice_date, INTERVAL '1 minute') GROUP BY window_start, window_end, country";
+
+/// The same answer in batch SQL over the lake's `orders`.
+const BATCH: &str = "SELECT date_bin(INTERVAL '1 minute', invoice_date, TIMESTAMP '1970-01-01') AS window_start, \
+     country, sum(line_revenue) AS revenue, count(DISTINCT invoice_no) AS orders, count(*) AS lines \
+     FROM orders GROUP BY 1, 2";
+
+/// A lake with the real lines of the first three days, and its `orders` rows in event-time order.
+async fn real_orders() -> (tempfile::TempDir, Lake, Vec<RecordBatch>, SchemaRef) {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::local(&dir.path().join("lake")).unwrap();
+    let days: Vec<_> = ["2010-12-01", "2010-12-02", "2010-12-03"]
+        .iter()
+        .map(|d| testdata(&format!("../../shared/data/online-retail/by-day/{d}.csv")))
+        .collect();
+    load(&lake, &days, Vec::new()).await;
+    let catalog = Catalog::open(&lake).await.unwrap();
+    let rows = catalog
+        .query("SELECT * FROM orders ORDER BY invoice_date, invoice_no, stock_code")
+        .await
+        .unwrap();
+    (dir, lake, rows.batches, rows.schema)
+}
+
+/// Rows as text, one string per row.
+fn lines(batches: &[RecordBatch]) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for b in batches {
+        for r in 0..b.num_rows() {
+            out.push(
+                b.columns()
+                    .iter()
+                    .map(|c| array_value_to_string(c, r).unwrap())
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+/// The rows of `batches` one by one, each with the time it arrives at (its event time plus a jitter below
+/// `jitter_s`, deterministic), sorted by arrival.
+fn shuffled(
+    batches: &[RecordBatch],
+    jitter_s: i64,
+    held_back: &dyn Fn(usize) -> bool,
+) -> Vec<RecordBatch> {
+    let mut seed: u64 = 0x5eed;
+    let mut rows = Vec::new();
+    let mut n = 0usize;
+    for b in batches {
+        let times = b
+            .column_by_name("invoice_date")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        for r in 0..b.num_rows() {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let jitter = (seed >> 33) as i64 % (jitter_s * 1_000_000);
+            // A held-back row arrives an hour late: beyond the delay, and beyond how far the slower of the
+            // two source partitions holds the watermark back (a micro-batch of 50 lines spans minutes).
+            let extra = if held_back(n) { 3_600_000_000 } else { 0 };
+            rows.push((times.value(r) + jitter + extra, b.slice(r, 1)));
+            n += 1;
+        }
+    }
+    rows.sort_by_key(|(at, _)| *at);
+    rows.into_iter().map(|(_, row)| row).collect()
+}
+
+/// Replays `rows` through `runner` in micro-batches of 50 from two source partitions; returns the final
+/// rows and the late rows.
+async fn replay(
+    runner: &mut ViewRunner,
+    rows: &[RecordBatch],
+) -> (Vec<RecordBatch>, Vec<RecordBatch>) {
+    let (mut out, mut late) = (Vec::new(), Vec::new());
+    for (i, chunk) in rows.chunks(50).enumerate() {
+        let batch = arrow::compute::concat_batches(&chunk[0].schema(), chunk).unwrap();
+        let o = runner.push((i % 2) as u32, &batch).await.unwrap();
+        out.extend(o.rows);
+        late.extend(o.late);
+    }
+    (out, late)
+}
+
+fn options() -> ViewOptions {
+    ViewOptions {
+        // High: no partition counts as idle in a replay.
+        idle_timeout: Duration::from_secs(3600),
+        ..ViewOptions::default()
+    }
+}
+
+async fn runner(sql: &str, schema: &SchemaRef) -> ViewRunner {
+    let s = schema.clone();
+    let plan = ViewPlan::new("revenue_per_minute", sql, move |n| {
+        (n == "orders").then(|| s.clone())
+    })
+    .await
+    .unwrap();
+    ViewRunner::new(plan, options()).unwrap()
+}
+
+/// The batch answer's rows for windows ending at or before `watermark` (µs), as text without window_end.
+async fn batch_answer(lake: &Lake, watermark: i64) -> Vec<Vec<String>> {
+    let catalog = Catalog::open(lake).await.unwrap();
+    let sql = format!(
+        "SELECT * FROM ({BATCH}) WHERE window_start + INTERVAL '1 minute' <= to_timestamp_micros({watermark}) \
+         ORDER BY window_start, country"
+    );
+    let mut rows = lines(&catalog.query(&sql).await.unwrap().batches);
+    rows.sort();
+    rows
+}
+
+/// The view's final rows, as text without window_end, sorted.
+fn view_answer(out: &[RecordBatch]) -> Vec<Vec<String>> {
+    let mut rows: Vec<Vec<String>> = lines(out)
+        .into_iter()
+        .map(|mut r| {
+            r.remove(1);
+            r
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_final_window_equals_batch_sql_over_the_real_lines_replayed_out_of_order() {
+    let (_dir, lake, batches, schema) = real_orders().await;
+    let mut runner = runner(REVENUE_PER_MINUTE, &schema).await;
+    let rows = shuffled(&batches, 25, &|_| false);
+    let (out, late) = replay(&mut runner, &rows).await;
+    assert!(late.is_empty(), "nothing arrived beyond the delay");
+    let watermark = runner.watermark().unwrap();
+    let view = view_answer(&out);
+    assert!(view.len() > 300, "{} windows", view.len());
+    assert_eq!(view, batch_answer(&lake, watermark).await);
+    // What is still open is visible live.
+    let live = lines(&runner.live().await.unwrap());
+    assert!(!live.is_empty());
+}
+
+/// Lines per country, as `country -> (lines, revenue in ten-thousandths)`.
+fn totals(rows: impl Iterator<Item = (String, i64, i128)>) -> BTreeMap<String, (i64, i128)> {
+    let mut t = BTreeMap::new();
+    for (country, lines, revenue) in rows {
+        let e = t.entry(country).or_insert((0, 0));
+        e.0 += lines;
+        e.1 += revenue;
+    }
+    t
+}
+
+fn decimal(s: &str) -> i128 {
+    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    let negative = whole.starts_with('-');
+    let frac: String = format!("{frac:0<4}").chars().take(4).collect();
+    let v = whole.trim_start_matches('-').parse::<i128>().unwrap() * 10_000
+        + frac.parse::<i128>().unwrap();
+    if negative { -v } else { v }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn final_windows_and_late_rows_reconcile_exactly_with_batch_sql() {
+    let (_dir, lake, batches, schema) = real_orders().await;
+    let mut runner = runner(REVENUE_PER_MINUTE, &schema).await;
+    // Every 40th line is held back an hour: far beyond the 30 s delay.
+    let rows = shuffled(&batches, 25, &|n| n % 40 == 7);
+    let (out, late) = replay(&mut runner, &rows).await;
+    let late_count: usize = late.iter().map(RecordBatch::num_rows).sum();
+    assert!(late_count > 50, "{late_count} late rows");
+    assert_eq!(runner.counters().late_rows as usize, late_count);
+    let watermark = runner.watermark().unwrap();
+    // The view's final windows: lines and revenue per country.
+    let view = lines(&out)
+        .into_iter()
+        .map(|r| (r[2].clone(), r[5].parse::<i64>().unwrap(), decimal(&r[3])));
+    let mut got = totals(view);
+    // Plus the late rows that missed a final window (their records).
+    for b in &late {
+        let records = b
+            .column_by_name("record")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        let late_by = b
+            .column_by_name("late_by_ms")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::Int64Type>();
+        for i in 0..b.num_rows() {
+            assert!(late_by.value(i) >= 0);
+            let r: serde_json::Value = serde_json::from_str(records.value(i)).unwrap();
+            let country = r["country"].as_str().unwrap_or_default().to_string();
+            let revenue = match &r["line_revenue"] {
+                serde_json::Value::String(s) => decimal(s),
+                v => decimal(&v.to_string()),
+            };
+            let e = got.entry(country).or_insert((0, 0));
+            e.0 += 1;
+            e.1 += revenue;
+        }
+    }
+    // Batch SQL over the windows that are final.
+    let batch = batch_answer(&lake, watermark).await;
+    let want = totals(
+        batch
+            .into_iter()
+            .map(|r| (r[1].clone(), r[4].parse::<i64>().unwrap(), decimal(&r[2]))),
+    );
+    assert_eq!(got, want);
+}
+
+/// A small table of hand-made events: customer, event time (minutes), amount.
+fn events(rows: &[(&str, i64, i64)]) -> (SchemaRef, RecordBatch) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("customer", DataType::Utf8, false),
+        Field::new(
+            "at",
+            DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
+            false,
+        ),
+        Field::new("amount", DataType::Int64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(
+                rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            )),
+            Arc::new(arrow::array::TimestampMicrosecondArray::from(
+                rows.iter().map(|r| r.1 * 60_000_000).collect::<Vec<_>>(),
+            )),
+            Arc::new(arrow::array::Int64Array::from(
+                rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+            )),
+        ],
+    )
+    .unwrap();
+    (schema, batch)
+}
+
+async fn run_events(
+    sql: &str,
+    delay_min: u64,
+    batches: &[Vec<(&str, i64, i64)>],
+) -> (Vec<Vec<String>>, ViewRunner) {
+    let (schema, _) = events(&[]);
+    let s = schema.clone();
+    let plan = ViewPlan::new("v", sql, move |n| (n == "events").then(|| s.clone()))
+        .await
+        .unwrap();
+    let delay = Duration::from_secs(60 * delay_min);
+    let mut runner = ViewRunner::new(plan, ViewOptions { delay, ..options() }).unwrap();
+    let mut out = Vec::new();
+    for rows in batches {
+        let (_, batch) = events(rows);
+        out.extend(runner.push(0, &batch).await.unwrap().rows);
+    }
+    let mut rows = lines(&out);
+    rows.sort();
+    (rows, runner)
+}
+
+fn row(cells: &[&str]) -> Vec<String> {
+    cells.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hopping_windows_count_each_event_in_every_window_holding_it() {
+    let sql = "SELECT window_start, window_end, sum(amount) AS total, count(*) AS n \
+               FROM HOP(events, at, INTERVAL '1 minute', INTERVAL '3 minutes') GROUP BY window_start, window_end";
+    // Events at minutes 0, 1 and 2 (amounts 1, 10, 100); then minute 10 moves the watermark past them all.
+    let (rows, _) = run_events(
+        sql,
+        0,
+        &[
+            vec![("a", 0, 1), ("a", 1, 10), ("b", 2, 100)],
+            vec![("a", 10, 0)],
+        ],
+    )
+    .await;
+    assert_eq!(
+        rows,
+        vec![
+            row(&["1969-12-31T23:58:00", "1970-01-01T00:01:00", "1", "1"]),
+            row(&["1969-12-31T23:59:00", "1970-01-01T00:02:00", "11", "2"]),
+            row(&["1970-01-01T00:00:00", "1970-01-01T00:03:00", "111", "3"]),
+            row(&["1970-01-01T00:01:00", "1970-01-01T00:04:00", "110", "2"]),
+            row(&["1970-01-01T00:02:00", "1970-01-01T00:05:00", "100", "1"]),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_per_key_merge_events_closer_than_the_gap() {
+    let sql = "SELECT customer, window_start, window_end, sum(amount) AS total, count(*) AS n \
+               FROM SESSION(events, at, INTERVAL '30 minutes') GROUP BY window_start, window_end, customer";
+    // a: 0, 20, 45 (one session: each gap < 30) and 100 (another); b: 10 alone. Arrival out of order
+    // (within the hour of delay): 20 arrives after 45 and bridges a's first two sessions into one.
+    let (rows, runner) = run_events(
+        sql,
+        60,
+        &[
+            vec![("a", 0, 1), ("b", 10, 5), ("a", 45, 100)],
+            vec![("a", 20, 10)],
+            vec![("a", 100, 1000)],
+            vec![("c", 200, 0)],
+        ],
+    )
+    .await;
+    assert_eq!(
+        rows,
+        vec![
+            row(&[
+                "a",
+                "1970-01-01T00:00:00",
+                "1970-01-01T01:15:00",
+                "111",
+                "3"
+            ]),
+            row(&[
+                "a",
+                "1970-01-01T01:40:00",
+                "1970-01-01T02:10:00",
+                "1000",
+                "1"
+            ]),
+            row(&["b", "1970-01-01T00:10:00", "1970-01-01T00:40:00", "5", "1"]),
+        ]
+    );
+    assert_eq!(runner.state_size().0, 1, "only c's session is open");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_updating_aggregate_is_live_per_key_until_its_time_to_live() {
+    let sql = "SELECT customer, sum(amount) AS total, count(*) AS n FROM events GROUP BY customer";
+    let (schema, _) = events(&[]);
+    let s = schema.clone();
+    let plan = ViewPlan::new("totals", sql, move |n| (n == "events").then(|| s.clone()))
+        .await
+        .unwrap();
+    // The time to live is processing time (as Flink's state TTL): a key not updated for 1 s is dropped.
+    let ttl = Duration::from_secs(1);
+    let mut runner = ViewRunner::new(plan, ViewOptions { ttl, ..options() }).unwrap();
+    for rows in [vec![("a", 0, 1), ("b", 1, 5)], vec![("a", 2, 10)]] {
+        let (_, batch) = events(&rows);
+        let out = runner.push(0, &batch).await.unwrap();
+        assert!(out.rows.is_empty(), "updating rows are live only");
+    }
+    let mut live = lines(&runner.live().await.unwrap());
+    live.sort();
+    assert_eq!(live, vec![row(&["a", "11", "2"]), row(&["b", "5", "1"])]);
+    std::thread::sleep(Duration::from_millis(1200));
+    let (_, batch) = events(&[("c", 125, 7)]);
+    runner.push(0, &batch).await.unwrap();
+    assert_eq!(
+        lines(&runner.live().await.unwrap()),
+        vec![row(&["c", "7", "1"])]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_a_view_cannot_run_is_refused_with_the_reason() {
+    let (schema, _) = events(&[]);
+    for (sql, reason) in [
+        (
+            "SELECT * FROM events a JOIN events b ON a.customer = b.customer",
+            "joins of two streams",
+        ),
+        (
+            "SELECT customer FROM events ORDER BY customer",
+            "ORDER BY and LIMIT",
+        ),
+        (
+            "SELECT count(*) FROM TUMBLE(events, at, INTERVAL '1 minute')",
+            "groups by window_start and window_end",
+        ),
+        (
+            "SELECT customer FROM events UNION SELECT customer FROM events",
+            "UNION",
+        ),
+        (
+            "SELECT count(*) FROM TUMBLE(events, amount, INTERVAL '1 minute') GROUP BY window_start, window_end",
+            "not a timestamp",
+        ),
+        (
+            "SELECT count(*) FROM TUMBLE(nothing, at, INTERVAL '1 minute') GROUP BY window_start, window_end",
+            "no dataset or view `nothing`",
+        ),
+        (
+            "SELECT count(*) FROM HOP(events, at, INTERVAL '5 minutes', INTERVAL '1 minute') GROUP BY window_start, window_end",
+            "slide is longer",
+        ),
+        (
+            "SELECT customer, count(*) FROM events GROUP BY ROLLUP(customer)",
+            "ROLLUP",
+        ),
+    ] {
+        let s = schema.clone();
+        let err = ViewPlan::new("v", sql, move |n| (n == "events").then(|| s.clone()))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{sql} was accepted"));
+        assert!(err.to_string().contains(reason), "{sql}: {err}");
+    }
+}
