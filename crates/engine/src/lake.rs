@@ -36,6 +36,8 @@ struct TableDef {
     /// Text columns whose statistics never skip a file (see `sink::writer_properties`).
     no_statistics: Vec<String>,
     dataset: Option<Arc<Dataset>>,
+    /// What a table derived by a continuous view holds (`view <name>`, `late rows`): not a dataset.
+    derived: Option<String>,
 }
 
 impl PartialEq for Table {
@@ -69,6 +71,7 @@ static BUILTIN: LazyLock<[Table; 4]> = LazyLock::new(|| {
             partition: Vec::new(),
             no_statistics,
             dataset: None,
+            derived: None,
         }))
     };
     let mut orders = Table::of_dataset(&Dataset::orders());
@@ -127,6 +130,32 @@ impl Table {
             schema,
             no_statistics,
             dataset: Some(dataset.clone()),
+            derived: None,
+        }))
+    }
+
+    /// The table a continuous view appends its final rows to.
+    pub fn of_view(name: &str, schema: SchemaRef) -> Table {
+        Table::derived(name, schema, format!("view {name}"))
+    }
+
+    /// The rows that came after the window they belonged to was final, for every view.
+    pub fn late_rows() -> Table {
+        Table::derived(
+            "late_rows",
+            crate::stream::view::late_rows_schema(),
+            "late rows".into(),
+        )
+    }
+
+    fn derived(name: &str, schema: SchemaRef, what: String) -> Table {
+        Table(Arc::new(TableDef {
+            name: name.into(),
+            no_statistics: text_columns(&schema),
+            schema,
+            partition: Vec::new(),
+            dataset: None,
+            derived: Some(what),
         }))
     }
 
@@ -176,8 +205,14 @@ const KEY_PROPERTY: &str = "shopstream.key";
 /// The Delta table property holding a dataset's `not null` columns (comma-separated; key columns too).
 const REQUIRED_PROPERTY: &str = "shopstream.required";
 
+/// The Delta table property naming what a table derived by a view holds ([`Table::of_view`]).
+const DERIVED_PROPERTY: &str = "shopstream.derived";
+
 fn key_property(table: &Table) -> HashMap<String, Option<String>> {
     let mut out = HashMap::new();
+    if let Some(what) = &table.0.derived {
+        out.insert(DERIVED_PROPERTY.to_string(), Some(what.clone()));
+    }
     let Some(d) = table.dataset().filter(|d| !d.is_orders()) else {
         return out;
     };
@@ -423,7 +458,7 @@ impl Lake {
             // A folder that is not a readable Delta table is left out (and said), not fatal to every query.
             match self.dataset(&name).await {
                 Ok(Some(dataset)) => out.push(Table::of_dataset(&dataset)),
-                Ok(None) => {}
+                Ok(None) => out.extend(self.derived(&name).await?),
                 Err(e) => tracing::warn!("lake folder `{name}` left out: {e}"),
             }
         }
@@ -460,7 +495,27 @@ impl Lake {
         Ok(names)
     }
 
-    /// The dataset of an existing table (`None` when the lake has no table of that name).
+    /// The table of a view's rows (or the late rows) named `name`, if the lake has one.
+    pub async fn derived(&self, name: &str) -> Result<Option<Table>> {
+        let probe = Table::derived(
+            name,
+            Arc::new(arrow::datatypes::Schema::empty()),
+            String::new(),
+        );
+        let Some(table) = self.open(&probe).await? else {
+            return Ok(None);
+        };
+        let snapshot = table.snapshot().map_err(EngineError::delta(name))?;
+        let what = snapshot
+            .metadata()
+            .configuration()
+            .get(DERIVED_PROPERTY)
+            .cloned();
+        Ok(what.map(|w| Table::derived(name, snapshot.snapshot().arrow_schema(), w)))
+    }
+
+    /// The dataset of an existing table (`None` when the lake has no table of that name, or when it is a
+    /// view's).
     pub async fn dataset(&self, name: &str) -> Result<Option<Arc<Dataset>>> {
         if name == "orders" {
             return Ok(Some(Dataset::orders()));
@@ -478,8 +533,11 @@ impl Lake {
         let snapshot = table.snapshot().map_err(EngineError::delta(name))?;
         let schema = snapshot.snapshot().arrow_schema();
         let metadata = snapshot.metadata();
-        let mut dataset = Dataset::from_table(name, &schema, metadata.partition_columns());
         let configuration = metadata.configuration();
+        if configuration.contains_key(DERIVED_PROPERTY) {
+            return Ok(None);
+        }
+        let mut dataset = Dataset::from_table(name, &schema, metadata.partition_columns());
         if let Some(key) = configuration.get(KEY_PROPERTY) {
             dataset.key = key.split(',').map(String::from).collect();
         }

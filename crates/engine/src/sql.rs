@@ -97,7 +97,7 @@ impl Catalog {
             register(&ctx, &kind, lake.open(&kind).await?.as_ref()).await?;
         }
         for kind in lake.list().await? {
-            if kind.dataset().is_some_and(|d| !d.is_orders()) {
+            if !Table::builtins().contains(&kind) {
                 register(&ctx, &kind, lake.open(&kind).await?.as_ref()).await?;
             }
         }
@@ -173,7 +173,11 @@ impl LiveCatalog {
                 Ok(Some(dataset)) => {
                     tables.insert(name, (Table::of_dataset(&dataset), None));
                 }
-                Ok(None) => {}
+                Ok(None) => {
+                    if let Some(kind) = self.lake.derived(&name).await? {
+                        tables.insert(name, (kind, None));
+                    }
+                }
                 Err(e) => tracing::warn!("lake folder `{name}` left out: {e}"),
             }
         }

@@ -107,7 +107,12 @@ pub struct TopicLoader {
     progress: Arc<LoadProgress>,
 }
 
-async fn loaded_offset(table: &DeltaTable, kind: &Table, app_id: &str) -> Result<Option<u64>> {
+/// The version of application transaction `app_id` in `table` (a load's next offset, a view's checkpoint).
+pub(crate) async fn loaded_offset(
+    table: &DeltaTable,
+    kind: &Table,
+    app_id: &str,
+) -> Result<Option<u64>> {
     let snapshot = table.snapshot().map_err(EngineError::delta(kind.name()))?;
     let v = snapshot
         .transaction_version(table.log_store().as_ref(), app_id)

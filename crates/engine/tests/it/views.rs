@@ -431,3 +431,107 @@ async fn what_a_view_cannot_run_is_refused_with_the_reason() {
         assert!(err.to_string().contains(reason), "{sql}: {err}");
     }
 }
+
+/// Appends the lines of the Online Retail day files `days` to `topic` as requests of 50 envelopes,
+/// partitions taking turns, in file order; returns how many.
+fn append_days(topic: &dyn shopstream_log::TopicLog, days: &[&str]) -> usize {
+    use shopstream_ingest::sources::Envelope;
+    let mut n = 0;
+    let mut request = Vec::new();
+    let flush = |request: &mut Vec<shopstream_log::NewRecord>, n: usize| {
+        if !request.is_empty() {
+            topic.append((n / 50 % 2) as u32, request).unwrap();
+            request.clear();
+        }
+    };
+    for day in days {
+        let path = testdata(&format!("../../shared/data/online-retail/by-day/{day}.csv"));
+        let mut reader = csv::Reader::from_path(path).unwrap();
+        let headers = reader.headers().unwrap().clone();
+        for record in reader.records() {
+            let record = record.unwrap();
+            let fields = headers
+                .iter()
+                .zip(record.iter())
+                .map(|(h, v)| (h.to_string(), serde_json::Value::String(v.to_string())))
+                .collect();
+            let envelope = Envelope {
+                source: format!("http:test-{}", n / 50),
+                index: (n % 50 + 1) as u64,
+                fields,
+                checkpoint: None,
+                reason: None,
+            };
+            request.push(shopstream_log::NewRecord::new(0, envelope.to_bytes()));
+            n += 1;
+            if n % 50 == 0 {
+                flush(&mut request, n - 1);
+            }
+        }
+    }
+    flush(&mut request, n);
+    n
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_view_backfills_from_the_lake_continues_from_the_log_and_resumes_after_a_crash_exactly_once()
+ {
+    use shopstream_engine::load::WriteOptions;
+    use shopstream_engine::stream::topic_load::{TopicLoadConfig, TopicLoader};
+    use shopstream_engine::stream::view::job::{ViewDef, ViewJob, ViewSource};
+    use shopstream_ingest::Dataset;
+    use shopstream_log::{Embedded, Log};
+
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::local(&dir.path().join("lake")).unwrap();
+    // Day 1 was loaded from its file before the view existed: the view backfills it from the lake.
+    let day1 = testdata("../../shared/data/online-retail/by-day/2010-12-01.csv");
+    load(&lake, &[day1], Vec::new()).await;
+    let (log, _) = Log::open(&dir.path().join("log")).unwrap();
+    let backbone = Embedded::shared(log);
+    let topic = backbone.create_topic("orders", 2).unwrap();
+    let source = || ViewSource {
+        topic: topic.clone(),
+        dataset: Dataset::orders(),
+        mapping: None,
+        timezone: chrono_tz::Tz::UTC,
+    };
+    let def = ViewDef::new("revenue_per_minute", REVENUE_PER_MINUTE);
+    let mut job = ViewJob::open(&lake, def.clone(), source(), WriteOptions::default())
+        .await
+        .unwrap();
+    // Days 2 and 3 arrive live, through the log.
+    let live = append_days(topic.as_ref(), &["2010-12-02", "2010-12-03"]);
+    assert!(live > 3000);
+    // A few small steps, then the view's process dies (the job is dropped between steps: a checkpoint
+    // was written and committed last, maybe more of the log was read since the last one).
+    for _ in 0..5 {
+        job.step(300).await.unwrap();
+    }
+    drop(job);
+    // Restarted: it resumes from its last checkpoint and reads the rest.
+    let mut job = ViewJob::open(&lake, def.clone(), source(), WriteOptions::default())
+        .await
+        .unwrap();
+    while job.step(1000).await.unwrap() > 0 {}
+    let watermark = job.runner().watermark().unwrap();
+    assert!(job.runner().counters().late_rows == 0);
+    drop(job);
+    // The lake's load of the same log, for the batch answer over all three days.
+    let mut loader = TopicLoader::open(&lake, topic.clone(), TopicLoadConfig::new("orders"))
+        .await
+        .unwrap();
+    while loader.step().await.unwrap() > 0 {}
+    let catalog = Catalog::open(&lake).await.unwrap();
+    let got = catalog
+        .query("SELECT window_start, country, revenue, orders, lines FROM revenue_per_minute")
+        .await
+        .unwrap();
+    let mut got = lines(&got.batches);
+    got.sort();
+    let want = batch_answer(&lake, watermark).await;
+    assert!(want.len() > 300, "{} windows", want.len());
+    assert_eq!(got, want, "each final window once, equal to batch SQL");
+    // The view's table is not a dataset: no topic or load is made for it.
+    assert!(lake.dataset("revenue_per_minute").await.unwrap().is_none());
+}

@@ -15,6 +15,7 @@
 //! lateness; an updating aggregate's key is evicted once the watermark passes its last event plus its
 //! time to live. Emitted windows run through the part of the plan above the aggregate.
 
+pub mod job;
 pub mod plan;
 pub mod state;
 pub mod window;
@@ -333,7 +334,7 @@ impl ViewRunner {
         } else {
             active.into_iter().min()
         };
-        if let Some(c) = candidate {
+        if let Some(c) = candidate.filter(|c| *c > i64::MIN) {
             let w = c.saturating_sub(delay);
             self.watermark = Some(self.watermark.map_or(w, |old| old.max(w)));
         }
@@ -374,6 +375,82 @@ impl ViewRunner {
             Some(rows) => self.plan.run_above(rows).await,
             None => Ok(Vec::new()),
         }
+    }
+}
+
+/// What a checkpoint keeps of a runner besides its state rows.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct RunnerMeta {
+    /// The watermark (an instant, µs).
+    pub watermark: Option<i64>,
+    /// Per source partition, its latest event time (an instant, µs).
+    pub clocks: BTreeMap<u32, i64>,
+    /// Counters.
+    pub rows_in: u64,
+    pub late_rows: u64,
+    pub windows_emitted: u64,
+}
+
+impl ViewRunner {
+    /// The state rows ([`KeyedState::to_batch`]) and the rest, for a checkpoint.
+    pub fn checkpoint(&mut self) -> Result<(Option<RecordBatch>, RunnerMeta)> {
+        let rows = match (&mut self.state, &self.plan.aggregate) {
+            (Some(state), Some(aggregate)) => state.to_batch(aggregate)?,
+            _ => None,
+        };
+        let meta = RunnerMeta {
+            watermark: self.watermark,
+            clocks: self.clocks.iter().map(|(p, c)| (*p, c.latest)).collect(),
+            rows_in: self.counters.rows_in,
+            late_rows: self.counters.late_rows,
+            windows_emitted: self.counters.windows_emitted,
+        };
+        Ok((rows, meta))
+    }
+
+    /// Resumes from a checkpoint: its state rows and the rest.
+    pub fn restore(&mut self, rows: Option<&RecordBatch>, meta: RunnerMeta) -> Result<()> {
+        if let (Some(state), Some(aggregate), Some(rows)) =
+            (&mut self.state, &self.plan.aggregate, rows)
+        {
+            state.restore(aggregate, rows)?;
+        }
+        self.watermark = meta.watermark;
+        self.clocks = meta
+            .clocks
+            .into_iter()
+            .map(|(p, latest)| {
+                (
+                    p,
+                    Clock {
+                        latest,
+                        seen: Instant::now(),
+                    },
+                )
+            })
+            .collect();
+        self.counters = ViewCounters {
+            rows_in: meta.rows_in,
+            late_rows: meta.late_rows,
+            windows_emitted: meta.windows_emitted,
+        };
+        Ok(())
+    }
+
+    /// Declares the source partitions: one that has sent nothing yet holds the watermark back (as Flink's
+    /// sources do) until it has been silent for the idle timeout.
+    pub fn expect_partitions(&mut self, partitions: impl IntoIterator<Item = u32>) {
+        for p in partitions {
+            self.clocks.entry(p).or_insert(Clock {
+                latest: i64::MIN,
+                seen: Instant::now(),
+            });
+        }
+    }
+
+    /// Stops counting source `partition` in the watermark (the lake's rows, once a backfill is done).
+    pub fn forget_partition(&mut self, partition: u32) {
+        self.clocks.remove(&partition);
     }
 }
 

@@ -224,6 +224,7 @@ impl KeyedState {
             &self.converter,
             aggregate,
             taken.iter_mut().map(|(k, s)| (k.row(), s)),
+            false,
         )
     }
 
@@ -235,8 +236,29 @@ impl KeyedState {
                 all.push((key.row(), s));
             }
         }
-        rows_of(&self.converter, aggregate, all.into_iter())
+        rows_of(&self.converter, aggregate, all.into_iter(), true)
     }
+}
+
+/// Each value as a one-row array.
+fn arrays(values: &[ScalarValue]) -> Result<Vec<ArrayRef>> {
+    Ok(values
+        .iter()
+        .map(|s| s.to_array())
+        .collect::<datafusion::error::Result<_>>()?)
+}
+
+/// `acc`'s state, leaving `acc` as it was: `state` may take the accumulator's contents, so they are
+/// merged back into a fresh accumulator of `aggregate` that replaces it.
+fn kept_state(
+    acc: &mut Box<dyn Accumulator>,
+    aggregate: &datafusion::physical_expr::aggregate::AggregateFunctionExpr,
+) -> Result<Vec<ScalarValue>> {
+    let state = acc.state()?;
+    let mut fresh = aggregate.create_accumulator()?;
+    fresh.merge_batch(&arrays(&state)?)?;
+    *acc = fresh;
+    Ok(state)
 }
 
 /// The indices of the group expressions that are keys (not window bounds).
@@ -305,10 +327,13 @@ fn merge(into: &mut Slot, from: &mut Slot) -> Result<()> {
 }
 
 /// One row per slot: its key columns and window bounds at their group positions, then each aggregate's value.
+/// `keep`: the windows stay open, so each value is evaluated from a copy of the accumulator's state
+/// (DataFusion's `evaluate` and `state` may take an accumulator's contents).
 fn rows_of<'a>(
     converter: &RowConverter,
     aggregate: &Aggregate,
     slots: impl Iterator<Item = (arrow::row::Row<'a>, &'a mut Slot)>,
+    keep: bool,
 ) -> Result<Option<RecordBatch>> {
     let (mut keys, mut starts, mut ends) = (Vec::new(), Vec::new(), Vec::new());
     let mut values: Vec<Vec<ScalarValue>> = vec![Vec::new(); aggregate.aggregates.len()];
@@ -317,7 +342,15 @@ fn rows_of<'a>(
         starts.push(slot.start);
         ends.push(slot.end);
         for (n, acc) in slot.accumulators.iter_mut().enumerate() {
-            values[n].push(acc.evaluate()?);
+            let value = if keep {
+                let state = kept_state(acc, &aggregate.aggregates[n])?;
+                let mut copy = aggregate.aggregates[n].create_accumulator()?;
+                copy.merge_batch(&arrays(&state)?)?;
+                copy.evaluate()?
+            } else {
+                acc.evaluate()?
+            };
+            values[n].push(value);
         }
     }
     if keys.is_empty() {
@@ -354,4 +387,119 @@ fn rows_of<'a>(
     Ok(Some(
         RecordBatch::try_new(schema, columns).map_err(internal)?,
     ))
+}
+
+/// The columns of a checkpoint besides the keys': window bounds and when each window was last fed.
+const SLOT_COLUMNS: [&str; 3] = ["__window_start", "__window_end", "__fed"];
+
+impl KeyedState {
+    /// The state as rows, for a checkpoint: the key columns, the window bounds, when last fed, and each
+    /// aggregate's state fields (`a<n>_<field>`); `None` when no window is open.
+    pub fn to_batch(&mut self, aggregate: &Aggregate) -> Result<Option<RecordBatch>> {
+        let (mut keys, mut bounds) = (Vec::new(), [Vec::new(), Vec::new(), Vec::new()]);
+        let mut states: Vec<Vec<Vec<ScalarValue>>> = Vec::new();
+        for (key, slots) in self.keys.iter_mut() {
+            for slot in slots.iter_mut() {
+                keys.push(key.row());
+                bounds[0].push(slot.start);
+                bounds[1].push(slot.end);
+                bounds[2].push(slot.fed);
+                for (n, acc) in slot.accumulators.iter_mut().enumerate() {
+                    let state = kept_state(acc, &aggregate.aggregates[n])?;
+                    if states.len() <= n {
+                        states.push(vec![Vec::new(); state.len()]);
+                    }
+                    for (f, v) in state.into_iter().enumerate() {
+                        states[n][f].push(v);
+                    }
+                }
+            }
+        }
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        let mut fields = Vec::new();
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        for (i, c) in self.converter.convert_rows(keys)?.into_iter().enumerate() {
+            fields.push(arrow::datatypes::Field::new(
+                format!("__key{i}"),
+                c.data_type().clone(),
+                true,
+            ));
+            columns.push(c);
+        }
+        for (name, values) in SLOT_COLUMNS.iter().zip(bounds) {
+            fields.push(arrow::datatypes::Field::new(
+                *name,
+                arrow::datatypes::DataType::Int64,
+                false,
+            ));
+            columns.push(Arc::new(arrow::array::Int64Array::from(values)));
+        }
+        for (n, fields_of) in states.into_iter().enumerate() {
+            for (f, values) in fields_of.into_iter().enumerate() {
+                let array = ScalarValue::iter_to_array(values)?;
+                fields.push(arrow::datatypes::Field::new(
+                    format!("a{n}_{f}"),
+                    array.data_type().clone(),
+                    true,
+                ));
+                columns.push(array);
+            }
+        }
+        let schema = Arc::new(arrow::datatypes::Schema::new(fields));
+        Ok(Some(
+            RecordBatch::try_new(schema, columns).map_err(internal)?,
+        ))
+    }
+
+    /// Restores the windows of a checkpoint written by [`KeyedState::to_batch`].
+    pub fn restore(&mut self, aggregate: &Aggregate, batch: &RecordBatch) -> Result<()> {
+        let key_count = count_keys(batch);
+        let keys = self
+            .converter
+            .convert_columns(&batch.columns()[..key_count])?;
+        let int = |name: &str| -> Result<Vec<i64>> {
+            let c = batch
+                .column_by_name(name)
+                .ok_or_else(|| internal(format!("no {name}")))?;
+            Ok(c.as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .ok_or_else(|| internal(format!("{name} is not Int64")))?
+                .values()
+                .to_vec())
+        };
+        let (starts, ends, fed) = (
+            int(SLOT_COLUMNS[0])?,
+            int(SLOT_COLUMNS[1])?,
+            int(SLOT_COLUMNS[2])?,
+        );
+        let mut at = key_count + SLOT_COLUMNS.len();
+        let mut state_columns = Vec::new();
+        for a in &aggregate.aggregates {
+            let n = a.state_fields()?.len();
+            state_columns.push(batch.columns()[at..at + n].to_vec());
+            at += n;
+        }
+        for i in 0..batch.num_rows() {
+            let mut slot = new_slot(aggregate, starts[i], ends[i], fed[i])?;
+            for (acc, columns) in slot.accumulators.iter_mut().zip(&state_columns) {
+                let row: Vec<ArrayRef> = columns.iter().map(|c| c.slice(i, 1)).collect();
+                acc.merge_batch(&row)?;
+            }
+            self.keys.entry(keys.row(i).owned()).or_default().push(slot);
+            self.open += 1;
+        }
+        Ok(())
+    }
+}
+
+/// How many key columns a checkpoint batch has.
+fn count_keys(batch: &RecordBatch) -> usize {
+    batch
+        .schema()
+        .fields()
+        .iter()
+        .take_while(|f| f.name().starts_with("__key"))
+        .count()
 }

@@ -1,0 +1,559 @@
+//! A view running over its source dataset's topic, exactly once into the lake.
+//!
+//! A new view first backfills: it reads the dataset's rows already in the lake (one snapshot of its table,
+//! in event-time order) and takes the topic offsets that snapshot's load transactions record, so it
+//! continues from the log exactly where the lake's rows end. Then each step reads every source partition
+//! from its offset, turns the records into the dataset's rows as the load does, and feeds them to the
+//! [`ViewRunner`].
+//!
+//! A checkpoint `n` is the runner's state, its source offsets and watermark, written as Arrow IPC to
+//! `<lake>/<view>/_state/<version>/<n>.arrow` (a `_` folder that orphan cleanup leaves alone), with the
+//! late rows of the step beside it (`<n>.late.arrow`). Then the final rows of the step are committed to
+//! the view's table with the Delta transaction `shopstream.view.<name>.<version>` = `n`, and the late
+//! rows to `late_rows` with the same transaction. On start the view resumes from the checkpoint its
+//! table's transaction names: a crash before that commit redoes the step from the previous checkpoint
+//! (nothing of it was committed), a crash between the two commits brings `late_rows` up from the file.
+//! So no window is lost or doubled, whatever is killed when. Checkpoints older than the previous one are
+//! removed. `version` is a hash of the view's SQL and settings: changing them starts a new state.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::Schema;
+use deltalake::DeltaTable;
+use deltalake::kernel::Transaction;
+use futures::StreamExt;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+use shopstream_ingest::sources::EnvelopeBatcher;
+use shopstream_ingest::{Dataset, MappingConfig};
+use shopstream_log::TopicLog;
+
+use super::plan::ViewPlan;
+use super::{Output, RunnerMeta, ViewOptions, ViewRunner};
+use crate::error::{EngineError, Result};
+use crate::lake::{Lake, Table};
+use crate::sink::{TableSink, WriteOptions, commit_adds};
+use crate::stream::topic_load::{loaded_offset, txn_app_id};
+
+/// The source partition number the backfill's rows are fed as.
+const BACKFILL: u32 = u32::MAX;
+
+/// A view as defined: its name, SQL and how it treats time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ViewDef {
+    /// Its name: the table of its final rows, `<name>_live` for its open ones.
+    pub name: String,
+    /// Its SQL.
+    pub sql: String,
+    /// Allowed delay, seconds.
+    #[serde(default = "default_delay")]
+    pub delay_s: u64,
+    /// Allowed lateness, seconds.
+    #[serde(default)]
+    pub lateness_s: u64,
+    /// Idle timeout of a source partition, seconds.
+    #[serde(default = "default_idle")]
+    pub idle_timeout_s: u64,
+    /// Time to live of an updating aggregate's key, seconds.
+    #[serde(default = "default_ttl")]
+    pub ttl_s: u64,
+}
+
+fn default_delay() -> u64 {
+    30
+}
+fn default_idle() -> u64 {
+    60
+}
+fn default_ttl() -> u64 {
+    86_400
+}
+
+impl ViewDef {
+    /// A view with the default settings.
+    pub fn new(name: &str, sql: &str) -> ViewDef {
+        ViewDef {
+            name: name.into(),
+            sql: sql.into(),
+            delay_s: default_delay(),
+            lateness_s: 0,
+            idle_timeout_s: default_idle(),
+            ttl_s: default_ttl(),
+        }
+    }
+
+    /// A short hash of the SQL and settings: a new one starts the view's state over.
+    pub fn version(&self) -> String {
+        let text = serde_json::to_string(self).expect("a view serializes");
+        // FNV-1a: stable across releases and platforms (unlike std's hasher).
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in text.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    }
+
+    /// Its settings for the runner, in `timezone`.
+    pub fn options(&self, timezone: chrono_tz::Tz) -> ViewOptions {
+        ViewOptions {
+            delay: Duration::from_secs(self.delay_s),
+            lateness: Duration::from_secs(self.lateness_s),
+            idle_timeout: Duration::from_secs(self.idle_timeout_s),
+            ttl: Duration::from_secs(self.ttl_s),
+            timezone,
+        }
+    }
+}
+
+/// What a view reads: the source dataset's topic and how its records become rows.
+pub struct ViewSource {
+    /// The topic.
+    pub topic: Arc<dyn TopicLog>,
+    /// The dataset whose rows the view reads.
+    pub dataset: Arc<Dataset>,
+    /// The mapping of the topic's records, as the load uses it.
+    pub mapping: Option<MappingConfig>,
+    /// The shop's time zone.
+    pub timezone: chrono_tz::Tz,
+}
+
+/// What a checkpoint file's metadata holds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct CheckpointMeta {
+    runner: RunnerMeta,
+    /// Next offset per source partition.
+    offsets: Vec<u64>,
+}
+
+const META_KEY: &str = "shopstream.view.checkpoint";
+
+/// A running view; see the module documentation.
+pub struct ViewJob {
+    lake: Lake,
+    def: ViewDef,
+    source: ViewSource,
+    runner: ViewRunner,
+    output: (Table, DeltaTable),
+    late: (Table, DeltaTable),
+    offsets: Vec<u64>,
+    /// The last checkpoint committed.
+    sequence: u64,
+    pending: Output,
+    write: WriteOptions,
+    app: String,
+}
+
+fn failed(view: &str, what: &str, e: impl std::fmt::Display) -> EngineError {
+    EngineError::View {
+        view: view.into(),
+        reason: format!("{what}: {e}"),
+    }
+}
+
+impl ViewJob {
+    /// Plans `def` over `source`, opens its tables and resumes from its last checkpoint, or backfills a new
+    /// view from the dataset's rows in the lake.
+    pub async fn open(
+        lake: &Lake,
+        def: ViewDef,
+        source: ViewSource,
+        write: WriteOptions,
+    ) -> Result<ViewJob> {
+        let table_schema = Table::of_dataset(&source.dataset).schema();
+        let dataset_name = source.dataset.name.clone();
+        let plan = ViewPlan::new(&def.name, &def.sql, move |n| {
+            (n == dataset_name).then(|| table_schema.clone())
+        })
+        .await?;
+        let output_kind = Table::of_view(&def.name, plan.output_schema.clone());
+        let output = (
+            output_kind.clone(),
+            lake.open_or_create(&output_kind).await?,
+        );
+        let late_kind = Table::late_rows();
+        let late = (late_kind.clone(), lake.open_or_create(&late_kind).await?);
+        let runner = ViewRunner::new(plan, def.options(source.timezone))?;
+        let app = format!("shopstream.view.{}.{}", def.name, def.version());
+        let mut job = ViewJob {
+            lake: lake.clone(),
+            offsets: Vec::new(),
+            sequence: 0,
+            pending: Output::default(),
+            write,
+            app,
+            def,
+            source,
+            runner,
+            output,
+            late,
+        };
+        match loaded_offset(&job.output.1, &job.output.0, &job.app).await? {
+            Some(n) => job.resume(n).await?,
+            None => job.backfill().await?,
+        }
+        Ok(job)
+    }
+
+    /// The runner (its watermark, counters, state size, live rows).
+    pub fn runner(&mut self) -> &mut ViewRunner {
+        &mut self.runner
+    }
+
+    /// The definition.
+    pub fn def(&self) -> &ViewDef {
+        &self.def
+    }
+
+    fn state_dir(&self) -> Result<(crate::storage::Store, StorePath)> {
+        let (store, root) = self.lake.object_store()?;
+        Ok((
+            store,
+            root.join(self.def.name.as_str())
+                .join("_state")
+                .join(self.def.version().as_str()),
+        ))
+    }
+
+    /// Resumes from checkpoint `n` (the one the view's table names), bringing `late_rows` up to it.
+    async fn resume(&mut self, n: u64) -> Result<()> {
+        let (store, dir) = self.state_dir()?;
+        let bytes = store
+            .get(&dir.clone().join(format!("{n:020}.arrow").as_str()))
+            .await
+            .map_err(|e| failed(&self.def.name, &format!("reading checkpoint {n}"), e))?
+            .bytes()
+            .await
+            .map_err(|e| failed(&self.def.name, "reading a checkpoint", e))?;
+        let (meta, state) =
+            read_checkpoint(&bytes).map_err(|e| failed(&self.def.name, "a checkpoint", e))?;
+        self.runner.restore(state.as_ref(), meta.runner)?;
+        self.runner.expect_partitions(0..meta.offsets.len() as u32);
+        self.offsets = meta.offsets;
+        self.sequence = n;
+        let late_n = loaded_offset(&self.late.1, &self.late.0, &self.app).await?;
+        if late_n.is_none_or(|l| l < n) {
+            let late = match store
+                .get(&dir.clone().join(format!("{n:020}.late.arrow").as_str()))
+                .await
+            {
+                Ok(got) => read_batches(
+                    &got.bytes()
+                        .await
+                        .map_err(|e| failed(&self.def.name, "late rows", e))?,
+                )?,
+                Err(object_store::Error::NotFound { .. }) => Vec::new(),
+                Err(e) => return Err(failed(&self.def.name, "late rows", e)),
+            };
+            let kind = self.late.0.clone();
+            self.late.1 = self.commit(&kind, self.late.1.clone(), &late, n).await?;
+        }
+        Ok(())
+    }
+
+    /// A new view: the dataset's rows in the lake, then the log from where they end.
+    async fn backfill(&mut self) -> Result<()> {
+        let kind = Table::of_dataset(&self.source.dataset);
+        let topic = self.source.topic.clone();
+        let mut offsets = Vec::new();
+        let table = self.lake.open(&kind).await?;
+        for p in 0..topic.partition_count() {
+            let app = txn_app_id(topic.backbone(), topic.name(), p);
+            let recorded = match &table {
+                Some(t) => loaded_offset(t, &kind, &app).await?,
+                None => None,
+            };
+            offsets.push(match recorded {
+                Some(o) => o,
+                None => topic
+                    .initial_offset(p)
+                    .map_err(|e| failed(&self.def.name, "the log", e))?,
+            });
+        }
+        self.offsets = offsets;
+        if let Some(table) = table {
+            self.feed_snapshot(&kind, &table).await?;
+        }
+        self.runner.forget_partition(BACKFILL);
+        self.runner.expect_partitions(0..topic.partition_count());
+        self.checkpoint().await
+    }
+
+    /// Feeds a snapshot of the dataset's table, in event-time order when the view has an event time.
+    async fn feed_snapshot(&mut self, kind: &Table, table: &DeltaTable) -> Result<()> {
+        let ctx = datafusion::prelude::SessionContext::new();
+        table
+            .update_datafusion_session(&ctx.state())
+            .map_err(EngineError::delta(kind.name()))?;
+        ctx.register_table(
+            "backfill",
+            table.table_provider().await.map_err(EngineError::Sql)?,
+        )?;
+        let order = match &self.runner.plan().time_column {
+            Some(t) => format!(" ORDER BY \"{t}\""),
+            None => String::new(),
+        };
+        let mut stream = ctx
+            .sql(&format!("SELECT * FROM backfill{order}"))
+            .await?
+            .execute_stream()
+            .await?;
+        let schema = kind.schema();
+        while let Some(batch) = stream.next().await {
+            let batch = conform(&batch?, &schema)?;
+            let out = self.runner.push(BACKFILL, &batch).await?;
+            self.take(out);
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, out: Output) {
+        self.pending.rows.extend(out.rows);
+        self.pending.late.extend(out.late);
+    }
+
+    /// Reads what is new in every source partition and feeds it; checkpoints when anything was read or
+    /// became final. Returns the records read.
+    pub async fn step(&mut self, max_records: usize) -> Result<u64> {
+        let mut read = 0;
+        for p in 0..self.offsets.len() as u32 {
+            let from = self.offsets[p as usize];
+            let topic = self.source.topic.clone();
+            let fetched =
+                tokio::task::spawn_blocking(move || topic.read(p, from, max_records, 64 << 20))
+                    .await
+                    .map_err(|e| EngineError::Internal(format!("log reader: {e}")))?
+                    .map_err(|e| failed(&self.def.name, "reading the log", e))?;
+            if fetched.next <= from {
+                continue;
+            }
+            read += fetched.records.len() as u64;
+            let rows = self.rows_of(p, &fetched.records);
+            let out = self.runner.push(p, &rows).await?;
+            self.take(out);
+            self.offsets[p as usize] = fetched.next;
+        }
+        let out = self.runner.advance().await?;
+        self.take(out);
+        if read > 0 || !self.pending.rows.is_empty() || !self.pending.late.is_empty() {
+            self.checkpoint().await?;
+        }
+        Ok(read)
+    }
+
+    /// The dataset's rows of `records` of partition `p`, made as the load makes them.
+    fn rows_of(&self, p: u32, records: &[shopstream_log::Record]) -> RecordBatch {
+        let topic = self.source.topic.name();
+        let mut batcher = EnvelopeBatcher::new(
+            self.source.mapping.clone(),
+            self.source.dataset.clone(),
+            &format!("view:{}", self.def.name),
+            chrono::Utc::now().timestamp_micros(),
+        );
+        batcher.set_timezone(self.source.timezone);
+        for r in records {
+            batcher.push(&r.value, r.timestamp_ms, &|| {
+                format!("log:{topic}/{p}@{}", r.offset)
+            });
+        }
+        batcher.take().rows
+    }
+
+    /// Writes checkpoint `sequence + 1` and commits the step's rows with it; see the module documentation.
+    async fn checkpoint(&mut self) -> Result<()> {
+        let n = self.sequence + 1;
+        let (state, runner) = self.runner.checkpoint()?;
+        let meta = CheckpointMeta {
+            runner,
+            offsets: self.offsets.clone(),
+        };
+        let (store, dir) = self.state_dir()?;
+        let name = self.def.name.clone();
+        let put = |path: StorePath, body: Vec<u8>| {
+            let store = store.clone();
+            let name = name.clone();
+            async move {
+                store
+                    .put(&path, PutPayload::from(body))
+                    .await
+                    .map_err(|e| failed(&name, "writing a checkpoint", e))
+            }
+        };
+        put(
+            dir.clone().join(format!("{n:020}.arrow").as_str()),
+            write_checkpoint(&meta, state.as_ref())?,
+        )
+        .await?;
+        let pending = std::mem::take(&mut self.pending);
+        if !pending.late.is_empty() {
+            put(
+                dir.clone().join(format!("{n:020}.late.arrow").as_str()),
+                write_batches(&pending.late)?,
+            )
+            .await?;
+        }
+        let kind = self.output.0.clone();
+        self.output.1 = self
+            .commit(&kind, self.output.1.clone(), &pending.rows, n)
+            .await?;
+        let kind = self.late.0.clone();
+        self.late.1 = self
+            .commit(&kind, self.late.1.clone(), &pending.late, n)
+            .await?;
+        self.sequence = n;
+        self.prune(&store, &dir, n).await;
+        Ok(())
+    }
+
+    /// Commits `rows` to `table` with this view's transaction at `n`.
+    async fn commit(
+        &self,
+        kind: &Table,
+        table: DeltaTable,
+        rows: &[RecordBatch],
+        n: u64,
+    ) -> Result<DeltaTable> {
+        let mut sink = TableSink::new(kind.clone(), table, &self.write);
+        for b in rows {
+            sink.write(&conform(b, &kind.schema())?).await?;
+        }
+        let (mut table, adds) = sink.finish().await?;
+        let meta = HashMap::from([(
+            "shopstream.view".to_string(),
+            serde_json::Value::String(self.def.name.clone()),
+        )]);
+        commit_adds(
+            kind,
+            &table,
+            adds,
+            vec![Transaction::new(self.app.clone(), n as i64)],
+            meta,
+        )
+        .await?;
+        table
+            .update_state()
+            .await
+            .map_err(EngineError::delta(kind.name()))?;
+        Ok(table)
+    }
+
+    /// Removes checkpoints older than the one before `n`.
+    async fn prune(&self, store: &crate::storage::Store, dir: &StorePath, n: u64) {
+        let Ok(listed) = store
+            .list(Some(dir))
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<std::result::Result<Vec<_>, _>>()
+        else {
+            return;
+        };
+        for meta in listed {
+            let number = meta
+                .location
+                .filename()
+                .and_then(|f| f.split('.').next())
+                .and_then(|s| s.parse::<u64>().ok());
+            if number.is_some_and(|k| k + 1 < n) {
+                let _ = store.delete(&meta.location).await;
+            }
+        }
+    }
+
+    /// Runs until `stop`: a step every `every` (at once again while there is more to read).
+    pub async fn run(mut self, stop: Arc<AtomicBool>, every: Duration) -> Result<()> {
+        while !stop.load(Ordering::Relaxed) {
+            match self.step(100_000).await {
+                Ok(0) => tokio::time::sleep(every).await,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(view = %self.def.name, "{e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `batch` with the columns of `schema` (same names and order; types cast where they differ).
+fn conform(batch: &RecordBatch, schema: &arrow::datatypes::SchemaRef) -> Result<RecordBatch> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch.clone());
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let c = batch
+                .column_by_name(f.name())
+                .ok_or_else(|| EngineError::Internal(format!("no column {}", f.name())))?;
+            Ok(arrow::compute::cast(c, f.data_type())?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+fn write_checkpoint(meta: &CheckpointMeta, state: Option<&RecordBatch>) -> Result<Vec<u8>> {
+    let json = serde_json::to_string(meta).map_err(|e| EngineError::Internal(e.to_string()))?;
+    let empty = RecordBatch::new_empty(Arc::new(Schema::empty()));
+    let batch = state.unwrap_or(&empty);
+    let schema = Arc::new(
+        batch
+            .schema()
+            .as_ref()
+            .clone()
+            .with_metadata(HashMap::from([(META_KEY.to_string(), json)])),
+    );
+    let batch = batch.clone().with_schema(schema.clone())?;
+    let mut buf = Vec::new();
+    let mut writer = arrow::ipc::writer::FileWriter::try_new(&mut buf, &schema)?;
+    if state.is_some() {
+        writer.write(&batch)?;
+    }
+    writer.finish()?;
+    drop(writer);
+    Ok(buf)
+}
+
+fn read_checkpoint(bytes: &[u8]) -> Result<(CheckpointMeta, Option<RecordBatch>)> {
+    let reader = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None)?;
+    let meta: CheckpointMeta = reader
+        .schema()
+        .metadata()
+        .get(META_KEY)
+        .map(|j| serde_json::from_str(j))
+        .transpose()
+        .map_err(|e| EngineError::Internal(e.to_string()))?
+        .unwrap_or_default();
+    let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+    let state = match batches.len() {
+        0 => None,
+        _ => Some(arrow::compute::concat_batches(
+            &batches[0].schema(),
+            &batches,
+        )?),
+    };
+    Ok((meta, state))
+}
+
+fn write_batches(batches: &[RecordBatch]) -> Result<Vec<u8>> {
+    let schema = batches[0].schema();
+    let mut buf = Vec::new();
+    let mut writer = arrow::ipc::writer::FileWriter::try_new(&mut buf, &schema)?;
+    for b in batches {
+        writer.write(b)?;
+    }
+    writer.finish()?;
+    drop(writer);
+    Ok(buf)
+}
+
+fn read_batches(bytes: &[u8]) -> Result<Vec<RecordBatch>> {
+    let reader = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None)?;
+    Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
+}
