@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 failure (the error chain is printed once), 2 usage error.
 
 mod live;
+mod views;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
@@ -105,6 +106,11 @@ enum Command {
     },
     /// List the lake's tables with rows, files, bytes and Delta version.
     Tables,
+    /// Continuous views: SQL with event-time windows, kept up to date by `serve`.
+    View {
+        #[command(subcommand)]
+        command: views::ViewCommand,
+    },
     /// Compact tables (Delta OPTIMIZE): rewrite each partition's small files, e.g. those of the live
     /// load, into files of `[lake] target_file_size_mb`, in one commit per table. Safe while loads run;
     /// one compaction at a time per lake (a running `serve` compacts too).
@@ -326,6 +332,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Tables => tables(&ctx).await,
+        Command::View { command } => views::run(&ctx.lake()?, command).await,
         Command::Describe { name } => describe(&ctx, &name).await,
         Command::Migrate => migrate(&ctx).await,
         Command::Compact {

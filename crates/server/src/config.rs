@@ -48,6 +48,10 @@ pub struct Config {
     /// `[kafka]`: the cluster, when `[live] backbone = "kafka"`.
     #[serde(default)]
     pub kafka: Option<KafkaConfig>,
+    /// `[[views]]`: continuous views, saved into the lake by `serve` (name, sql, delay_s, lateness_s,
+    /// idle_timeout_s, ttl_s).
+    #[serde(default)]
+    pub views: Vec<shopstream_engine::stream::view::job::ViewDef>,
 }
 
 /// Where live records wait between their source and the lake.

@@ -32,6 +32,7 @@ pub mod query;
 mod server;
 pub use server::{Running, Server, ServerError};
 pub mod sources;
+pub mod views;
 pub mod workers;
 
 use std::collections::{HashMap, VecDeque};
@@ -253,6 +254,8 @@ pub struct AppState {
     pub(crate) lake: std::sync::OnceLock<shopstream_engine::Lake>,
     /// The jobs that run on one worker at a time which this worker runs (set by the server).
     pub(crate) jobs: std::sync::OnceLock<Arc<crate::workers::HeldJobs>>,
+    /// The figures of the views this worker runs (set by the server).
+    pub(crate) views: std::sync::OnceLock<crate::views::ViewFigures>,
 }
 
 impl AppState {
@@ -291,6 +294,7 @@ impl AppState {
             flows,
             lake: std::sync::OnceLock::new(),
             jobs: std::sync::OnceLock::new(),
+            views: std::sync::OnceLock::new(),
         })
     }
 

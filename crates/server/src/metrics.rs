@@ -70,6 +70,9 @@ pub struct Status {
     /// The jobs that run on one worker at a time which this worker runs (`poller <name>`).
     #[serde(default)]
     pub jobs: Vec<String>,
+    /// The continuous views this worker runs.
+    #[serde(default)]
+    pub views: Vec<crate::views::ViewStatus>,
     /// Every worker on the lake, from their heartbeats.
     #[serde(default)]
     pub workers: Vec<crate::workers::WorkerStatus>,
@@ -111,19 +114,31 @@ impl MetricKind {
     }
 }
 
-/// One per-partition metric family of `/metrics`: its Prometheus name, kind and help, and the field of
-/// [`PartitionStatus`] it reads. [`PartitionStatus::METRICS`] declares each once.
-#[derive(Debug, Clone, Copy)]
-pub struct PartitionMetric {
-    /// The Prometheus metric (labelled by topic and partition).
+/// One labelled metric family of `/metrics` (per partition, per view): its Prometheus name, kind and
+/// help, and the field of the status `T` it reads. [`PartitionStatus::METRICS`] and
+/// [`crate::views::ViewStatus::METRICS`] declare each once.
+#[derive(Debug)]
+pub struct Family<T> {
+    /// The Prometheus metric.
     pub metric: &'static str,
     /// Counter or gauge.
     pub kind: MetricKind,
     /// The Prometheus help text.
     pub help: &'static str,
-    /// Reads the value from a partition's status.
-    pub value: fn(&PartitionStatus) -> u64,
+    /// Reads the value from a status.
+    pub value: fn(&T) -> u64,
 }
+
+impl<T> Clone for Family<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Family<T> {}
+
+/// A per-partition metric family.
+pub type PartitionMetric = Family<PartitionStatus>;
 
 impl PartitionStatus {
     /// The per-partition metric families, in the order `/metrics` writes them.
@@ -301,6 +316,14 @@ pub(crate) fn collect(state: &AppState) -> Status {
             .map(|t| t.rebalances())
             .sum(),
         jobs: state.jobs.get().map(|j| j.list()).unwrap_or_default(),
+        views: state
+            .views
+            .get()
+            .map(|v| {
+                let v = v.lock().unwrap_or_else(|e| e.into_inner());
+                v.values().cloned().collect()
+            })
+            .unwrap_or_default(),
         workers: Vec::new(),
         leases: Vec::new(),
     }
@@ -413,5 +436,13 @@ pub(crate) async fn prometheus(State(state): State<Arc<AppState>>) -> impl IntoR
             })
             .collect(),
     );
+    for m in crate::views::ViewStatus::METRICS {
+        let rows = s
+            .views
+            .iter()
+            .map(|v| (format!("{{view=\"{}\"}}", v.name), (m.value)(v)))
+            .collect();
+        family(m.metric, m.kind.name(), m.help, rows);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

@@ -9,6 +9,7 @@ mod kafka;
 mod live;
 mod migrate;
 mod s3;
+mod views;
 
 use std::path::Path;
 use std::process::{Command, Output};

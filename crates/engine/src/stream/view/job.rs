@@ -204,6 +204,19 @@ impl ViewJob {
         &mut self.runner
     }
 
+    /// Records of the source's log not read yet.
+    pub fn lag(&self) -> u64 {
+        let topic = &self.source.topic;
+        (0..self.offsets.len() as u32)
+            .map(|p| {
+                topic
+                    .end_offset(p)
+                    .unwrap_or(0)
+                    .saturating_sub(self.offsets[p as usize])
+            })
+            .sum()
+    }
+
     /// The definition.
     pub fn def(&self) -> &ViewDef {
         &self.def

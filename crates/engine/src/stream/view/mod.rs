@@ -15,6 +15,7 @@
 //! lateness; an updating aggregate's key is evicted once the watermark passes its last event plus its
 //! time to live. Emitted windows run through the part of the plan above the aggregate.
 
+pub mod defs;
 pub mod job;
 pub mod plan;
 pub mod state;
@@ -189,6 +190,12 @@ impl ViewRunner {
     /// The watermark, as an instant (µs since the epoch), once there is one.
     pub fn watermark(&self) -> Option<i64> {
         self.watermark
+    }
+
+    /// The watermark as wall clock in the shop's time zone.
+    pub fn watermark_local(&self) -> Option<chrono::NaiveDateTime> {
+        let w = local(self.options.timezone, self.watermark?);
+        chrono::DateTime::from_timestamp_micros(w).map(|d| d.naive_utc())
     }
 
     /// Figures since start.

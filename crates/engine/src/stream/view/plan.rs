@@ -118,11 +118,11 @@ fn parse(view: &str, sql: &str) -> Result<(Query, Select)> {
 }
 
 /// The source, event-time column and window of the `FROM` clause; the relation is replaced by
-/// [`INPUT`]. `interval` evaluates a size argument to microseconds.
+/// [`INPUT`]; the lengths are evaluated in `scratch`.
 async fn take_source(
     view: &str,
     select: &mut Select,
-    interval: impl AsyncFn(&Expr) -> Result<i64>,
+    scratch: &SessionContext,
 ) -> Result<(String, Option<String>, WindowKind)> {
     if select.from.len() != 1 || !select.from[0].joins.is_empty() {
         return Err(refuse(
@@ -171,7 +171,7 @@ async fn take_source(
     }
     let mut lengths = Vec::new();
     for e in &args[2..] {
-        lengths.push(interval(e).await?);
+        lengths.push(micros(view, scratch, e).await?);
     }
     let window = WindowKind::new(&function, &lengths).map_err(|r| refuse(view, r))?;
     let source = args[0].to_string();
@@ -272,10 +272,7 @@ impl ViewPlan {
     ) -> Result<ViewPlan> {
         let (mut query, mut select) = parse(name, sql)?;
         let scratch = SessionContext::new();
-        let (source, time, window) = take_source(name, &mut select, async |e: &Expr| {
-            micros(name, &scratch, e).await
-        })
-        .await?;
+        let (source, time, window) = take_source(name, &mut select, &scratch).await?;
         let source_schema = schema_of(&source)
             .ok_or_else(|| refuse(name, format!("there is no dataset or view `{source}`")))?;
         let input_schema = input_schema(name, &source_schema, time.as_deref())?;

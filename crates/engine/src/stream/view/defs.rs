@@ -1,0 +1,144 @@
+//! The views of a lake, kept in it so every worker sees them: one JSON object per view,
+//! `_shopstream/views/<name>.json` ([`ViewDef`]). Creating a view plans it first against its source's
+//! columns, so what cannot run is refused then, with the reason. Dropping one removes its definition and
+//! its state (`<name>/_state`); with `purge`, its table of final rows too.
+
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use super::job::ViewDef;
+use super::plan::ViewPlan;
+use crate::error::{EngineError, Result};
+use crate::lake::{Lake, Table};
+
+fn failed(view: &str, e: impl std::fmt::Display) -> EngineError {
+    EngineError::View {
+        view: view.into(),
+        reason: e.to_string(),
+    }
+}
+
+fn location(lake: &Lake, name: &str) -> Result<(crate::storage::Store, object_store::path::Path)> {
+    let (store, root) = lake.object_store()?;
+    Ok((
+        store,
+        root.join("_shopstream")
+            .join("views")
+            .join(format!("{name}.json").as_str()),
+    ))
+}
+
+/// The columns of a view's source: a dataset of the lake (or orders), or another view's rows.
+pub async fn source_schema(lake: &Lake, name: &str) -> Result<Option<arrow::datatypes::SchemaRef>> {
+    if let Some(dataset) = lake.dataset(name).await? {
+        return Ok(Some(Table::of_dataset(&dataset).schema()));
+    }
+    Ok(lake.derived(name).await?.map(|t| t.schema()))
+}
+
+/// Plans `def` against the lake's tables: the error says why a view cannot run.
+pub async fn check(lake: &Lake, def: &ViewDef) -> Result<ViewPlan> {
+    if !shopstream_ingest::dataset::is_identifier(&def.name) {
+        return Err(failed(
+            &def.name,
+            "a view's name is a lowercase identifier (letters, digits, _)",
+        ));
+    }
+    let mut schemas = std::collections::HashMap::new();
+    for name in lake
+        .dataset_names()
+        .await?
+        .into_iter()
+        .chain(["orders".to_string()])
+    {
+        if name != def.name
+            && let Some(s) = source_schema(lake, &name).await?
+        {
+            schemas.insert(name, s);
+        }
+    }
+    let schemas = Arc::new(schemas);
+    ViewPlan::new(&def.name, &def.sql, move |n| schemas.get(n).cloned()).await
+}
+
+/// Creates or replaces view `def` (a changed SQL or setting is a new version: its state starts over).
+pub async fn save(lake: &Lake, def: &ViewDef) -> Result<()> {
+    check(lake, def).await?;
+    let (store, at) = location(lake, &def.name)?;
+    let body = serde_json::to_vec_pretty(def).map_err(|e| failed(&def.name, e))?;
+    store
+        .put(&at, PutPayload::from(body))
+        .await
+        .map_err(|e| failed(&def.name, e))?;
+    Ok(())
+}
+
+/// View `name`, if the lake has it.
+pub async fn get(lake: &Lake, name: &str) -> Result<Option<ViewDef>> {
+    let (store, at) = location(lake, name)?;
+    match store.get(&at).await {
+        Ok(got) => {
+            let bytes = got.bytes().await.map_err(|e| failed(name, e))?;
+            Ok(Some(
+                serde_json::from_slice(&bytes).map_err(|e| failed(name, e))?,
+            ))
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(failed(name, e)),
+    }
+}
+
+/// Every view of the lake, by name.
+pub async fn list(lake: &Lake) -> Result<Vec<ViewDef>> {
+    let (store, root) = lake.object_store()?;
+    let listed: Vec<_> = store
+        .list(Some(&root.join("_shopstream").join("views")))
+        .try_collect()
+        .await
+        .map_err(|e| failed("*", e))?;
+    let mut out = Vec::new();
+    for meta in listed {
+        if let Some(name) = meta
+            .location
+            .filename()
+            .and_then(|f| f.strip_suffix(".json"))
+            && let Some(def) = get(lake, name).await?
+        {
+            out.push(def);
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Removes view `name` and its state; with `purge`, its table too. False when there was no such view.
+pub async fn drop(lake: &Lake, name: &str, purge: bool) -> Result<bool> {
+    let Some(_) = get(lake, name).await? else {
+        return Ok(false);
+    };
+    let (store, root) = lake.object_store()?;
+    let folder = if purge {
+        root.join(name)
+    } else {
+        root.join(name).join("_state")
+    };
+    let inside: Vec<_> = store
+        .list(Some(&folder))
+        .try_collect()
+        .await
+        .map_err(|e| failed(name, e))?;
+    for meta in inside {
+        store
+            .delete(&meta.location)
+            .await
+            .map_err(|e| failed(name, e))?;
+    }
+    if purge && let Some(dir) = lake.local_dir() {
+        let _ = std::fs::remove_dir_all(dir.join(name));
+    }
+    let (store, at) = location(lake, name)?;
+    store.delete(&at).await.map_err(|e| failed(name, e))?;
+    Ok(true)
+}

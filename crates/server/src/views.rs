@@ -1,0 +1,277 @@
+//! The continuous views `serve` keeps up to date ([`shopstream_engine::stream::view`]).
+//!
+//! `[[views]]` of the config are saved into the lake at start (a changed one is a new version); then every
+//! view of the lake runs on one worker at a time: each worker claims the job `view-<name>` (a lock file on
+//! a local lake, a lease on S3) and the holder runs the view's job, a step every [`STEP_EVERY`]. Each view's
+//! open windows are the table `<name>_live` of the SQL catalog (HTTP, Postgres, dashboard), replaced after
+//! every step; its figures are in `/v1/status` and `/metrics`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use datafusion::catalog::memory::MemTable;
+use datafusion::datasource::memory::PartitionData;
+use serde::{Deserialize, Serialize};
+use shopstream_engine::lease::{JobClaim, claim_job};
+use shopstream_engine::load::WriteOptions;
+use shopstream_engine::stream::view::defs;
+use shopstream_engine::stream::view::job::{ViewDef, ViewJob, ViewSource};
+use shopstream_engine::{Lake, LiveCatalog};
+use shopstream_log::Backbone;
+
+use crate::config::Config;
+use crate::metrics::MetricKind;
+use crate::server::ServerError;
+use crate::workers::HeldJobs;
+
+/// How often a running view reads what is new.
+pub const STEP_EVERY: Duration = Duration::from_millis(200);
+/// A view's lease on object storage.
+const VIEW_LEASE: Duration = Duration::from_secs(30);
+
+/// One view's figures on the worker that runs it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ViewStatus {
+    /// The view.
+    pub name: String,
+    /// Source rows taken in since the view started (its state counts across restarts).
+    pub rows_in: u64,
+    /// The watermark, wall clock (`None` before the first rows).
+    pub watermark: Option<String>,
+    /// Records of the source's log not yet read.
+    pub lag: u64,
+    /// Open windows (or keys of an updating aggregate).
+    pub open_windows: u64,
+    /// Bytes the state holds (about).
+    pub state_bytes: u64,
+    /// Rows that came after their window was final.
+    pub late_rows: u64,
+    /// Windows emitted.
+    pub windows_emitted: u64,
+}
+
+/// A per-view metric family of `/metrics`.
+pub type ViewMetric = crate::metrics::Family<ViewStatus>;
+
+impl ViewStatus {
+    /// The per-view metric families, in the order `/metrics` writes them.
+    pub const METRICS: [ViewMetric; 6] = [
+        ViewMetric {
+            metric: "shopstream_view_rows_in_total",
+            kind: MetricKind::Counter,
+            help: "Source rows a view took in.",
+            value: |v| v.rows_in,
+        },
+        ViewMetric {
+            metric: "shopstream_view_late_rows_total",
+            kind: MetricKind::Counter,
+            help: "Rows that came after their window was final.",
+            value: |v| v.late_rows,
+        },
+        ViewMetric {
+            metric: "shopstream_view_windows_emitted_total",
+            kind: MetricKind::Counter,
+            help: "Final windows a view emitted.",
+            value: |v| v.windows_emitted,
+        },
+        ViewMetric {
+            metric: "shopstream_view_lag_records",
+            kind: MetricKind::Gauge,
+            help: "Records of a view's source not read yet.",
+            value: |v| v.lag,
+        },
+        ViewMetric {
+            metric: "shopstream_view_open_windows",
+            kind: MetricKind::Gauge,
+            help: "Open windows (or keys) in a view's state.",
+            value: |v| v.open_windows,
+        },
+        ViewMetric {
+            metric: "shopstream_view_state_bytes",
+            kind: MetricKind::Gauge,
+            help: "Bytes a view's state holds (about).",
+            value: |v| v.state_bytes,
+        },
+    ];
+}
+
+/// The figures of the views this worker runs, by name.
+pub type ViewFigures = Arc<Mutex<BTreeMap<String, ViewStatus>>>;
+
+/// Where a view's source is: its dataset, and the topic records of it arrive on (`[live] topic` for orders).
+struct SourceOf {
+    dataset: String,
+    topic: String,
+    backbone: Arc<dyn Backbone>,
+    declared: Vec<Arc<shopstream_ingest::Dataset>>,
+    timezone: chrono_tz::Tz,
+}
+
+impl SourceOf {
+    async fn open(&self, lake: &Lake) -> Result<ViewSource, String> {
+        let name = &self.dataset;
+        let dataset = lake
+            .dataset(name)
+            .await
+            .map_err(|e| e.to_string())?
+            .or_else(|| self.declared.iter().find(|d| &d.name == name).cloned())
+            .ok_or_else(|| format!("no dataset `{name}`"))?;
+        Ok(ViewSource {
+            topic: self
+                .backbone
+                .topic(&self.topic)
+                .map_err(|e| e.to_string())?,
+            dataset,
+            mapping: None,
+            timezone: self.timezone,
+        })
+    }
+}
+
+/// What a view's task needs.
+struct ViewTask {
+    def: ViewDef,
+    lake: Lake,
+    source: SourceOf,
+    write: WriteOptions,
+    live: PartitionData,
+    figures: ViewFigures,
+    jobs: Arc<HeldJobs>,
+    stop: Arc<AtomicBool>,
+}
+
+/// Saves the config's views, registers every view's `<name>_live` table in `catalog` and returns a task
+/// per view (claiming and running it until `stop`).
+pub async fn start(
+    config: &Config,
+    lake: &Lake,
+    backbone: &Arc<dyn Backbone>,
+    catalog: &Arc<LiveCatalog>,
+    jobs: &Arc<HeldJobs>,
+    stop: &Arc<AtomicBool>,
+    figures: &ViewFigures,
+) -> Result<Vec<tokio::task::JoinHandle<shopstream_engine::Result<()>>>, ServerError> {
+    for def in &config.views {
+        if defs::get(lake, &def.name).await?.as_ref() != Some(def) {
+            defs::save(lake, def).await?;
+        }
+    }
+    let mut tasks = Vec::new();
+    for def in defs::list(lake).await? {
+        let plan = match defs::check(lake, &def).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                tracing::warn!("view `{}` does not run: {e}", def.name);
+                continue;
+            }
+        };
+        let live = MemTable::try_new(plan.output_schema.clone(), vec![vec![]])
+            .map_err(shopstream_engine::EngineError::Sql)?;
+        let partition = live.batches[0].clone();
+        catalog
+            .context()
+            .register_table(format!("{}_live", def.name), Arc::new(live))
+            .map_err(shopstream_engine::EngineError::Sql)?;
+        let topic = if plan.source == "orders" {
+            config.live.topic.clone()
+        } else {
+            plan.source.clone()
+        };
+        let source = SourceOf {
+            dataset: plan.source.clone(),
+            topic,
+            backbone: backbone.clone(),
+            declared: config.declared_datasets(),
+            timezone: config.ingest.timezone(),
+        };
+        let task = ViewTask {
+            def,
+            lake: lake.clone(),
+            source,
+            write: config.lake.write_options(),
+            live: partition,
+            figures: figures.clone(),
+            jobs: jobs.clone(),
+            stop: stop.clone(),
+        };
+        tasks.push(tokio::spawn(task.run()));
+    }
+    Ok(tasks)
+}
+
+impl ViewTask {
+    /// Claims the view and runs it while the claim holds, until the server stops.
+    async fn run(self) -> shopstream_engine::Result<()> {
+        let holder = shopstream_engine::lease::holder_name();
+        let job = format!("view-{}", self.def.name);
+        while !self.stop.load(Ordering::Relaxed) {
+            match claim_job(&self.lake, &job, &holder, VIEW_LEASE).await {
+                Ok(Some(claim)) => self.hold(claim).await,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(view = %self.def.name, "claiming the view: {e}"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        Ok(())
+    }
+
+    async fn hold(&self, mut claim: JobClaim) {
+        let label = format!("view {}", self.def.name);
+        let opened = match self.source.open(&self.lake).await {
+            Ok(source) => ViewJob::open(&self.lake, self.def.clone(), source, self.write.clone())
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        match opened {
+            Ok(mut job) => {
+                self.jobs.set(&label, true);
+                while !self.stop.load(Ordering::Relaxed) && claim.hold().await {
+                    match job.step(100_000).await {
+                        Ok(n) => {
+                            self.publish(&mut job).await;
+                            if n == 0 {
+                                tokio::time::sleep(STEP_EVERY).await;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(view = %self.def.name, "{e}");
+                            break;
+                        }
+                    }
+                }
+                self.jobs.set(&label, false);
+            }
+            Err(e) => tracing::warn!(view = %self.def.name, "{e}"),
+        }
+        claim.release().await;
+    }
+
+    /// Replaces `<name>_live` with the open windows and records the figures.
+    async fn publish(&self, job: &mut ViewJob) {
+        let lag = job.lag();
+        let runner = job.runner();
+        match runner.live().await {
+            Ok(rows) => *self.live.write().await = rows,
+            Err(e) => tracing::warn!(view = %self.def.name, "live rows: {e}"),
+        }
+        let (open, bytes) = runner.state_size();
+        let c = runner.counters().clone();
+        let status = ViewStatus {
+            name: self.def.name.clone(),
+            rows_in: c.rows_in,
+            watermark: runner.watermark_local().map(|w| w.to_string()),
+            lag,
+            open_windows: open as u64,
+            state_bytes: bytes as u64,
+            late_rows: c.late_rows,
+            windows_emitted: c.windows_emitted,
+        };
+        self.figures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(self.def.name.clone(), status);
+    }
+}
