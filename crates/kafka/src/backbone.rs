@@ -253,6 +253,18 @@ impl Backbone for Kafka {
         }
     }
 
+    fn topic_reader(&self, name: &str) -> Result<Arc<dyn TopicLog>> {
+        match self.partitions(name)? {
+            Some(n) => Ok(Arc::new(KafkaTopic::new(
+                name,
+                n,
+                self.reading(name),
+                self.clients.clone(),
+            ))),
+            None => Err(LogError::UnknownTopic(name.to_string())),
+        }
+    }
+
     fn create_topic(&self, name: &str, partitions: u32) -> Result<Arc<dyn TopicLog>> {
         let wanted = self
             .config

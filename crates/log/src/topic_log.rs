@@ -77,6 +77,11 @@ pub trait Backbone: Send + Sync {
     fn name(&self) -> &str;
     /// An existing topic.
     fn topic(&self, name: &str) -> Result<Arc<dyn TopicLog>>;
+    /// An existing topic for a second reader (a continuous view beside the load): on a backbone whose
+    /// topics keep a reader per partition (Kafka), one of its own, so the two never move each other's.
+    fn topic_reader(&self, name: &str) -> Result<Arc<dyn TopicLog>> {
+        self.topic(name)
+    }
     /// The topic, created with `partitions` partitions when missing; an existing topic with another count is
     /// refused (keys would move to other partitions).
     fn create_topic(&self, name: &str, partitions: u32) -> Result<Arc<dyn TopicLog>>;

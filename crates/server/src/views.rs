@@ -119,9 +119,10 @@ impl SourceOf {
             .or_else(|| self.declared.iter().find(|d| &d.name == name).cloned())
             .ok_or_else(|| format!("no dataset `{name}`"))?;
         Ok(ViewSource {
+            // A reader of its own: on Kafka the load keeps one per partition, which the view must not move.
             topic: self
                 .backbone
-                .topic(&self.topic)
+                .topic_reader(&self.topic)
                 .map_err(|e| e.to_string())?,
             dataset,
             mapping: None,

@@ -397,6 +397,93 @@ fn a_worker_reaches_a_cluster_over_tls_with_a_scram_password_from_the_environmen
     worker.wait().unwrap();
 }
 
+/// `n` order lines at minute `minute` past 10:00, invoices `<key>-0` …
+fn minute_batch(key: &str, minute: u32, n: usize) -> String {
+    batch(key, n).replace(
+        "2011-11-14 10:00:00",
+        &format!("2011-11-14 10:{minute:02}:00"),
+    )
+}
+
+#[test]
+fn a_view_moves_to_the_other_worker_when_its_owner_is_sigkilled_and_each_window_lands_once() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("orders", 4, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let view = "\n[[views]]\nname = \"per_minute\"\n\
+        sql = \"SELECT window_start, window_end, count(*) AS lines, sum(quantity) AS qty \
+        FROM TUMBLE(orders, invoice_date, INTERVAL '1 minute') GROUP BY window_start, window_end\"\n\
+        delay_s = 0\nidle_timeout_s = 5\n";
+    let config = config(dir.path(), &lake, &cluster.bootstrap_servers(), view);
+    let mut workers = vec![
+        start(&dir.path().join("a"), Some(&config)),
+        start(&dir.path().join("b"), Some(&config)),
+    ];
+    let running = |url: &str| jobs(url).contains(&"view per_minute".to_string());
+    wait_until("one worker runs the view", || {
+        workers.iter().filter(|(_, url)| running(url)).count() == 1
+    });
+    let urls: Vec<String> = workers.iter().map(|(_, u)| u.clone()).collect();
+    let mut posted = 0;
+    for minute in 0..15 {
+        for r in 0..4 {
+            let key = format!("m{minute}-{r}");
+            assert!(post(&urls[r % 2], &key, &minute_batch(&key, minute, 5)).is_some());
+            posted += 5;
+        }
+    }
+    // SIGKILL the view's worker mid-step; the other takes the view over from its last checkpoint.
+    let owner = workers.iter().position(|(_, url)| running(url)).unwrap();
+    let (mut killed, _) = workers.remove(owner);
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let (mut survivor, url) = workers.remove(0);
+    wait_until("the survivor runs the view", || running(&url));
+    for minute in 15..30 {
+        for r in 0..4 {
+            let key = format!("m{minute}-{r}");
+            assert!(post(&url, &key, &minute_batch(&key, minute, 5)).is_some());
+            posted += 5;
+        }
+    }
+    wait_for_each_once(dir.path(), &config, posted);
+    let view_of = |url: &str| {
+        status(url)["views"]
+            .as_array()
+            .and_then(|v| v.first().cloned())
+            .unwrap_or_default()
+    };
+    wait_until("the view read everything", || {
+        let v = view_of(&url);
+        v["lag"] == 0
+            && v["watermark"]
+                .as_str()
+                .is_some_and(|w| w.ends_with("10:29:00"))
+    });
+    // Every final window once, equal to batch SQL over the lines.
+    let got = sql(
+        dir.path(),
+        &config,
+        "SELECT count(*), sum(lines), count(DISTINCT window_start) FROM per_minute",
+    );
+    let want = sql(
+        dir.path(),
+        &config,
+        "SELECT count(DISTINCT date_trunc('minute', invoice_date)) AS windows, count(*) AS lines, \
+         count(DISTINCT date_trunc('minute', invoice_date)) AS distinct_windows \
+         FROM orders WHERE invoice_date < TIMESTAMP '2011-11-14 10:29:00'",
+    );
+    assert_eq!(got, want);
+    assert_eq!(
+        got,
+        format!("29,{},29", posted - 20),
+        "29 final windows of 20 lines each"
+    );
+    survivor.kill().unwrap();
+    survivor.wait().unwrap();
+}
+
 /// A kafka-python producer sending one order line (4 × 2.50), gzip-compressed.
 const KAFKA_PYTHON: &str = r#"
 import json, sys
