@@ -1023,6 +1023,10 @@ async fn demo(ctx: &Ctx, from: Option<PathBuf>, rows: u64) -> anyhow::Result<()>
         Target::orders(),
     )
     .await?;
+    let lake = ctx.lake()?;
+    for def in shopstream_engine::stream::view::defs::defaults() {
+        shopstream_engine::stream::view::defs::save(&lake, &def).await?;
+    }
     println!();
     tables(ctx).await?;
     for (name, title) in [

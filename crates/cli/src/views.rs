@@ -30,12 +30,31 @@ pub enum ViewCommand {
         #[arg(long, default_value_t = 86_400)]
         ttl_s: u64,
     },
+    /// Create the views the dashboard's Live section shows (revenue_per_minute, top_products_hour,
+    /// active_customers_hour); `demo` does.
+    Defaults,
     /// List the lake's views.
     List,
     /// Show a view's SQL, settings, output columns and version.
     Describe {
         /// The view.
         name: String,
+    },
+    /// For `bench/stream.sh`: loads the CSV files of `input` (Online Retail columns) into an embedded log
+    /// in a scratch folder, then runs a view over them from the log and prints the records and seconds
+    /// the view took (the loading is not timed) as JSON.
+    #[command(hide = true)]
+    Bench {
+        /// `tumble` (revenue and lines per country per minute) or `session` (lines per customer session,
+        /// 30-minute gap).
+        #[arg(long)]
+        job: String,
+        /// A folder of CSV files.
+        #[arg(long)]
+        input: std::path::PathBuf,
+        /// Partitions of the topic.
+        #[arg(long, default_value_t = 2)]
+        partitions: u32,
     },
     /// Remove a view and its state (`--purge`: its table of final rows too).
     Drop {
@@ -50,6 +69,11 @@ pub enum ViewCommand {
 /// Runs `command` on `lake`.
 pub async fn run(lake: &Lake, command: ViewCommand) -> anyhow::Result<()> {
     match command {
+        ViewCommand::Bench {
+            job,
+            input,
+            partitions,
+        } => bench(&job, &input, partitions).await?,
         ViewCommand::Create {
             name,
             sql,
@@ -74,6 +98,12 @@ pub async fn run(lake: &Lake, command: ViewCommand) -> anyhow::Result<()> {
                 None => "created",
             };
             println!("view `{}` {verb}; version {}", def.name, def.version());
+        }
+        ViewCommand::Defaults => {
+            for def in defs::defaults() {
+                defs::save(lake, &def).await?;
+                println!("view `{}` saved", def.name);
+            }
         }
         ViewCommand::List => {
             for def in defs::list(lake).await? {
@@ -107,5 +137,97 @@ pub async fn run(lake: &Lake, command: ViewCommand) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// The jobs of `bench/stream.sh`, in SQL.
+fn bench_sql(job: &str) -> anyhow::Result<&'static str> {
+    Ok(match job {
+        "tumble" => {
+            "SELECT window_start, window_end, country, sum(line_revenue) AS revenue, count(*) AS lines \
+             FROM TUMBLE(orders, invoice_date, INTERVAL '1 minute') GROUP BY window_start, window_end, country"
+        }
+        "session" => {
+            "SELECT window_start, window_end, customer_id, count(*) AS lines \
+             FROM SESSION(orders, invoice_date, INTERVAL '30 minutes') GROUP BY window_start, window_end, customer_id"
+        }
+        other => bail!("no bench job `{other}` (tumble, session)"),
+    })
+}
+
+/// Appends the CSV files of `input` to `topic` as requests of 500 records, partitions taking turns.
+fn load_log(input: &std::path::Path, topic: &dyn shopstream_log::TopicLog) -> anyhow::Result<u64> {
+    let mut files: Vec<_> = std::fs::read_dir(input)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
+        .collect();
+    files.sort();
+    let (mut n, mut request, mut turn) = (0u64, Vec::new(), 0u32);
+    for file in files {
+        let mut reader = csv::Reader::from_path(&file)?;
+        let headers = reader.headers()?.clone();
+        for record in reader.records() {
+            let record = record?;
+            let fields = headers
+                .iter()
+                .zip(record.iter())
+                .map(|(h, v)| (h.to_string(), serde_json::Value::String(v.to_string())))
+                .collect();
+            let envelope = shopstream_ingest::sources::Envelope {
+                source: format!("bench:{turn}"),
+                index: n + 1,
+                fields,
+                checkpoint: None,
+                reason: None,
+            };
+            request.push(shopstream_log::NewRecord::new(0, envelope.to_bytes()));
+            n += 1;
+            if request.len() == 500 {
+                topic.append(turn % topic.partition_count(), &request)?;
+                request.clear();
+                turn += 1;
+            }
+        }
+    }
+    if !request.is_empty() {
+        topic.append(turn % topic.partition_count(), &request)?;
+    }
+    Ok(n)
+}
+
+async fn bench(job: &str, input: &std::path::Path, partitions: u32) -> anyhow::Result<()> {
+    use shopstream_engine::stream::view::job::{ViewJob, ViewSource};
+    let sql = bench_sql(job)?;
+    let scratch =
+        std::env::temp_dir().join(format!("shopstream-view-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let (log, _) = shopstream_log::Log::open(&scratch.join("log"))?;
+    let backbone = shopstream_log::Embedded::shared(log);
+    let topic = backbone.create_topic("orders", partitions)?;
+    let records = load_log(input, topic.as_ref())?;
+    let lake = Lake::local(&scratch.join("lake"))?;
+    let source = ViewSource {
+        topic,
+        dataset: shopstream_ingest::Dataset::orders(),
+        mapping: None,
+        timezone: chrono_tz::Tz::UTC,
+    };
+    let started = std::time::Instant::now();
+    let mut view = ViewJob::open(
+        &lake,
+        ViewDef::new("bench", sql),
+        source,
+        Default::default(),
+    )
+    .await?;
+    while view.step(200_000).await? > 0 {}
+    let seconds = started.elapsed().as_secs_f64();
+    let c = view.runner().counters().clone();
+    println!(
+        "{}",
+        serde_json::json!({"engine": "shopstream", "job": job, "records": records, "seconds": seconds,
+            "rows_in": c.rows_in, "windows": c.windows_emitted, "late_rows": c.late_rows})
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
 }

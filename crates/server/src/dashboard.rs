@@ -27,6 +27,7 @@ assets! {
     "index.html" => "text/html; charset=utf-8",
     "explorer.html" => "text/html; charset=utf-8",
     "app.js" => "text/javascript; charset=utf-8",
+    "live.js" => "text/javascript; charset=utf-8",
     "explorer.js" => "text/javascript; charset=utf-8",
     "common.js" => "text/javascript; charset=utf-8",
     "style.css" => "text/css; charset=utf-8",

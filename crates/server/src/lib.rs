@@ -254,8 +254,8 @@ pub struct AppState {
     pub(crate) lake: std::sync::OnceLock<shopstream_engine::Lake>,
     /// The jobs that run on one worker at a time which this worker runs (set by the server).
     pub(crate) jobs: std::sync::OnceLock<Arc<crate::workers::HeldJobs>>,
-    /// The figures of the views this worker runs (set by the server).
-    pub(crate) views: std::sync::OnceLock<crate::views::ViewFigures>,
+    /// The figures and change streams of the views this worker runs (set by the server).
+    pub(crate) views: std::sync::OnceLock<crate::views::ViewHandles>,
 }
 
 impl AppState {
@@ -383,6 +383,7 @@ pub fn app(state: Arc<AppState>, lake: Option<Arc<shopstream_engine::LiveCatalog
         .route("/v1/flows/{flow}/records", post(ingest::post_flow_records))
         .route("/v1/status", get(metrics::status))
         .route("/metrics", get(metrics::prometheus))
+        .route("/api/views/{name}/stream", get(views::stream))
         .with_state(state.clone());
     if let Some(lake) = lake {
         routes = routes.merge(query::routes(lake)).merge(dashboard::routes());

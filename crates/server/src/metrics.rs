@@ -319,8 +319,8 @@ pub(crate) fn collect(state: &AppState) -> Status {
         views: state
             .views
             .get()
-            .map(|v| {
-                let v = v.lock().unwrap_or_else(|e| e.into_inner());
+            .map(|h| {
+                let v = h.figures.lock().unwrap_or_else(|e| e.into_inner());
                 v.values().cloned().collect()
             })
             .unwrap_or_default(),

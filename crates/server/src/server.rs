@@ -209,18 +209,9 @@ impl Server {
             .map(|l| tokio::spawn(l.run(stop.clone())))
             .collect();
         tasks.extend(source_tasks);
-        let view_figures = crate::views::ViewFigures::default();
+        let views = crate::views::ViewHandles::default();
         tasks.extend(
-            crate::views::start(
-                config,
-                &lake,
-                &backbone,
-                &catalog,
-                &jobs,
-                &stop,
-                &view_figures,
-            )
-            .await?,
+            crate::views::start(config, &lake, &backbone, &catalog, &jobs, &stop, &views).await?,
         );
         if let Some(lease) = lake_lease {
             tasks.push(tokio::spawn(shopstream_engine::lease::keep(
@@ -250,7 +241,7 @@ impl Server {
         let state = AppState::new(backbone, config.server.clone(), progress, landing, flows);
         let _ = state.lake.set(lake_for_status.clone());
         let _ = state.jobs.set(jobs);
-        let _ = state.views.set(view_figures);
+        let _ = state.views.set(views);
         let heartbeat = crate::workers::Heartbeat {
             lake: lake_for_status,
             id: shopstream_engine::lease::holder_name(),

@@ -97,6 +97,19 @@ impl ViewStatus {
     ];
 }
 
+/// Each view's change stream: the latest update as JSON (`{"view", "watermark", "live": [rows of the open
+/// windows], "final": [rows made final by the last step]}`), for `GET /api/views/{name}/stream`.
+pub type ViewStreams = Arc<Mutex<BTreeMap<String, tokio::sync::watch::Sender<Arc<String>>>>>;
+
+/// What the HTTP app reads of the views this worker runs: their figures and change streams.
+#[derive(Clone, Default)]
+pub struct ViewHandles {
+    /// Figures, by view.
+    pub figures: ViewFigures,
+    /// Change streams, by view.
+    pub streams: ViewStreams,
+}
+
 /// The figures of the views this worker runs, by name.
 pub type ViewFigures = Arc<Mutex<BTreeMap<String, ViewStatus>>>;
 
@@ -138,6 +151,7 @@ struct ViewTask {
     source: SourceOf,
     write: WriteOptions,
     live: PartitionData,
+    changes: tokio::sync::watch::Sender<Arc<String>>,
     figures: ViewFigures,
     jobs: Arc<HeldJobs>,
     stop: Arc<AtomicBool>,
@@ -152,7 +166,7 @@ pub async fn start(
     catalog: &Arc<LiveCatalog>,
     jobs: &Arc<HeldJobs>,
     stop: &Arc<AtomicBool>,
-    figures: &ViewFigures,
+    handles: &ViewHandles,
 ) -> Result<Vec<tokio::task::JoinHandle<shopstream_engine::Result<()>>>, ServerError> {
     for def in &config.views {
         if defs::get(lake, &def.name).await?.as_ref() != Some(def) {
@@ -187,13 +201,20 @@ pub async fn start(
             declared: config.declared_datasets(),
             timezone: config.ingest.timezone(),
         };
+        let (changes, _) = tokio::sync::watch::channel(Arc::new(String::from("{}")));
+        handles
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(def.name.clone(), changes.clone());
         let task = ViewTask {
+            changes,
             def,
             lake: lake.clone(),
             source,
             write: config.lake.write_options(),
             live: partition,
-            figures: figures.clone(),
+            figures: handles.figures.clone(),
             jobs: jobs.clone(),
             stop: stop.clone(),
         };
@@ -253,11 +274,23 @@ impl ViewTask {
     /// Replaces `<name>_live` with the open windows and records the figures.
     async fn publish(&self, job: &mut ViewJob) {
         let lag = job.lag();
+        let emitted = job.take_emitted();
         let runner = job.runner();
-        match runner.live().await {
-            Ok(rows) => *self.live.write().await = rows,
-            Err(e) => tracing::warn!(view = %self.def.name, "live rows: {e}"),
-        }
+        let live = match runner.live().await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(view = %self.def.name, "live rows: {e}");
+                Vec::new()
+            }
+        };
+        let update = serde_json::json!({
+            "view": self.def.name,
+            "watermark": runner.watermark_local().map(|w| w.to_string()),
+            "live": json_rows(&live),
+            "final": json_rows(&emitted),
+        });
+        self.changes.send_replace(Arc::new(update.to_string()));
+        *self.live.write().await = live;
         let (open, bytes) = runner.state_size();
         let c = runner.counters().clone();
         let status = ViewStatus {
@@ -275,4 +308,49 @@ impl ViewTask {
             .unwrap_or_else(|e| e.into_inner())
             .insert(self.def.name.clone(), status);
     }
+}
+
+/// `batches` as JSON objects, one per row.
+fn json_rows(batches: &[arrow::array::RecordBatch]) -> serde_json::Value {
+    let mut buf = Vec::new();
+    let mut writer = arrow::json::ArrayWriter::new(&mut buf);
+    let written = batches
+        .iter()
+        .try_for_each(|b| writer.write(b))
+        .and_then(|()| writer.finish());
+    if written.is_err() || buf.is_empty() {
+        return serde_json::Value::Array(Vec::new());
+    }
+    serde_json::from_slice(&buf).unwrap_or_default()
+}
+
+/// `GET /api/views/{name}/stream`: the view's changes as Server-Sent Events (`update` events, the first
+/// one the current state), with the API's token; 404 for a view this server does not know.
+pub(crate) async fn stream(
+    axum::extract::State(state): axum::extract::State<Arc<crate::AppState>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let receiver = state.views.get().and_then(|h| {
+        let streams = h.streams.lock().unwrap_or_else(|e| e.into_inner());
+        streams.get(&name).map(|tx| tx.subscribe())
+    });
+    let Some(mut rx) = receiver else {
+        return (
+            axum::http::StatusCode::NOT_FOUND,
+            format!("no view `{name}`\n"),
+        )
+            .into_response();
+    };
+    rx.mark_changed();
+    let events = futures::stream::unfold(rx, |mut rx| async move {
+        rx.changed().await.ok()?;
+        let data = rx.borrow_and_update().clone();
+        let event = Event::default().event("update").data(data.as_str());
+        Some((Ok::<_, std::convert::Infallible>(event), rx))
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }

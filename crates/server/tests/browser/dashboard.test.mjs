@@ -195,6 +195,31 @@ try {
   await page.click("[data-testid=dark-toggle]");
   check("dark mode toggles back", !(await page.evaluate(() => document.body.classList.contains("dark"))));
 
+  // ---------- Live section (continuous views over the change streams) ----------
+  if (process.env.LIVE_VIEWS) {
+    await page.waitForFunction(() => Number(document.querySelector("[data-testid=live-section]").dataset.updates) > 0, null, { timeout: 60000 });
+    check("live section receives view updates", true);
+    // The hopping view's first step puts every line in 60 windows: give it time.
+    await page.waitForSelector("[data-testid=live-product]", { timeout: 120000 }).catch(() => {});
+    const products = await page.locator("[data-testid=live-product]").count();
+    check("live top products listed", products > 0, `${products} rows`);
+    check("live active customers shown", /\d/.test(await page.textContent("[data-testid=live-customers]")));
+    // An order acknowledged now shows on the per-minute chart: its minute becomes the chart's latest.
+    const minute = "2011-12-31 10:07:00";
+    const sent = Date.now();
+    const res = await fetch(BASE + "/v1/topics/orders/records", {
+      method: "POST",
+      headers: { "Content-Type": "application/x-ndjson", ...(TOKEN ? { Authorization: "Bearer " + TOKEN } : {}) },
+      body: JSON.stringify({ InvoiceNo: "LIVE-1", StockCode: "85123A", Description: "LIVE HEART", Quantity: 3,
+        InvoiceDate: minute, UnitPrice: "2.55", CustomerID: "17850", Country: "United Kingdom" }) + "\n",
+    });
+    check("live order acknowledged", res.ok, String(res.status));
+    await page.waitForFunction((m) => document.querySelector("[data-testid=live-section]").dataset.lastMinute === m,
+      minute.replace(" ", "T"), { timeout: 30000 });
+    check("live chart shows the new order's minute", true, `after ${Date.now() - sent} ms`);
+    await shot("dashboard-live.png");
+  }
+
   // ---------- layouts ----------
   for (const [w, h] of [[1366, 768], [1920, 1080]]) {
     await page.setViewportSize({ width: w, height: h });

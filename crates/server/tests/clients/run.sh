@@ -68,6 +68,8 @@ stop_servers() {
 
 files=("$shared"/*.csv)
 "$bin" --data-dir "$work/data" ingest "${files[@]:0:10}" >/dev/null
+# The dashboard's Live section reads the default continuous views.
+"$bin" --data-dir "$work/data" view defaults >/dev/null
 
 cp "$root/config/default.toml" "$work/open.toml"
 start_server "$work/open.toml"
@@ -128,7 +130,7 @@ echo "== Npgsql 4 (Power BI), Grafana, Metabase, DBeaver and pgcli startup state
   "$here/fixtures/dbeaver.sql" "$here/fixtures/pgcli.sql"
 
 echo "== dashboard in chromium"
-SHOPSTREAM_URL="$HTTP_URL" node "$here/../browser/dashboard.test.mjs"
+SHOPSTREAM_URL="$HTTP_URL" LIVE_VIEWS=1 node "$here/../browser/dashboard.test.mjs"
 stop_servers
 
 echo "== SCRAM and TLS"

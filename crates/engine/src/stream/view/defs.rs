@@ -142,3 +142,31 @@ pub async fn drop(lake: &Lake, name: &str, purge: bool) -> Result<bool> {
     store.delete(&at).await.map_err(|e| failed(name, e))?;
     Ok(true)
 }
+
+/// The views the dashboard's Live section reads: revenue, orders and lines per country per minute; the top
+/// products of the last hour (a hopping window: an hour, every minute); the customers active in the last
+/// hour (the same hop).
+pub fn defaults() -> Vec<ViewDef> {
+    vec![
+        ViewDef::new(
+            "revenue_per_minute",
+            "SELECT window_start, window_end, country, sum(line_revenue) AS revenue, \
+             count(DISTINCT invoice_no) AS orders, count(*) AS lines \
+             FROM TUMBLE(orders, invoice_date, INTERVAL '1 minute') GROUP BY window_start, window_end, country",
+        ),
+        ViewDef::new(
+            "top_products_hour",
+            "SELECT window_start, window_end, stock_code, max(description) AS description, \
+             sum(quantity) AS quantity, sum(line_revenue) AS revenue \
+             FROM HOP(orders, invoice_date, INTERVAL '1 minute', INTERVAL '1 hour') \
+             WHERE NOT is_cancellation GROUP BY window_start, window_end, stock_code",
+        ),
+        ViewDef::new(
+            "active_customers_hour",
+            "SELECT window_start, window_end, count(DISTINCT customer_id) AS customers, \
+             count(DISTINCT invoice_no) AS orders, sum(line_revenue) AS revenue \
+             FROM HOP(orders, invoice_date, INTERVAL '1 minute', INTERVAL '1 hour') \
+             GROUP BY window_start, window_end",
+        ),
+    ]
+}

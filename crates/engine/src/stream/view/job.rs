@@ -144,6 +144,8 @@ pub struct ViewJob {
     /// The last checkpoint committed.
     sequence: u64,
     pending: Output,
+    /// The final rows the last checkpoint committed (for a change stream).
+    emitted: Vec<RecordBatch>,
     write: WriteOptions,
     app: String,
 }
@@ -184,6 +186,7 @@ impl ViewJob {
             offsets: Vec::new(),
             sequence: 0,
             pending: Output::default(),
+            emitted: Vec::new(),
             write,
             app,
             def,
@@ -202,6 +205,11 @@ impl ViewJob {
     /// The runner (its watermark, counters, state size, live rows).
     pub fn runner(&mut self) -> &mut ViewRunner {
         &mut self.runner
+    }
+
+    /// The final rows committed since the last call.
+    pub fn take_emitted(&mut self) -> Vec<RecordBatch> {
+        std::mem::take(&mut self.emitted)
     }
 
     /// Records of the source's log not read yet.
@@ -418,6 +426,7 @@ impl ViewJob {
             .commit(&kind, self.late.1.clone(), &pending.late, n)
             .await?;
         self.sequence = n;
+        self.emitted = pending.rows;
         self.prune(&store, &dir, n).await;
         Ok(())
     }
