@@ -157,15 +157,7 @@ impl KeyedState {
             return Ok(());
         }
         let rows = self.evaluate(aggregate, batch)?;
-        let mut groups: HashMap<(&[u8], i64, i64), Vec<u32>> = HashMap::new();
-        for i in 0..batch.num_rows() {
-            let key = (rows.keys.row(i).data(), rows.starts[i], rows.ends[i]);
-            groups.entry(key).or_default().push(i as u32);
-        }
-        let mut grouped: Vec<_> = groups.into_iter().collect();
-        // Sessions merge in event order.
-        grouped.sort_by_key(|((_, s, _), _)| *s);
-        for ((key, start, end), indices) in grouped {
+        for (key, start, end, indices) in group(&rows, self.window.is_session()) {
             let mut slot = new_slot(aggregate, start, end, event)?;
             feed(&mut slot, &rows, &UInt32Array::from(indices))?;
             let key = self.converter.parser().parse(key).owned();
@@ -259,6 +251,47 @@ fn kept_state(
     fresh.merge_batch(&arrays(&state)?)?;
     *acc = fresh;
     Ok(state)
+}
+
+/// The rows grouped by key and window: `(key, start, end, rows)`. For sessions, a key's rows whose own
+/// windows overlap are one group already (a run in event order), so each run becomes one window to merge.
+fn group(rows: &Evaluated, session: bool) -> Vec<(&[u8], i64, i64, Vec<u32>)> {
+    if !session {
+        let mut groups: HashMap<(&[u8], i64, i64), Vec<u32>> = HashMap::new();
+        for i in 0..rows.starts.len() {
+            let key = (rows.keys.row(i).data(), rows.starts[i], rows.ends[i]);
+            groups.entry(key).or_default().push(i as u32);
+        }
+        return groups.into_iter().map(|((k, s, e), v)| (k, s, e, v)).collect();
+    }
+    let mut by_key: HashMap<&[u8], Vec<u32>> = HashMap::new();
+    for i in 0..rows.starts.len() {
+        by_key.entry(rows.keys.row(i).data()).or_default().push(i as u32);
+    }
+    let mut out = Vec::new();
+    for (key, mut indices) in by_key {
+        indices.sort_by_key(|&i| rows.starts[i as usize]);
+        let mut run: Option<(i64, i64, Vec<u32>)> = None;
+        for i in indices {
+            let (s, e) = (rows.starts[i as usize], rows.ends[i as usize]);
+            match &mut run {
+                Some((_, end, members)) if s < *end => {
+                    *end = (*end).max(e);
+                    members.push(i);
+                }
+                _ => {
+                    if let Some((rs, re, members)) = run.take() {
+                        out.push((key, rs, re, members));
+                    }
+                    run = Some((s, e, vec![i]));
+                }
+            }
+        }
+        if let Some((rs, re, members)) = run {
+            out.push((key, rs, re, members));
+        }
+    }
+    out
 }
 
 /// The indices of the group expressions that are keys (not window bounds).
