@@ -122,7 +122,9 @@ def run_flink(job, inp, check, source="union"):
     conf.set("table.local-time-zone", "UTC")
     # The CSV format cannot skip a header line: csv.ignore-parse-errors turns each file's header into a row of
     # nulls (InvoiceNo = 'InvoiceNo' stays a string), removed by the view below. ts falls back to the epoch for
-    # it so the rowtime is never null; the row is filtered out before any window operator sees it.
+    # it so the rowtime is never null; the row is filtered out before any window operator sees it. InvoiceDate
+    # is parsed by the CSV format as a TIMESTAMP (its SQL form `yyyy-MM-dd HH:mm:ss`), as Spark's reader does
+    # with TimestampType (TO_TIMESTAMP(InvoiceDate, format) on a STRING column was ~20% slower end to end).
     #
     # One source table per file, UNION ALL-ed (source="union", the default): the filesystem source hands its
     # files (splits) to the readers in no particular order (LocalityAwareSplitAssigner keeps them in a HashSet),
@@ -134,9 +136,9 @@ def run_flink(job, inp, check, source="union"):
     for i, path in enumerate(files):
         t_env.execute_sql(f"""
             CREATE TABLE src{i} (
-              InvoiceNo STRING, StockCode STRING, Description STRING, Quantity INT, InvoiceDate STRING,
+              InvoiceNo STRING, StockCode STRING, Description STRING, Quantity INT, InvoiceDate TIMESTAMP(3),
               UnitPrice DOUBLE, CustomerID STRING, Country STRING,
-              ts AS COALESCE(TO_TIMESTAMP(InvoiceDate, 'yyyy-MM-dd HH:mm:ss'), TIMESTAMP '1970-01-01 00:00:00'),
+              ts AS COALESCE(InvoiceDate, TIMESTAMP '1970-01-01 00:00:00'),
               WATERMARK FOR ts AS ts - INTERVAL '30' SECOND
             ) WITH (
               'connector' = 'filesystem', 'path' = 'file://{os.path.abspath(path)}', 'format' = 'csv',

@@ -262,11 +262,17 @@ fn group(rows: &Evaluated, session: bool) -> Vec<(&[u8], i64, i64, Vec<u32>)> {
             let key = (rows.keys.row(i).data(), rows.starts[i], rows.ends[i]);
             groups.entry(key).or_default().push(i as u32);
         }
-        return groups.into_iter().map(|((k, s, e), v)| (k, s, e, v)).collect();
+        return groups
+            .into_iter()
+            .map(|((k, s, e), v)| (k, s, e, v))
+            .collect();
     }
     let mut by_key: HashMap<&[u8], Vec<u32>> = HashMap::new();
     for i in 0..rows.starts.len() {
-        by_key.entry(rows.keys.row(i).data()).or_default().push(i as u32);
+        by_key
+            .entry(rows.keys.row(i).data())
+            .or_default()
+            .push(i as u32);
     }
     let mut out = Vec::new();
     for (key, mut indices) in by_key {
