@@ -207,6 +207,13 @@ impl ViewJob {
         &mut self.runner
     }
 
+    /// Ends a bounded replay: every window is emitted and committed.
+    pub async fn finish(&mut self) -> Result<()> {
+        let out = self.runner.close().await?;
+        self.take(out);
+        self.checkpoint().await
+    }
+
     /// The final rows committed since the last call.
     pub fn take_emitted(&mut self) -> Vec<RecordBatch> {
         std::mem::take(&mut self.emitted)

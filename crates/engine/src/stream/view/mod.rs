@@ -373,6 +373,13 @@ impl ViewRunner {
         Ok(out)
     }
 
+    /// Ends the input: the watermark moves past every window, so all are emitted (a bounded replay's end,
+    /// as a bounded source ends a Flink or Spark job).
+    pub async fn close(&mut self) -> Result<Output> {
+        self.watermark = Some(i64::MAX / 2);
+        self.emit().await
+    }
+
     /// The view's open windows (or an updating aggregate's keys) as they stand, in its output schema.
     pub async fn live(&mut self) -> Result<Vec<RecordBatch>> {
         let (Some(state), Some(aggregate)) = (&mut self.state, &self.plan.aggregate) else {
