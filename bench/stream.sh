@@ -22,6 +22,9 @@
 # The venv (~1.3 GB, bench/stream/requirements.txt + constraints.txt) is made on first use; needs ~2 GB free.
 set -euo pipefail
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# The release-like build of shopstream ($SHOPSTREAM, build_shopstream); its WORK and VENV are replaced below.
+# shellcheck source=bench/common.sh
+source "$BENCH_DIR/common.sh"
 HERE="$BENCH_DIR/stream"
 ROOT="$(dirname "$BENCH_DIR")"
 DATA="${ONLINE_RETAIL:-$ROOT/../shared/data/online-retail/by-day}"
@@ -39,8 +42,6 @@ START=$SECONDS
 # then runs the job as a continuous view reading them from the log: planning, the micro-batches, the
 # checkpoints and the Delta commits of its final windows are timed. With SHOPSTREAM_CHECK=1 every window is
 # closed at the end (as a bounded source ends a Flink or Spark job) and the output is counted.
-# shellcheck source=bench/common.sh
-source "$BENCH_DIR/common.sh"
 shopstream_run() {
   local job="$1" input="$2"
   "$SHOPSTREAM" view bench --job "$job" --input "$input" --partitions 2
