@@ -534,4 +534,22 @@ async fn a_view_backfills_from_the_lake_continues_from_the_log_and_resumes_after
     assert_eq!(got, want, "each final window once, equal to batch SQL");
     // The view's table is not a dataset: no topic or load is made for it.
     assert!(lake.dataset("revenue_per_minute").await.unwrap().is_none());
+    // A changed view is a new version: its state starts over, and the old version's rows are replaced.
+    let mut changed = def.clone();
+    changed.lateness_s = 1;
+    let mut job = ViewJob::open(&lake, changed, source(), WriteOptions::default())
+        .await
+        .unwrap();
+    while job.step(1000).await.unwrap() > 0 {}
+    let watermark = job.runner().watermark().unwrap();
+    drop(job);
+    let catalog = Catalog::open(&lake).await.unwrap();
+    let got = catalog
+        .query("SELECT window_start, country, revenue, orders, lines FROM revenue_per_minute")
+        .await
+        .unwrap();
+    let mut got = lines(&got.batches);
+    got.sort();
+    let want = batch_answer(&lake, watermark - 1_000_000).await;
+    assert_eq!(got, want, "the new version's windows, each once");
 }

@@ -283,8 +283,18 @@ impl ViewJob {
         Ok(())
     }
 
-    /// A new view: the dataset's rows in the lake, then the log from where they end.
+    /// A new view (or a new version of one): the rows an older version left in its table are deleted, then
+    /// the dataset's rows in the lake are fed, then the log from where they end.
     async fn backfill(&mut self) -> Result<()> {
+        let kind = self.output.0.clone();
+        let (table, _) = self
+            .output
+            .1
+            .clone()
+            .delete()
+            .await
+            .map_err(EngineError::delta(kind.name()))?;
+        self.output.1 = table;
         let kind = Table::of_dataset(&self.source.dataset);
         let topic = self.source.topic.clone();
         let mut offsets = Vec::new();
