@@ -331,7 +331,9 @@ async fn sessions_per_key_merge_events_closer_than_the_gap() {
             vec![("a", 0, 1), ("b", 10, 5), ("a", 45, 100)],
             vec![("a", 20, 10)],
             vec![("a", 100, 1000)],
-            vec![("c", 200, 0)],
+            // d: 300 and exactly 30 minutes later, 330: windows that touch are one session.
+            vec![("c", 200, 0), ("d", 300, 1), ("d", 330, 2)],
+            vec![("e", 500, 0)],
         ],
     )
     .await;
@@ -353,9 +355,11 @@ async fn sessions_per_key_merge_events_closer_than_the_gap() {
                 "1"
             ]),
             row(&["b", "1970-01-01T00:10:00", "1970-01-01T00:40:00", "5", "1"]),
+            row(&["c", "1970-01-01T03:20:00", "1970-01-01T03:50:00", "0", "1"]),
+            row(&["d", "1970-01-01T05:00:00", "1970-01-01T06:00:00", "3", "2"]),
         ]
     );
-    assert_eq!(runner.state_size().0, 1, "only c's session is open");
+    assert_eq!(runner.state_size().0, 1, "only e's session is open");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -384,6 +388,38 @@ async fn an_updating_aggregate_is_live_per_key_until_its_time_to_live() {
         lines(&runner.live().await.unwrap()),
         vec![row(&["c", "7", "1"])]
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_per_customer_over_the_real_lines_count_every_line_once() {
+    let (_dir, _lake, batches, schema) = real_orders().await;
+    let sql = "SELECT customer_id, window_start, window_end, count(*) AS lines \
+               FROM SESSION(orders, invoice_date, INTERVAL '30 minutes') GROUP BY window_start, window_end, customer_id";
+    let mut runner = runner(sql, &schema).await;
+    let rows = shuffled(&batches, 25, &|_| false);
+    let (mut out, late) = replay(&mut runner, &rows).await;
+    assert!(late.is_empty());
+    out.extend(runner.close().await.unwrap().rows);
+    let total: i64 = lines(&out)
+        .iter()
+        .map(|r| r[3].parse::<i64>().unwrap())
+        .sum();
+    let all: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    assert_eq!(total as usize, all, "every line in one session");
+    // No two sessions of a customer overlap or touch.
+    let mut by_customer: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for r in lines(&out) {
+        by_customer
+            .entry(r[0].clone())
+            .or_default()
+            .push((r[1].clone(), r[2].clone()));
+    }
+    for (customer, mut sessions) in by_customer {
+        sessions.sort();
+        for pair in sessions.windows(2) {
+            assert!(pair[0].1 < pair[1].0, "{customer}: {pair:?}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

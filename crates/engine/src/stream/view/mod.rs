@@ -164,7 +164,7 @@ impl ViewRunner {
     /// A runner of `plan`, with empty state.
     pub fn new(plan: ViewPlan, options: ViewOptions) -> Result<ViewRunner> {
         let state = match &plan.aggregate {
-            Some(a) => Some(KeyedState::new(a, plan.window, &plan.input_schema)?),
+            Some(a) => Some(KeyedState::new(a, plan.window, &a.input)?),
             None => None,
         };
         let time_index = match &plan.time_column {

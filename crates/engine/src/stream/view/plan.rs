@@ -53,6 +53,8 @@ pub struct Aggregate {
     pub filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
     /// The rows an emitting window produces before the part above: group columns, then aggregates.
     pub schema: SchemaRef,
+    /// The columns the aggregate's expressions read (the part below's output).
+    pub input: SchemaRef,
     /// The plan above the aggregate, reading a memory table of `schema`.
     above: Arc<dyn ExecutionPlan>,
 }
@@ -388,6 +390,7 @@ fn split(
         aggregates: agg.aggr_expr().to_vec(),
         filters: agg.filter_expr().to_vec(),
         schema,
+        input: agg.input().schema(),
         above,
     };
     Ok((agg.input().clone(), Some(aggregate)))

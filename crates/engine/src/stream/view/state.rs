@@ -173,7 +173,9 @@ impl KeyedState {
         loop {
             let found = slots.iter().position(|s| {
                 if session {
-                    s.start < slot.end && slot.start < s.end
+                    // Windows that touch are one session (as in Flink and Spark): a new one starts only
+                    // after a gap longer than the gap.
+                    s.start <= slot.end && slot.start <= s.end
                 } else {
                     s.start == slot.start && s.end == slot.end
                 }
@@ -281,7 +283,7 @@ fn group(rows: &Evaluated, session: bool) -> Vec<(&[u8], i64, i64, Vec<u32>)> {
         for i in indices {
             let (s, e) = (rows.starts[i as usize], rows.ends[i as usize]);
             match &mut run {
-                Some((_, end, members)) if s < *end => {
+                Some((_, end, members)) if s <= *end => {
                     *end = (*end).max(e);
                     members.push(i);
                 }
