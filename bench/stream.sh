@@ -12,12 +12,16 @@
 # 10N is the real set x $COPIES (default 2: 1,083,818 lines, 11 files); N is its first tenth (108,382 lines).
 # Before timing, --check runs each job on a small input (20,000 lines in 4 files) into a counting sink and
 # bench/stream/verify.py compares the windows emitted with the same windows computed in batch by DuckDB.
+# A failed run (or check) is shown with the end of its log, the other runs go on, and the script exits 1 at the end.
 #
 # Environment:
 #   COPIES=2            10N = real set x COPIES
 #   REPEAT=3            runs per engine, job and size (the best time counts)
 #   ENGINES="shopstream spark flink"   JOBS="tumble session"
 #   NO_CHECK=1          skip the check
+#   IDLE_WAIT=15        before each timed run wait up to this many seconds for the CPU to be idle (< 15% busy
+#                       over 1 s; other work on the machine, e.g. a cargo build, skews the times); the busy %
+#                       seen just before each run is kept in the results and flagged by the report
 #   STREAM_VENV=~/.cache/shopstream/bench-venv   STREAM_WORK=bench/stream/work
 # The venv (~1.3 GB, bench/stream/requirements.txt + constraints.txt) is made on first use; needs ~2 GB free.
 set -euo pipefail
@@ -32,6 +36,7 @@ VENV="${STREAM_VENV:-$HOME/.cache/shopstream/bench-venv}"
 WORK="${STREAM_WORK:-$HERE/work}"
 COPIES="${COPIES:-2}"
 REPEAT="${REPEAT:-3}"
+IDLE_WAIT="${IDLE_WAIT:-15}"
 ENGINES="${ENGINES:-shopstream spark flink}"
 JOBS="${JOBS:-tumble session}"
 PY="$VENV/bin/python"
@@ -64,22 +69,46 @@ setup_venv() {
 }
 
 # run_engine <engine> <job> <input-dir> [--check]: one JSON line on stdout, the engine's logs in $WORK/logs.
+# A run that fails (or prints nothing) is reported on stderr with the end of its log and stands as
+# {"seconds": null, "failed": true}: the other engines still run, and the script exits 1 at the end.
 run_engine() {
   local engine="$1" job="$2" input="$3"; shift 3
-  local log="$WORK/logs/$engine-$job-$(basename "$input")${1:+-check}.log"
+  local log="$WORK/logs/$engine-$job-$(basename "$input")${1:+-check}.log" out rc=0
   if [ "$engine" = shopstream ]; then
-    if [ "${1:-}" = --check ]; then SHOPSTREAM_CHECK=1 shopstream_run "$job" "$input" 2>>"$log"
-    else shopstream_run "$job" "$input" 2>>"$log"; fi
+    if [ "${1:-}" = --check ]; then out=$(SHOPSTREAM_CHECK=1 shopstream_run "$job" "$input" 2>>"$log") || rc=$?
+    else out=$(shopstream_run "$job" "$input" 2>>"$log") || rc=$?; fi
   else
-    "$PY" "$HERE/peers.py" "$engine" --job "$job" --input "$input" "$@" 2>>"$log" \
-      || { echo "stream.sh: $engine $job on $input failed; last lines of $log:" >&2; tail -20 "$log" >&2; exit 1; }
+    out=$("$PY" "$HERE/peers.py" "$engine" --job "$job" --input "$input" "$@" 2>>"$log") || rc=$?
   fi
+  out=$(printf '%s\n' "$out" | grep '^{' | tail -1 || true)
+  if [ "$rc" -ne 0 ] || [ -z "$out" ]; then
+    { echo "stream.sh: $engine $job on $input${1:+ $1} FAILED (exit $rc); last lines of $log:"
+      tail -5 "$log" | sed 's/^/    /'; } >&2
+    out=$(printf '{"engine": "%s", "job": "%s", "records": null, "seconds": null, "failed": true}' "$engine" "$job")
+  fi
+  printf '%s\n' "$out"
+}
+
+# cpu_busy: % of the machine's CPU time busy over the next second (nothing of this script runs meanwhile).
+cpu_busy() {
+  local a b
+  a=($(head -1 /proc/stat)); sleep 1; b=($(head -1 /proc/stat))
+  local idle=$(( (b[4] + b[5]) - (a[4] + a[5]) )) total=0 i
+  for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
+  echo $(( total > 0 ? 100 * (total - idle) / total : 0 ))
+}
+# wait_idle: up to IDLE_WAIT s for cpu_busy < 15; prints the last busy %.
+wait_idle() {
+  local waited=0 busy
+  busy=$(cpu_busy)
+  while [ "$busy" -ge 15 ] && [ "$waited" -lt "$IDLE_WAIT" ]; do busy=$(cpu_busy); waited=$((waited + 1)); done
+  echo "$busy"
 }
 
 setup_venv
 case " $ENGINES " in *" shopstream "*) build_shopstream ;; esac
 mkdir -p "$WORK/logs"
-: > "$WORK/logs/.keep"
+rm -f "$WORK/logs"/*.log
 REAL=$(( $(cat "$DATA"/*.csv | wc -l) - $(ls "$DATA"/*.csv | wc -l) ))
 BIG=$(( REAL * COPIES ))
 SMALL=$(( (BIG + 5) / 10 ))
@@ -96,7 +125,7 @@ if [ -z "${NO_CHECK:-}" ]; then
       run_engine "$engine" "$job" "$WORK/check" --check >> "$WORK/check.jsonl"
     done
   done
-  "$PY" "$HERE/verify.py" --input "$WORK/check" "$WORK/check.jsonl"
+  "$PY" "$HERE/verify.py" --input "$WORK/check" "$WORK/check.jsonl" || CHECK_FAILED=1
 fi
 
 echo "== timing: N = $(lines_of "$WORK/n1") and 10N = $(lines_of "$WORK/n10") lines, $REPEAT run(s) each"
@@ -107,16 +136,22 @@ for rep in $(seq 1 "$REPEAT"); do
     for engine in $ENGINES; do
       for size in N 10N; do
         if [ $size = N ]; then dir="$WORK/n1"; else dir="$WORK/n10"; fi
+        busy=$(wait_idle)
         out=$(run_engine "$engine" "$job" "$dir")
-        printf '{"size": "%s", "rep": %d, "records": %d, "run": %s}\n' \
-          "$size" "$rep" "$(lines_of "$dir")" "$out" >> "$RESULTS"
-        echo "  rep $rep $job $engine $size: $out"
+        printf '{"size": "%s", "rep": %d, "records": %d, "busy_before": %d, "run": %s}\n' \
+          "$size" "$rep" "$(lines_of "$dir")" "$busy" "$out" >> "$RESULTS"
+        echo "  rep $rep $job $engine $size (cpu busy before: $busy%): $out"
       done
     done
   done
 done
 echo
 "$PY" "$HERE/report.py" "$RESULTS"
+FAILED_RUNS=$(grep -c '"failed": true' "$RESULTS" || true)
 echo
 echo "machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, load average now: $(cut -d' ' -f1-3 /proc/loadavg);" \
   "$(java -version 2>&1 | head -1); whole script $((SECONDS - START)) s"
+if [ -n "${CHECK_FAILED:-}" ] || [ "${FAILED_RUNS:-0}" -gt 0 ]; then
+  echo "stream.sh: ${CHECK_FAILED:+the check failed (see above); }${FAILED_RUNS:-0} timed run(s) failed (logs in $WORK/logs)" >&2
+  exit 1
+fi

@@ -13,8 +13,9 @@ import collections, json, sys
 
 def main():
     runs = collections.defaultdict(list)  # (job, engine, size) -> [seconds]
-    records, versions, placeholder = {}, {}, set()
+    records, versions, placeholder, failed = {}, {}, set(), set()
     order_jobs, order_engines = [], []
+    busy = []  # (busy %, engine, job, size, rep) of runs started while the CPU was busy with other work
     with open(sys.argv[1]) as f:
         for line in f:
             if not line.strip():
@@ -31,10 +32,15 @@ def main():
                 versions[engine] = run["version"]
             if run.get("records") not in (None, row["records"]):
                 sys.exit(f"{engine} {job}: reported {run['records']} records for an input of {row['records']}")
+            if run.get("failed"):
+                failed.add((job, engine))
+                continue
             if run.get("placeholder") or run.get("seconds") is None:
                 placeholder.add((job, engine))
                 continue
             runs[(job, engine, size)].append(float(run["seconds"]))
+            if row.get("busy_before", 0) >= 15:
+                busy.append((row["busy_before"], engine, job, size, row.get("rep")))
 
     n, n10 = records["N"], records["10N"]
     print(f"N = {n:,} lines, 10N = {n10:,} lines; best of the repeats; "
@@ -51,7 +57,11 @@ def main():
                 continue
             a, b = runs.get((job, engine, "N")), runs.get((job, engine, "10N"))
             if not a or not b:
+                if (job, engine) in failed:
+                    print(f"{job:8} {name:18} {'-':>8} {'-':>9} {'':>11} {'FAILED (see logs)':>24}")
                 continue
+            if (job, engine) in failed:
+                name += " (some runs failed)"
             ta, tb = min(a), min(b)
             spread = f"{min(b):.2f}-{max(b):.2f}" if len(b) > 1 else ""
             ev = (n10 - n) / (tb - ta) if tb > ta else float("nan")
@@ -66,10 +76,13 @@ def main():
                 r = rate[(job, "shopstream")] / rate[(job, peer)]
                 print(f"{job:8} shopstream vs {peer:6} {r:6.2f}x (events/s; > 1 = shopstream faster)")
             else:
-                print(f"{job:8} shopstream vs {peer:6}    n/a (shopstream not measured yet)")
+                print(f"{job:8} shopstream vs {peer:6}    n/a (shopstream not measured)")
     for job in order_jobs:
         if (job, "flink") in rate and (job, "spark") in rate:
             print(f"{job:8} flink vs spark      {rate[(job, 'flink')] / rate[(job, 'spark')]:6.2f}x")
+    if busy:
+        print(f"\nwarning: {len(busy)} timed run(s) started with the CPU >= 15% busy with other work: " +
+              ", ".join(f"{e} {j} {s} rep {r} ({b}%)" for b, e, j, s, r in busy))
 
 
 if __name__ == "__main__":

@@ -63,6 +63,10 @@ def main():
             if run.get("placeholder"):
                 print(f"  {run['engine']:10} {run['job']:8} not implemented yet (placeholder)")
                 continue
+            if run.get("failed"):
+                print(f"  {run['engine']:10} {run['job']:8} FAILED (no output)")
+                bad += 1
+                continue
             got = (run.get("output_rows"), run.get("output_count"))
             match = [k for k, v in exp[run["job"]].items() if tuple(v) == got]
             ok = bool(match) and got[0] > 0
