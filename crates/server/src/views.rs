@@ -28,6 +28,8 @@ use crate::workers::HeldJobs;
 
 /// How often a running view reads what is new.
 pub const STEP_EVERY: Duration = Duration::from_millis(200);
+/// How often an idle view's update is sent again (its watermark may move as partitions go idle).
+const PUBLISH_IDLE_EVERY: Duration = Duration::from_secs(5);
 /// A view's lease on object storage.
 const VIEW_LEASE: Duration = Duration::from_secs(30);
 
@@ -250,10 +252,18 @@ impl ViewTask {
         match opened {
             Ok(mut job) => {
                 self.jobs.set(&label, true);
+                let mut published: Option<std::time::Instant> = None;
                 while !self.stop.load(Ordering::Relaxed) && claim.hold().await {
                     match job.step(100_000).await {
                         Ok(n) => {
-                            self.publish(&mut job).await;
+                            // Reading the open windows copies every accumulator's state: only when
+                            // something was read, or every few seconds (an idle partition moving the
+                            // watermark).
+                            if n > 0 || published.is_none_or(|t| t.elapsed() >= PUBLISH_IDLE_EVERY)
+                            {
+                                self.publish(&mut job).await;
+                                published = Some(std::time::Instant::now());
+                            }
                             if n == 0 {
                                 tokio::time::sleep(STEP_EVERY).await;
                             }
@@ -273,7 +283,7 @@ impl ViewTask {
 
     /// Replaces `<name>_live` with the open windows and records the figures.
     async fn publish(&self, job: &mut ViewJob) {
-        let lag = job.lag();
+        let lag = job.lag().await;
         let emitted = job.take_emitted();
         let runner = job.runner();
         let live = match runner.live().await {

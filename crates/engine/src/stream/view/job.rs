@@ -214,22 +214,27 @@ impl ViewJob {
         self.checkpoint().await
     }
 
-    /// The final rows committed since the last call.
+    /// The final rows committed since the last call (taken at least every few seconds by `serve`).
     pub fn take_emitted(&mut self) -> Vec<RecordBatch> {
         std::mem::take(&mut self.emitted)
     }
 
     /// Records of the source's log not read yet.
-    pub fn lag(&self) -> u64 {
-        let topic = &self.source.topic;
-        (0..self.offsets.len() as u32)
-            .map(|p| {
-                topic
-                    .end_offset(p)
-                    .unwrap_or(0)
-                    .saturating_sub(self.offsets[p as usize])
-            })
-            .sum()
+    pub async fn lag(&self) -> u64 {
+        // Asked of the backbone on a blocking thread (on Kafka it is a request to the cluster).
+        let (topic, offsets) = (self.source.topic.clone(), self.offsets.clone());
+        tokio::task::spawn_blocking(move || {
+            (0..offsets.len() as u32)
+                .map(|p| {
+                    topic
+                        .end_offset(p)
+                        .unwrap_or(0)
+                        .saturating_sub(offsets[p as usize])
+                })
+                .sum()
+        })
+        .await
+        .unwrap_or(0)
     }
 
     /// The definition.
@@ -443,7 +448,7 @@ impl ViewJob {
             .commit(&kind, self.late.1.clone(), &pending.late, n)
             .await?;
         self.sequence = n;
-        self.emitted = pending.rows;
+        self.emitted.extend(pending.rows);
         self.prune(&store, &dir, n).await;
         Ok(())
     }
