@@ -4,7 +4,7 @@
 //! view of the lake runs on one worker at a time: each worker claims the job `view-<name>` (a lock file on
 //! a local lake, a lease on S3) and the holder runs the view's job, a step every [`STEP_EVERY`]. Each view's
 //! open windows are the table `<name>_live` of the SQL catalog (HTTP, Postgres, dashboard), replaced after
-//! every step; its figures are in `/v1/status` and `/metrics`.
+//! every step that read records (and every 5 s); its figures are in `/v1/status` and `/metrics`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
