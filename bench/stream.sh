@@ -19,6 +19,9 @@
 #   REPEAT=3            runs per engine, job and size (the best time counts)
 #   ENGINES="shopstream spark flink"   JOBS="tumble session"
 #   NO_CHECK=1          skip the check
+#   NO_LATENCY=1        skip the latency part: bench/stream/latency.py posts the real lines over HTTP to
+#                       `shopstream serve` at RATE=50000 lines/s (RECORDS_PER_REQUEST=1000, LATENCY_SECONDS=20)
+#                       and times HTTP acknowledgement -> the change on a view's stream (p50, p99, max)
 #   IDLE_WAIT=15        before each timed run wait up to this many seconds for the CPU to be idle (< 15% busy
 #                       over 1 s; other work on the machine, e.g. a cargo build, skews the times); the busy %
 #                       seen just before each run is kept in the results and flagged by the report
@@ -147,11 +150,20 @@ for rep in $(seq 1 "$REPEAT"); do
 done
 echo
 "$PY" "$HERE/report.py" "$RESULTS"
+if [ -z "${NO_LATENCY:-}" ] && case " $ENGINES " in *" shopstream "*) true ;; *) false ;; esac; then
+  echo
+  echo "== latency: HTTP acknowledgement -> change on the view's stream, ingesting ${RATE:-50000} lines/s"
+  busy=$(wait_idle)
+  out=$("$PY" "$HERE/latency.py" "$SHOPSTREAM" "$DATA" "$WORK" 2>>"$WORK/logs/latency.log" | grep '^{' | tail -1) \
+    || { echo "stream.sh: the latency run FAILED; last lines of $WORK/logs/latency.log:" >&2
+         tail -5 "$WORK/logs/latency.log" | sed 's/^/    /' >&2; LATENCY_FAILED=1; }
+  echo "  (cpu busy before: $busy%) $out"
+fi
 FAILED_RUNS=$(grep -c '"failed": true' "$RESULTS" || true)
 echo
 echo "machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, load average now: $(cut -d' ' -f1-3 /proc/loadavg);" \
   "$(java -version 2>&1 | head -1); whole script $((SECONDS - START)) s"
-if [ -n "${CHECK_FAILED:-}" ] || [ "${FAILED_RUNS:-0}" -gt 0 ]; then
-  echo "stream.sh: ${CHECK_FAILED:+the check failed (see above); }${FAILED_RUNS:-0} timed run(s) failed (logs in $WORK/logs)" >&2
+if [ -n "${CHECK_FAILED:-}" ] || [ "${FAILED_RUNS:-0}" -gt 0 ] || [ -n "${LATENCY_FAILED:-}" ]; then
+  echo "stream.sh: ${CHECK_FAILED:+the check failed (see above); }${LATENCY_FAILED:+the latency run failed; }${FAILED_RUNS:-0} timed run(s) failed (logs in $WORK/logs)" >&2
   exit 1
 fi

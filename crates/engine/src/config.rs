@@ -29,6 +29,18 @@ pub struct LakeConfig {
     pub storage: BTreeMap<String, String>,
 }
 
+impl Default for LakeConfig {
+    /// What an empty `[lake]` (or none) means: `<data-dir>/lake`, 128 MiB files, zstd level 3.
+    fn default() -> LakeConfig {
+        LakeConfig {
+            url: String::new(),
+            target_file_size_mb: default_file_size_mb(),
+            zstd_level: default_zstd_level(),
+            storage: BTreeMap::new(),
+        }
+    }
+}
+
 fn default_file_size_mb() -> u64 {
     128
 }

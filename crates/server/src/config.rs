@@ -28,7 +28,8 @@ pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Where and how the lake is written.
+    /// Where and how the lake is written (a file may leave out any section: its defaults apply).
+    #[serde(default)]
     pub lake: LakeConfig,
     /// Sources.
     #[serde(default)]
@@ -419,6 +420,24 @@ mod tests {
         assert_eq!(c.ingest.mappings[1].expressions.len(), 3);
         let customers = c.declared_dataset("customers").unwrap();
         assert_eq!(customers.key, ["customer_id"]);
+    }
+
+    #[test]
+    fn a_file_with_one_section_takes_the_defaults_for_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("views.toml");
+        std::fs::write(
+            &p,
+            "[[views]]\nname = \"n\"\nsql = \"SELECT count(*) AS n FROM orders\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&p)).unwrap();
+        let d = Config::load(None).unwrap();
+        assert_eq!(c.views[0].name, "n");
+        assert_eq!(c.lake.url, d.lake.url);
+        assert_eq!(c.lake.target_file_size_mb, d.lake.target_file_size_mb);
+        assert_eq!(c.lake.zstd_level, d.lake.zstd_level);
+        assert_eq!(c.live.topic, d.live.topic);
     }
 
     #[test]

@@ -111,6 +111,7 @@ impl ViewDef {
 }
 
 /// What a view reads: the source dataset's topic and how its records become rows.
+#[derive(Clone)]
 pub struct ViewSource {
     /// The topic.
     pub topic: Arc<dyn TopicLog>,
@@ -148,7 +149,12 @@ pub struct ViewJob {
     emitted: Vec<RecordBatch>,
     write: WriteOptions,
     app: String,
+    /// Reads already started for the next step, from these offsets (while catching up).
+    prefetch: Option<(Vec<u64>, Vec<Reading>)>,
 }
+
+/// A partition's read under way: how many records, the offset after them and their rows.
+type Reading = tokio::task::JoinHandle<Result<Option<(u64, u64, RecordBatch)>>>;
 
 fn failed(view: &str, what: &str, e: impl std::fmt::Display) -> EngineError {
     EngineError::View {
@@ -189,6 +195,7 @@ impl ViewJob {
             emitted: Vec::new(),
             write,
             app,
+            prefetch: None,
             def,
             source,
             runner,
@@ -362,23 +369,40 @@ impl ViewJob {
     /// Reads what is new in every source partition and feeds it; checkpoints when anything was read or
     /// became final. Returns the records read.
     pub async fn step(&mut self, max_records: usize) -> Result<u64> {
+        // Each partition is read and its records made rows on a thread of its own (most of a step's
+        // work). While a partition returns full reads (catching up), the next step's reads start before
+        // this step's rows are fed to the runner and checkpointed.
+        let reads = match self.prefetch.take() {
+            Some((from, reads)) if from == self.offsets => reads,
+            _ => self.start_reads(&self.offsets.clone(), max_records),
+        };
+        let mut fetched = Vec::with_capacity(reads.len());
+        for r in reads {
+            fetched.push(
+                r.await
+                    .map_err(|e| EngineError::Internal(format!("log reader: {e}")))??,
+            );
+        }
+        let next: Vec<u64> = fetched
+            .iter()
+            .zip(&self.offsets)
+            .map(|(f, &at)| f.as_ref().map_or(at, |f| f.1))
+            .collect();
+        if fetched
+            .iter()
+            .any(|f| f.as_ref().is_some_and(|f| f.0 >= max_records as u64))
+        {
+            self.prefetch = Some((next.clone(), self.start_reads(&next, max_records)));
+        }
         let mut read = 0;
-        for p in 0..self.offsets.len() as u32 {
-            let from = self.offsets[p as usize];
-            let topic = self.source.topic.clone();
-            let fetched =
-                tokio::task::spawn_blocking(move || topic.read(p, from, max_records, 64 << 20))
-                    .await
-                    .map_err(|e| EngineError::Internal(format!("log reader: {e}")))?
-                    .map_err(|e| failed(&self.def.name, "reading the log", e))?;
-            if fetched.next <= from {
+        for (p, f) in fetched.into_iter().enumerate() {
+            let Some((records, next, rows)) = f else {
                 continue;
-            }
-            read += fetched.records.len() as u64;
-            let rows = self.rows_of(p, &fetched.records);
-            let out = self.runner.push(p, &rows).await?;
+            };
+            read += records;
+            let out = self.runner.push(p as u32, &rows).await?;
             self.take(out);
-            self.offsets[p as usize] = fetched.next;
+            self.offsets[p] = next;
         }
         let out = self.runner.advance().await?;
         self.take(out);
@@ -388,22 +412,15 @@ impl ViewJob {
         Ok(read)
     }
 
-    /// The dataset's rows of `records` of partition `p`, made as the load makes them.
-    fn rows_of(&self, p: u32, records: &[shopstream_log::Record]) -> RecordBatch {
-        let topic = self.source.topic.name();
-        let mut batcher = EnvelopeBatcher::new(
-            self.source.mapping.clone(),
-            self.source.dataset.clone(),
-            &format!("view:{}", self.def.name),
-            chrono::Utc::now().timestamp_micros(),
-        );
-        batcher.set_timezone(self.source.timezone);
-        for r in records {
-            batcher.push(&r.value, r.timestamp_ms, &|| {
-                format!("log:{topic}/{p}@{}", r.offset)
-            });
-        }
-        batcher.take().rows
+    /// Starts reading up to `max` records of every source partition from `from`.
+    fn start_reads(&self, from: &[u64], max: usize) -> Vec<Reading> {
+        (0..from.len() as u32)
+            .map(|p| {
+                let (source, at) = (self.source.clone(), from[p as usize]);
+                let name = self.def.name.clone();
+                tokio::task::spawn_blocking(move || read_rows(&source, &name, p, at, max))
+            })
+            .collect()
     }
 
     /// Writes checkpoint `sequence + 1` and commits the step's rows with it; see the module documentation.
@@ -600,4 +617,37 @@ fn write_batches(batches: &[RecordBatch]) -> Result<Vec<u8>> {
 fn read_batches(bytes: &[u8]) -> Result<Vec<RecordBatch>> {
     let reader = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None)?;
     Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
+}
+
+/// Up to `max` records of partition `p` of the view's source from offset `from`: how many, the offset
+/// after them and their dataset rows, made as the load makes them; `None` when there are none.
+fn read_rows(
+    source: &ViewSource,
+    view: &str,
+    p: u32,
+    from: u64,
+    max: usize,
+) -> Result<Option<(u64, u64, RecordBatch)>> {
+    let fetched = source
+        .topic
+        .read(p, from, max, 64 << 20)
+        .map_err(|e| failed(view, "reading the log", e))?;
+    if fetched.next <= from {
+        return Ok(None);
+    }
+    let topic = source.topic.name();
+    let mut batcher = EnvelopeBatcher::new(
+        source.mapping.clone(),
+        source.dataset.clone(),
+        &format!("view:{view}"),
+        chrono::Utc::now().timestamp_micros(),
+    );
+    batcher.set_timezone(source.timezone);
+    for r in &fetched.records {
+        batcher.push(&r.value, r.timestamp_ms, &|| {
+            format!("log:{topic}/{p}@{}", r.offset)
+        });
+    }
+    let rows = batcher.take().rows;
+    Ok(Some((fetched.records.len() as u64, fetched.next, rows)))
 }

@@ -157,10 +157,23 @@ impl KeyedState {
             return Ok(());
         }
         let rows = self.evaluate(aggregate, batch)?;
-        for (key, start, end, indices) in group(&rows, self.window.is_session()) {
-            let mut slot = new_slot(aggregate, start, end, event)?;
-            feed(&mut slot, &rows, &UInt32Array::from(indices))?;
+        let session = self.window.is_session();
+        for (key, start, end, indices) in group(&rows, session) {
             let key = self.converter.parser().parse(key).owned();
+            let indices = UInt32Array::from(indices);
+            // A window that is open already is fed directly; a new one (or a session, which may merge
+            // with others) starts as a slot of its own.
+            let open = (!session)
+                .then(|| self.keys.get_mut(&key))
+                .flatten()
+                .and_then(|slots| slots.iter_mut().find(|s| s.start == start && s.end == end));
+            if let Some(slot) = open {
+                feed(slot, &rows, &indices)?;
+                slot.fed = slot.fed.max(event);
+                continue;
+            }
+            let mut slot = new_slot(aggregate, start, end, event)?;
+            feed(&mut slot, &rows, &indices)?;
             self.insert(key, slot)?;
         }
         Ok(())

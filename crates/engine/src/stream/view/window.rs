@@ -93,10 +93,17 @@ pub fn expand(
             ends.push(e);
         }
     }
-    let indices = UInt32Array::from(rows);
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns() + 2);
-    for c in batch.columns() {
-        columns.push(take(c.as_ref(), &indices, None)?);
+    let identity =
+        rows.len() == batch.num_rows() && rows.iter().enumerate().all(|(j, &i)| i as usize == j);
+    if identity {
+        // One window per row and every row kept (tumbling and session windows): the columns as they are.
+        columns.extend(batch.columns().iter().cloned());
+    } else {
+        let indices = UInt32Array::from(rows);
+        for c in batch.columns() {
+            columns.push(take(c.as_ref(), &indices, None)?);
+        }
     }
     columns.push(std::sync::Arc::new(TimestampMicrosecondArray::from(starts)));
     columns.push(std::sync::Arc::new(TimestampMicrosecondArray::from(ends)));
