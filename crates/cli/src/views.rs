@@ -29,6 +29,10 @@ pub enum ViewCommand {
         /// How many seconds an updating aggregate keeps a key without new rows.
         #[arg(long, default_value_t = 86_400)]
         ttl_s: u64,
+        /// Also send the final rows to this topic of the backbone (at-least-once, each row keyed
+        /// `<view>:<version>:<checkpoint>:<row>` for consumers to drop repeats).
+        #[arg(long)]
+        topic: Option<String>,
     },
     /// Create the views the dashboard's Live section shows (revenue_per_minute, top_products_hour,
     /// active_customers_hour); `demo` does.
@@ -81,6 +85,7 @@ pub async fn run(lake: &Lake, command: ViewCommand) -> anyhow::Result<()> {
             lateness_s,
             idle_timeout_s,
             ttl_s,
+            topic,
         } => {
             let def = ViewDef {
                 name,
@@ -89,11 +94,13 @@ pub async fn run(lake: &Lake, command: ViewCommand) -> anyhow::Result<()> {
                 lateness_s,
                 idle_timeout_s,
                 ttl_s,
+                topic,
             };
             let replaced = defs::get(lake, &def.name).await?;
             defs::save(lake, &def).await?;
             let verb = match replaced {
                 Some(old) if old.version() != def.version() => "replaced (its state starts over)",
+                Some(old) if old != def => "updated (its state is kept)",
                 Some(_) => "unchanged",
                 None => "created",
             };
@@ -123,6 +130,9 @@ pub async fn run(lake: &Lake, command: ViewCommand) -> anyhow::Result<()> {
                 def.delay_s, def.lateness_s, def.idle_timeout_s, def.ttl_s
             );
             println!("  sql         {}", def.sql);
+            if let Some(topic) = &def.topic {
+                println!("  topic       {topic} (final rows, at-least-once, keyed for dedupe)");
+            }
             for f in plan.output_schema.fields() {
                 println!("  {:<24} {}", f.name(), f.data_type());
             }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use shopstream_engine::lease::{JobClaim, claim_job};
 use shopstream_engine::load::WriteOptions;
 use shopstream_engine::stream::view::defs;
-use shopstream_engine::stream::view::job::{ViewDef, ViewJob, ViewSource};
+use shopstream_engine::stream::view::job::{ViewDef, ViewInput, ViewJob, ViewSource};
 use shopstream_engine::{Lake, LiveCatalog};
 use shopstream_log::Backbone;
 
@@ -125,15 +125,22 @@ struct SourceOf {
 }
 
 impl SourceOf {
-    async fn open(&self, lake: &Lake) -> Result<ViewSource, String> {
+    async fn open(&self, lake: &Lake) -> Result<ViewInput, String> {
         let name = &self.dataset;
+        // A view over another view reads that view's table, commit by commit.
+        if defs::is_view(lake, name).await.map_err(|e| e.to_string())? {
+            return Ok(ViewInput::View {
+                name: name.clone(),
+                timezone: self.timezone,
+            });
+        }
         let dataset = lake
             .dataset(name)
             .await
             .map_err(|e| e.to_string())?
             .or_else(|| self.declared.iter().find(|d| &d.name == name).cloned())
             .ok_or_else(|| format!("no dataset `{name}`"))?;
-        Ok(ViewSource {
+        Ok(ViewInput::Log(Box::new(ViewSource {
             // A reader of its own: on Kafka the load keeps one per partition, which the view must not move.
             topic: self
                 .backbone
@@ -142,7 +149,7 @@ impl SourceOf {
             dataset,
             mapping: None,
             timezone: self.timezone,
-        })
+        })))
     }
 }
 
@@ -243,11 +250,14 @@ impl ViewTask {
 
     async fn hold(&self, mut claim: JobClaim) {
         let label = format!("view {}", self.def.name);
-        let opened = match self.source.open(&self.lake).await {
-            Ok(source) => ViewJob::open(&self.lake, self.def.clone(), source, self.write.clone())
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e),
+        let opened = match (self.source.open(&self.lake).await, self.output_topic()) {
+            (Ok(source), Ok(topic)) => {
+                let (lake, def, write) = (&self.lake, self.def.clone(), self.write.clone());
+                ViewJob::open_with(lake, def, source, write, topic)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e),
         };
         match opened {
             Ok(mut job) => {
@@ -279,6 +289,19 @@ impl ViewTask {
             Err(e) => tracing::warn!(view = %self.def.name, "{e}"),
         }
         claim.release().await;
+    }
+
+    /// The view's output topic on the backbone (made with one partition when missing), if it has one.
+    fn output_topic(&self) -> Result<Option<Arc<dyn shopstream_log::TopicLog>>, String> {
+        let Some(name) = &self.def.topic else {
+            return Ok(None);
+        };
+        let backbone = &self.source.backbone;
+        backbone
+            .topic(name)
+            .or_else(|_| backbone.create_topic(name, 1))
+            .map(Some)
+            .map_err(|e| format!("the output topic `{name}`: {e}"))
     }
 
     /// Replaces `<name>_live` with the open windows and records the figures.

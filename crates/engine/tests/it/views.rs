@@ -589,3 +589,279 @@ async fn a_view_backfills_from_the_lake_continues_from_the_log_and_resumes_after
     let want = batch_answer(&lake, watermark - 1_000_000).await;
     assert_eq!(got, want, "the new version's windows, each once");
 }
+
+/// A real topic of the embedded log whose `fail_at`-th append stores the records and then reports an
+/// error: what a producer sees when the broker kept a request whose answer was lost (or the process
+/// died right after sending it).
+struct LosesAnAnswer {
+    topic: Arc<dyn shopstream_log::TopicLog>,
+    appends: std::sync::atomic::AtomicUsize,
+    fail_at: usize,
+}
+
+impl shopstream_log::TopicLog for LosesAnAnswer {
+    fn name(&self) -> &str {
+        self.topic.name()
+    }
+    fn partition_count(&self) -> u32 {
+        self.topic.partition_count()
+    }
+    fn partition_for_key(&self, key: &[u8]) -> u32 {
+        self.topic.partition_for_key(key)
+    }
+    fn append(
+        &self,
+        n: u32,
+        records: &[shopstream_log::NewRecord],
+    ) -> shopstream_log::Result<std::ops::Range<u64>> {
+        let stored = self.topic.append(n, records)?;
+        let k = self
+            .appends
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        if k == self.fail_at {
+            return Err(shopstream_log::LogError::Invalid(
+                "the answer was lost".into(),
+            ));
+        }
+        Ok(stored)
+    }
+    fn read(
+        &self,
+        n: u32,
+        offset: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> shopstream_log::Result<shopstream_log::Fetched> {
+        self.topic.read(n, offset, max_records, max_bytes)
+    }
+    fn end_offset(&self, n: u32) -> shopstream_log::Result<u64> {
+        self.topic.end_offset(n)
+    }
+    fn start_offset(&self, n: u32) -> shopstream_log::Result<u64> {
+        self.topic.start_offset(n)
+    }
+    fn backbone(&self) -> &str {
+        self.topic.backbone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_views_final_rows_reach_its_topic_at_least_once_each_keyed_for_dedupe() {
+    use shopstream_engine::load::WriteOptions;
+    use shopstream_engine::stream::view::job::{ViewDef, ViewInput, ViewJob, ViewSource};
+    use shopstream_ingest::Dataset;
+    use shopstream_log::{Embedded, Log};
+
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::local(&dir.path().join("lake")).unwrap();
+    let (log, _) = Log::open(&dir.path().join("log")).unwrap();
+    let backbone = Embedded::shared(log);
+    let topic = backbone.create_topic("orders", 2).unwrap();
+    let out = backbone.create_topic("rpm", 2).unwrap();
+    let source = ViewSource {
+        topic: topic.clone(),
+        dataset: Dataset::orders(),
+        mapping: None,
+        timezone: chrono_tz::Tz::UTC,
+    };
+    let mut def = ViewDef::new("revenue_per_minute", REVENUE_PER_MINUTE);
+    def.topic = Some("rpm".into());
+    assert_eq!(
+        def.version(),
+        ViewDef::new("revenue_per_minute", REVENUE_PER_MINUTE).version(),
+        "the topic is not part of the version"
+    );
+    append_days(topic.as_ref(), &["2010-12-01", "2010-12-02"]);
+    // The third append's answer is lost: the step fails after those rows are in the topic, and the view
+    // (its process gone) resumes from its last checkpoint, sending what it cannot know was sent.
+    let flaky: Arc<dyn shopstream_log::TopicLog> = Arc::new(LosesAnAnswer {
+        topic: out.clone(),
+        appends: Default::default(),
+        fail_at: 3,
+    });
+    let open = |t: Arc<dyn shopstream_log::TopicLog>| {
+        let (lake, def, source) = (lake.clone(), def.clone(), source.clone());
+        async move {
+            let input = ViewInput::Log(Box::new(source));
+            ViewJob::open_with(&lake, def, input, WriteOptions::default(), Some(t))
+                .await
+                .unwrap()
+        }
+    };
+    let mut job = open(flaky).await;
+    let mut failed = false;
+    for _ in 0..40 {
+        if job.step(300).await.is_err() {
+            failed = true;
+            break;
+        }
+    }
+    assert!(failed, "the lost answer fails the step");
+    drop(job);
+    let mut job = open(out.clone()).await;
+    while job.step(1000).await.unwrap() > 0 {}
+    job.finish().await.unwrap();
+    drop(job);
+
+    // Every row of the view's table is in the topic under one key; repeats carry the same row.
+    let mut by_key: BTreeMap<String, String> = BTreeMap::new();
+    let mut records = 0;
+    for p in 0..out.partition_count() {
+        let fetched = out.read(p, 0, usize::MAX, usize::MAX).unwrap();
+        for r in fetched.records {
+            records += 1;
+            let key = String::from_utf8(r.key.unwrap()).unwrap();
+            assert!(key.starts_with("revenue_per_minute:"), "{key}");
+            let value = String::from_utf8(r.value).unwrap();
+            if let Some(seen) = by_key.insert(key.clone(), value.clone()) {
+                assert_eq!(seen, value, "a repeat of {key} is the same row");
+            }
+        }
+    }
+    assert!(
+        records > by_key.len(),
+        "the lost answer's rows were sent again"
+    );
+    let catalog = Catalog::open(&lake).await.unwrap();
+    let table = catalog
+        .query("SELECT window_start, country, lines FROM revenue_per_minute")
+        .await
+        .unwrap();
+    let mut want = lines(&table.batches);
+    want.sort();
+    let mut got: Vec<Vec<String>> = by_key
+        .values()
+        .map(|v| {
+            let row: serde_json::Value = serde_json::from_str(v).unwrap();
+            let start = row["window_start"].as_str().unwrap().to_string();
+            vec![
+                start,
+                row["country"].as_str().unwrap().to_string(),
+                row["lines"].to_string(),
+            ]
+        })
+        .collect();
+    got.sort();
+    assert!(want.len() > 200, "{} windows", want.len());
+    assert_eq!(
+        got, want,
+        "deduplicated by key, the topic holds the table's rows"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_view_over_a_view_reads_its_commits_once_and_starts_over_when_it_is_replaced() {
+    use shopstream_engine::load::WriteOptions;
+    use shopstream_engine::stream::view::defs;
+    use shopstream_engine::stream::view::job::{ViewDef, ViewInput, ViewJob, ViewSource};
+    use shopstream_ingest::Dataset;
+    use shopstream_log::{Embedded, Log};
+
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::local(&dir.path().join("lake")).unwrap();
+    let (log, _) = Log::open(&dir.path().join("log")).unwrap();
+    let backbone = Embedded::shared(log);
+    let topic = backbone.create_topic("orders", 2).unwrap();
+    append_days(topic.as_ref(), &["2010-12-01", "2010-12-02"]);
+    let minute = ViewDef::new("revenue_per_minute", REVENUE_PER_MINUTE);
+    let hour = ViewDef::new(
+        "revenue_per_hour",
+        "SELECT window_start, window_end, sum(revenue) AS revenue, sum(lines) AS lines \
+         FROM TUMBLE(revenue_per_minute, window_start, INTERVAL '1 hour') \
+         GROUP BY window_start, window_end",
+    );
+    defs::save(&lake, &minute).await.unwrap();
+    defs::save(&lake, &hour)
+        .await
+        .expect("a view over a view is planned");
+    let upstream = |def: ViewDef| {
+        let source = ViewSource {
+            topic: topic.clone(),
+            dataset: Dataset::orders(),
+            mapping: None,
+            timezone: chrono_tz::Tz::UTC,
+        };
+        let lake = lake.clone();
+        async move {
+            ViewJob::open(&lake, def, source, WriteOptions::default())
+                .await
+                .unwrap()
+        }
+    };
+    let downstream = || {
+        let (lake, def) = (lake.clone(), hour.clone());
+        let input = ViewInput::View {
+            name: "revenue_per_minute".into(),
+            timezone: chrono_tz::Tz::UTC,
+        };
+        async move { ViewJob::open_with(&lake, def, input, WriteOptions::default(), None).await }
+    };
+    // The minute view runs a while before the hour view exists: the hour view backfills from its table.
+    let mut minutes = upstream(minute.clone()).await;
+    for _ in 0..4 {
+        minutes.step(300).await.unwrap();
+    }
+    let mut hours = downstream().await.unwrap();
+    // Both run; the hour view's process dies once and resumes from its checkpoint.
+    for i in 0..40 {
+        minutes.step(300).await.unwrap();
+        hours.step(1000).await.unwrap();
+        if i == 10 {
+            drop(hours);
+            hours = downstream().await.unwrap();
+        }
+    }
+    minutes.finish().await.unwrap();
+    while hours.step(1000).await.unwrap() > 0 {}
+    hours.finish().await.unwrap();
+
+    // Each minute window counted once: the hour view equals batch SQL over the minute view's table.
+    let answer = |lake: Lake| async move {
+        let catalog = Catalog::open(&lake).await.unwrap();
+        let got = catalog
+            .query("SELECT window_start, revenue, lines FROM revenue_per_hour")
+            .await
+            .unwrap();
+        let want = catalog
+            .query(
+                "SELECT date_bin(INTERVAL '1 hour', window_start, TIMESTAMP '1970-01-01') AS h, \
+                 sum(revenue), sum(lines) FROM revenue_per_minute GROUP BY 1",
+            )
+            .await
+            .unwrap();
+        let (mut got, mut want) = (lines(&got.batches), lines(&want.batches));
+        got.sort();
+        want.sort();
+        (got, want)
+    };
+    let (got, want) = answer(lake.clone()).await;
+    assert!(want.len() >= 15, "{} hours", want.len());
+    assert_eq!(got, want);
+
+    // The minute view is replaced (a new version recomputes its rows): the hour view notices, and its
+    // next start is a new version of its own that starts over from the new rows.
+    let mut changed = minute.clone();
+    changed.lateness_s = 1;
+    defs::save(&lake, &changed).await.unwrap();
+    let mut minutes = upstream(changed).await;
+    let err = loop {
+        match hours.step(1000).await {
+            Ok(_) => minutes.step(300).await.map(|_| ()).unwrap(),
+            Err(e) => break e.to_string(),
+        }
+    };
+    assert!(err.contains("replaced"), "{err}");
+    drop(hours);
+    while minutes.step(300).await.unwrap() > 0 {}
+    minutes.finish().await.unwrap();
+    let mut hours = downstream().await.unwrap();
+    while hours.step(1000).await.unwrap() > 0 {}
+    hours.finish().await.unwrap();
+    let (got, want) = answer(lake.clone()).await;
+    assert!(want.len() >= 15, "{} hours", want.len());
+    assert_eq!(
+        got, want,
+        "the new hour view is the new minute view's hours, each once"
+    );
+}

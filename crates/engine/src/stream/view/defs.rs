@@ -38,29 +38,66 @@ pub async fn source_schema(lake: &Lake, name: &str) -> Result<Option<arrow::data
     Ok(lake.derived(name).await?.map(|t| t.schema()))
 }
 
-/// Plans `def` against the lake's tables: the error says why a view cannot run.
+/// Plans `def` against the lake's tables and views: the error says why a view cannot run.
 pub async fn check(lake: &Lake, def: &ViewDef) -> Result<ViewPlan> {
-    if !shopstream_ingest::dataset::is_identifier(&def.name) {
-        return Err(failed(
-            &def.name,
-            "a view's name is a lowercase identifier (letters, digits, _)",
-        ));
-    }
-    let mut schemas = std::collections::HashMap::new();
-    for name in lake
-        .dataset_names()
-        .await?
-        .into_iter()
-        .chain(["orders".to_string()])
-    {
-        if name != def.name
-            && let Some(s) = source_schema(lake, &name).await?
-        {
-            schemas.insert(name, s);
+    check_at(lake, def, 0).await
+}
+
+/// Views over views this deep are refused (a loop of views never ends).
+const MAX_DEPTH: usize = 8;
+
+/// [`check`] of a view `depth` views above the one being created.
+fn check_at<'a>(
+    lake: &'a Lake,
+    def: &'a ViewDef,
+    depth: usize,
+) -> futures::future::BoxFuture<'a, Result<ViewPlan>> {
+    Box::pin(async move {
+        if !shopstream_ingest::dataset::is_identifier(&def.name) {
+            return Err(failed(
+                &def.name,
+                "a view's name is a lowercase identifier (letters, digits, _)",
+            ));
         }
-    }
-    let schemas = Arc::new(schemas);
-    ViewPlan::new(&def.name, &def.sql, move |n| schemas.get(n).cloned()).await
+        if depth > MAX_DEPTH {
+            return Err(failed(
+                &def.name,
+                format!("views over views more than {MAX_DEPTH} deep (a loop of views?)"),
+            ));
+        }
+        let mut schemas = std::collections::HashMap::new();
+        for name in lake
+            .dataset_names()
+            .await?
+            .into_iter()
+            .chain(["orders".to_string()])
+        {
+            if name != def.name
+                && let Some(s) = source_schema(lake, &name).await?
+            {
+                schemas.insert(name, s);
+            }
+        }
+        // Another view is a source too: its table's columns, or (not made yet) its plan's.
+        let sql = def.sql.to_lowercase();
+        for view in list(lake).await? {
+            if view.name == def.name || !sql.contains(&view.name) {
+                continue;
+            }
+            let schema = match lake.derived(&view.name).await? {
+                Some(t) => t.schema(),
+                None => check_at(lake, &view, depth + 1).await?.output_schema,
+            };
+            schemas.insert(view.name.clone(), schema);
+        }
+        let schemas = Arc::new(schemas);
+        ViewPlan::new(&def.name, &def.sql, move |n| schemas.get(n).cloned()).await
+    })
+}
+
+/// Whether `name` is a view of the lake (a view over it reads its table's commits).
+pub async fn is_view(lake: &Lake, name: &str) -> Result<bool> {
+    Ok(get(lake, name).await?.is_some())
 }
 
 /// Creates or replaces view `def` (a changed SQL or setting is a new version: its state starts over).

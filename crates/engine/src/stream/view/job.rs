@@ -34,6 +34,8 @@ use shopstream_ingest::{Dataset, MappingConfig};
 use shopstream_log::TopicLog;
 
 use super::plan::ViewPlan;
+use super::publish::Publisher;
+use super::table_source::TableFeed;
 use super::{Output, RunnerMeta, ViewOptions, ViewRunner};
 use crate::error::{EngineError, Result};
 use crate::lake::{Lake, Table};
@@ -62,6 +64,10 @@ pub struct ViewDef {
     /// Time to live of an updating aggregate's key, seconds.
     #[serde(default = "default_ttl")]
     pub ttl_s: u64,
+    /// A topic of the backbone that also gets the final rows ([`super::publish`]); not part of the
+    /// version (setting it does not start the state over).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
 }
 
 fn default_delay() -> u64 {
@@ -84,12 +90,17 @@ impl ViewDef {
             lateness_s: 0,
             idle_timeout_s: default_idle(),
             ttl_s: default_ttl(),
+            topic: None,
         }
     }
 
     /// A short hash of the SQL and settings: a new one starts the view's state over.
     pub fn version(&self) -> String {
-        let text = serde_json::to_string(self).expect("a view serializes");
+        let text = serde_json::to_string(&ViewDef {
+            topic: None,
+            ..self.clone()
+        })
+        .expect("a view serializes");
         // FNV-1a: stable across releases and platforms (unlike std's hasher).
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in text.bytes() {
@@ -123,6 +134,25 @@ pub struct ViewSource {
     pub timezone: chrono_tz::Tz,
 }
 
+/// Where a view's rows come from: a dataset's topic, or another view's table ([`TableFeed`]).
+pub enum ViewInput {
+    /// The topic of the dataset the view reads.
+    Log(Box<ViewSource>),
+    /// The view of this name, in the shop's time zone.
+    View {
+        /// The source view.
+        name: String,
+        /// The shop's time zone.
+        timezone: chrono_tz::Tz,
+    },
+}
+
+/// A view's input, opened.
+enum Input {
+    Log(ViewSource),
+    View(TableFeed),
+}
+
 /// What a checkpoint file's metadata holds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct CheckpointMeta {
@@ -137,7 +167,9 @@ const META_KEY: &str = "shopstream.view.checkpoint";
 pub struct ViewJob {
     lake: Lake,
     def: ViewDef,
-    source: ViewSource,
+    input: Input,
+    /// The version of its state: the definition's, and the source view's when it reads one.
+    version: String,
     runner: ViewRunner,
     output: (Table, DeltaTable),
     late: (Table, DeltaTable),
@@ -151,10 +183,15 @@ pub struct ViewJob {
     app: String,
     /// Reads already started for the next step, from these offsets (while catching up).
     prefetch: Option<(Vec<u64>, Vec<Reading>)>,
+    /// The output topic's, when the view has one.
+    publisher: Option<Publisher>,
 }
 
-/// A partition's read under way: how many records, the offset after them and their rows.
-type Reading = tokio::task::JoinHandle<Result<Option<(u64, u64, RecordBatch)>>>;
+/// A partition's read: how many records, the offset after them and their rows (`None`: nothing new).
+type Fetched = Option<(u64, u64, RecordBatch)>;
+
+/// A partition's read under way.
+type Reading = tokio::task::JoinHandle<Result<Fetched>>;
 
 fn failed(view: &str, what: &str, e: impl std::fmt::Display) -> EngineError {
     EngineError::View {
@@ -172,10 +209,27 @@ impl ViewJob {
         source: ViewSource,
         write: WriteOptions,
     ) -> Result<ViewJob> {
-        let table_schema = Table::of_dataset(&source.dataset).schema();
-        let dataset_name = source.dataset.name.clone();
+        Self::open_with(lake, def, ViewInput::Log(Box::new(source)), write, None).await
+    }
+
+    /// As [`ViewJob::open`], with the view's output topic (`def.topic`, opened on the backbone).
+    pub async fn open_with(
+        lake: &Lake,
+        def: ViewDef,
+        input: ViewInput,
+        write: WriteOptions,
+        topic: Option<Arc<dyn TopicLog>>,
+    ) -> Result<ViewJob> {
+        let (input, timezone, version) = open_input(lake, &def, input).await?;
+        let (source_name, table_schema) = match &input {
+            Input::Log(source) => (
+                source.dataset.name.clone(),
+                Table::of_dataset(&source.dataset).schema(),
+            ),
+            Input::View(feed) => (feed.kind().name().to_string(), feed.kind().schema()),
+        };
         let plan = ViewPlan::new(&def.name, &def.sql, move |n| {
-            (n == dataset_name).then(|| table_schema.clone())
+            (n == source_name).then(|| table_schema.clone())
         })
         .await?;
         let output_kind = Table::of_view(&def.name, plan.output_schema.clone());
@@ -185,8 +239,8 @@ impl ViewJob {
         );
         let late_kind = Table::late_rows();
         let late = (late_kind.clone(), lake.open_or_create(&late_kind).await?);
-        let runner = ViewRunner::new(plan, def.options(source.timezone))?;
-        let app = format!("shopstream.view.{}.{}", def.name, def.version());
+        let runner = ViewRunner::new(plan, def.options(timezone))?;
+        let app = format!("shopstream.view.{}.{}", def.name, version);
         let mut job = ViewJob {
             lake: lake.clone(),
             offsets: Vec::new(),
@@ -196,12 +250,19 @@ impl ViewJob {
             write,
             app,
             prefetch: None,
+            publisher: None,
             def,
-            source,
+            input,
+            version,
             runner,
             output,
             late,
         };
+        if let Some(topic) = topic {
+            let (store, dir) = job.state_dir()?;
+            let version = job.version.clone();
+            job.publisher = Some(Publisher::new(topic, store, dir, &job.def.name, &version));
+        }
         match loaded_offset(&job.output.1, &job.output.0, &job.app).await? {
             Some(n) => job.resume(n).await?,
             None => job.backfill().await?,
@@ -228,8 +289,15 @@ impl ViewJob {
 
     /// Records of the source's log not read yet.
     pub async fn lag(&self) -> u64 {
+        let topic = match &self.input {
+            Input::Log(source) => source.topic.clone(),
+            Input::View(feed) => {
+                let next = feed.latest().await.map_or(0, |v| v + 1);
+                return next.saturating_sub(self.offsets.first().copied().unwrap_or(0));
+            }
+        };
         // Asked of the backbone on a blocking thread (on Kafka it is a request to the cluster).
-        let (topic, offsets) = (self.source.topic.clone(), self.offsets.clone());
+        let offsets = self.offsets.clone();
         tokio::task::spawn_blocking(move || {
             (0..offsets.len() as u32)
                 .map(|p| {
@@ -255,7 +323,7 @@ impl ViewJob {
             store,
             root.join(self.def.name.as_str())
                 .join("_state")
-                .join(self.def.version().as_str()),
+                .join(self.version.as_str()),
         ))
     }
 
@@ -292,6 +360,16 @@ impl ViewJob {
             let kind = self.late.0.clone();
             self.late.1 = self.commit(&kind, self.late.1.clone(), &late, n).await?;
         }
+        self.publish().await
+    }
+
+    /// Sends the final rows of the committed checkpoints not sent yet to the output topic.
+    async fn publish(&self) -> Result<()> {
+        if let Some(p) = &self.publisher {
+            p.publish(self.sequence)
+                .await
+                .map_err(|e| failed(&self.def.name, &format!("topic `{}`", p.topic()), e))?;
+        }
         Ok(())
     }
 
@@ -307,8 +385,20 @@ impl ViewJob {
             .await
             .map_err(EngineError::delta(kind.name()))?;
         self.output.1 = table;
-        let kind = Table::of_dataset(&self.source.dataset);
-        let topic = self.source.topic.clone();
+        let source = match &self.input {
+            Input::Log(source) => source.clone(),
+            Input::View(feed) => {
+                // The source view's rows at its latest version, then its commits after it.
+                let (kind, table) = (feed.kind().clone(), feed.table().await?);
+                self.offsets = vec![table.version().unwrap_or(0) + 1];
+                self.feed_snapshot(&kind, &table).await?;
+                self.runner.forget_partition(BACKFILL);
+                self.runner.expect_partitions(0..1);
+                return self.checkpoint().await;
+            }
+        };
+        let kind = Table::of_dataset(&source.dataset);
+        let topic = source.topic.clone();
         let mut offsets = Vec::new();
         let table = self.lake.open(&kind).await?;
         for p in 0..topic.partition_count() {
@@ -372,6 +462,36 @@ impl ViewJob {
         // Each partition is read and its records made rows on a thread of its own (most of a step's
         // work). While a partition returns full reads (catching up), the next step's reads start before
         // this step's rows are fed to the runner and checkpointed.
+        let fetched = match &self.input {
+            Input::Log(_) => self.read_log(max_records).await?,
+            Input::View(feed) => {
+                vec![feed.read(self.offsets[0], 100).await?.map(|(rows, next)| {
+                    let schema = feed.kind().schema();
+                    let rows = arrow::compute::concat_batches(&schema, &rows).expect("one schema");
+                    (rows.num_rows() as u64, next, rows)
+                })]
+            }
+        };
+        let mut read = 0;
+        for (p, f) in fetched.into_iter().enumerate() {
+            let Some((records, next, rows)) = f else {
+                continue;
+            };
+            read += records.max(1);
+            let out = self.runner.push(p as u32, &rows).await?;
+            self.take(out);
+            self.offsets[p] = next;
+        }
+        let out = self.runner.advance().await?;
+        self.take(out);
+        if read > 0 || !self.pending.rows.is_empty() || !self.pending.late.is_empty() {
+            self.checkpoint().await?;
+        }
+        Ok(read)
+    }
+
+    /// Reads every partition of the source's log; see [`ViewJob::step`].
+    async fn read_log(&mut self, max_records: usize) -> Result<Vec<Fetched>> {
         let reads = match self.prefetch.take() {
             Some((from, reads)) if from == self.offsets => reads,
             _ => self.start_reads(&self.offsets.clone(), max_records),
@@ -394,29 +514,17 @@ impl ViewJob {
         {
             self.prefetch = Some((next.clone(), self.start_reads(&next, max_records)));
         }
-        let mut read = 0;
-        for (p, f) in fetched.into_iter().enumerate() {
-            let Some((records, next, rows)) = f else {
-                continue;
-            };
-            read += records;
-            let out = self.runner.push(p as u32, &rows).await?;
-            self.take(out);
-            self.offsets[p] = next;
-        }
-        let out = self.runner.advance().await?;
-        self.take(out);
-        if read > 0 || !self.pending.rows.is_empty() || !self.pending.late.is_empty() {
-            self.checkpoint().await?;
-        }
-        Ok(read)
+        Ok(fetched)
     }
 
     /// Starts reading up to `max` records of every source partition from `from`.
     fn start_reads(&self, from: &[u64], max: usize) -> Vec<Reading> {
+        let Input::Log(source) = &self.input else {
+            return Vec::new();
+        };
         (0..from.len() as u32)
             .map(|p| {
-                let (source, at) = (self.source.clone(), from[p as usize]);
+                let (source, at) = (source.clone(), from[p as usize]);
                 let name = self.def.name.clone();
                 tokio::task::spawn_blocking(move || read_rows(&source, &name, p, at, max))
             })
@@ -456,6 +564,9 @@ impl ViewJob {
             )
             .await?;
         }
+        if let Some(p) = &self.publisher {
+            p.stage(n, &pending.rows).await?;
+        }
         let kind = self.output.0.clone();
         self.output.1 = self
             .commit(&kind, self.output.1.clone(), &pending.rows, n)
@@ -467,7 +578,7 @@ impl ViewJob {
         self.sequence = n;
         self.emitted.extend(pending.rows);
         self.prune(&store, &dir, n).await;
-        Ok(())
+        self.publish().await
     }
 
     /// Commits `rows` to `table` with this view's transaction at `n`.
@@ -514,9 +625,11 @@ impl ViewJob {
             return;
         };
         for meta in listed {
+            // Staged output rows are the publisher's to remove, once sent.
             let number = meta
                 .location
                 .filename()
+                .filter(|f| !f.ends_with(super::publish::STAGED))
                 .and_then(|f| f.split('.').next())
                 .and_then(|s| s.parse::<u64>().ok());
             if number.is_some_and(|k| k + 1 < n) {
@@ -542,7 +655,10 @@ impl ViewJob {
 }
 
 /// `batch` with the columns of `schema` (same names and order; types cast where they differ).
-fn conform(batch: &RecordBatch, schema: &arrow::datatypes::SchemaRef) -> Result<RecordBatch> {
+pub(super) fn conform(
+    batch: &RecordBatch,
+    schema: &arrow::datatypes::SchemaRef,
+) -> Result<RecordBatch> {
     if batch.schema().fields() == schema.fields() {
         return Ok(batch.clone());
     }
@@ -602,7 +718,7 @@ fn read_checkpoint(bytes: &[u8]) -> Result<(CheckpointMeta, Option<RecordBatch>)
     Ok((meta, state))
 }
 
-fn write_batches(batches: &[RecordBatch]) -> Result<Vec<u8>> {
+pub(super) fn write_batches(batches: &[RecordBatch]) -> Result<Vec<u8>> {
     let schema = batches[0].schema();
     let mut buf = Vec::new();
     let mut writer = arrow::ipc::writer::FileWriter::try_new(&mut buf, &schema)?;
@@ -614,7 +730,7 @@ fn write_batches(batches: &[RecordBatch]) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn read_batches(bytes: &[u8]) -> Result<Vec<RecordBatch>> {
+pub(super) fn read_batches(bytes: &[u8]) -> Result<Vec<RecordBatch>> {
     let reader = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None)?;
     Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
 }
@@ -650,4 +766,33 @@ fn read_rows(
     }
     let rows = batcher.take().rows;
     Ok(Some((fetched.records.len() as u64, fetched.next, rows)))
+}
+
+/// Opens `input`: the input, the shop's time zone and the version of the view's state (its definition's,
+/// with the source view's when it reads one: a replaced source view starts it over).
+async fn open_input(
+    lake: &Lake,
+    def: &ViewDef,
+    input: ViewInput,
+) -> Result<(Input, chrono_tz::Tz, String)> {
+    match input {
+        ViewInput::Log(source) => {
+            let timezone = source.timezone;
+            Ok((Input::Log(*source), timezone, def.version()))
+        }
+        ViewInput::View { name, timezone } => {
+            let feed = TableFeed::open(lake, &name).await?.ok_or_else(|| {
+                failed(
+                    &def.name,
+                    "its source",
+                    format!("view `{name}` has no table yet"),
+                )
+            })?;
+            let version = match super::defs::get(lake, &name).await? {
+                Some(source) => format!("{}.{}", def.version(), source.version()),
+                None => def.version(),
+            };
+            Ok((Input::View(feed), timezone, version))
+        }
+    }
 }

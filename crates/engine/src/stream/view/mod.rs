@@ -18,7 +18,9 @@
 pub mod defs;
 pub mod job;
 pub mod plan;
+pub mod publish;
 pub mod state;
+pub mod table_source;
 pub mod window;
 
 use std::collections::BTreeMap;
@@ -168,7 +170,7 @@ impl ViewRunner {
             None => None,
         };
         let time_index = match &plan.time_column {
-            Some(t) => Some(plan.input_schema.index_of(t).map_err(internal)?),
+            Some(t) => Some(plan.source_schema.index_of(t).map_err(internal)?),
             None => None,
         };
         Ok(ViewRunner {
@@ -306,7 +308,7 @@ impl ViewRunner {
         };
         let (starts, ends) = (column("window_start")?, column("window_end")?);
         let time = self.plan.time_column.as_deref().expect("a windowed view");
-        let events = column(time)?;
+        let events = column(&plan::input_name(time))?;
         let tz = self.options.timezone;
         let w = self.watermark.unwrap_or(i64::MIN);
         let late_by: Int64Array = ends

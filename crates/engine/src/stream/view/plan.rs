@@ -69,6 +69,8 @@ pub struct ViewPlan {
     pub time_column: Option<String>,
     /// Its window.
     pub window: WindowKind,
+    /// The columns of the rows it is fed (its source's).
+    pub source_schema: SchemaRef,
     /// The columns of `__view_input`.
     pub input_schema: SchemaRef,
     /// Below the aggregate (or the whole plan, for a view without one).
@@ -204,6 +206,18 @@ async fn micros(view: &str, ctx: &SessionContext, e: &Expr) -> Result<i64> {
     }
 }
 
+/// The columns a window adds to its source's rows.
+pub const WINDOW_BOUNDS: [&str; 2] = ["window_start", "window_end"];
+
+/// The name of the source's column `name` in a windowed view's input.
+pub fn input_name(name: &str) -> String {
+    if WINDOW_BOUNDS.contains(&name) {
+        format!("source_{name}")
+    } else {
+        name.to_string()
+    }
+}
+
 /// The input columns: the source's, and the window bounds of a windowed view.
 fn input_schema(view: &str, source: &Schema, time: Option<&str>) -> Result<SchemaRef> {
     let Some(time) = time else {
@@ -219,14 +233,14 @@ fn input_schema(view: &str, source: &Schema, time: Option<&str>) -> Result<Schem
         }
         Err(_) => return Err(refuse(view, format!("the source has no column `{time}`"))),
     }
-    let mut fields: Vec<Field> = source.fields().iter().map(|f| f.as_ref().clone()).collect();
-    for bound in ["window_start", "window_end"] {
-        if source.field_with_name(bound).is_ok() {
-            return Err(refuse(
-                view,
-                format!("the source already has a column `{bound}`"),
-            ));
-        }
+    // A windowed source (another windowed view) has bounds of its own: they are `source_window_start`
+    // and `source_window_end` in the view, whose own window's are `window_start` and `window_end`.
+    let mut fields: Vec<Field> = source
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_name(input_name(f.name())))
+        .collect();
+    for bound in WINDOW_BOUNDS {
         fields.push(Field::new(bound, window_type(), false));
     }
     Ok(Arc::new(Schema::new(fields)))
@@ -291,6 +305,7 @@ impl ViewPlan {
             source,
             time_column: time,
             window,
+            source_schema,
             input_schema,
             below,
             aggregate,
