@@ -2,6 +2,8 @@
 //! backfilling the view from the lines already loaded, then the real lines of two more days posted over
 //! HTTP while `serve` is SIGKILLed and restarted: every final window in the view's table once, equal to
 //! batch SQL over `orders`; the open windows in `<name>_live`; the figures in `/v1/status` and `/metrics`.
+//! A view over that view (hours of its minutes) run by `serve` equals batch SQL over the minute view's table,
+//! and the minute view's output topic holds each of its final rows under one key.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -54,10 +56,15 @@ fn sql_csv(dir: &Path, query: &str) -> String {
 
 /// The view's figures in a server's status.
 fn figures(url: &str) -> Option<serde_json::Value> {
+    figures_of(url, "revenue_per_minute")
+}
+
+/// View `name`'s figures in a server's status.
+fn figures_of(url: &str, name: &str) -> Option<serde_json::Value> {
     status(url)["views"]
         .as_array()?
         .iter()
-        .find(|v| v["name"] == "revenue_per_minute")
+        .find(|v| v["name"] == name)
         .cloned()
 }
 
@@ -69,18 +76,21 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn a_view_backfills_keeps_up_over_http_and_survives_sigkill_with_each_window_once() {
+/// A data folder with the lines of 2010-12-01 loaded from their file.
+fn with_day_one() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
+    let day1 = day("2010-12-01");
     let o = run(
         dir.path(),
-        &[
-            "ingest",
-            "--no-progress",
-            day("2010-12-01").to_str().unwrap(),
-        ],
+        &["ingest", "--no-progress", day1.to_str().unwrap()],
     );
     assert!(o.status.success(), "{}", stderr(&o));
+    dir
+}
+
+#[test]
+fn a_view_backfills_keeps_up_over_http_and_survives_sigkill_with_each_window_once() {
+    let dir = with_day_one();
     let o = run(dir.path(), &["view", "create", "revenue_per_minute", VIEW]);
     assert!(
         stdout(&o).contains("view `revenue_per_minute` created"),
@@ -186,4 +196,75 @@ fn a_view_backfills_keeps_up_over_http_and_survives_sigkill_with_each_window_onc
         format!("count(*)\n{final_count}\n"),
         "no window written twice"
     );
+}
+
+#[test]
+fn a_view_over_a_view_and_a_views_output_topic_run_under_serve() {
+    let dir = with_day_one();
+    let o = run(
+        dir.path(),
+        &[
+            "view",
+            "create",
+            "revenue_per_minute",
+            VIEW,
+            "--topic",
+            "rpm_out",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let hours = "SELECT window_start, window_end, sum(revenue) AS revenue, sum(lines) AS lines \
+                 FROM TUMBLE(revenue_per_minute, window_start, INTERVAL '1 hour') \
+                 GROUP BY window_start, window_end";
+    let o = run(dir.path(), &["view", "create", "revenue_per_hour", hours]);
+    assert!(
+        stdout(&o).contains("view `revenue_per_hour` created"),
+        "{}",
+        stderr(&o)
+    );
+    let (mut server, url) = start(dir.path(), None);
+    for (i, body) in requests(&["2010-12-02"]).iter().enumerate() {
+        assert!(post(&url, &format!("r{i}"), body));
+    }
+    let total: usize = sql_csv(dir.path(), "SELECT count(*) FROM orders")
+        .lines()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    wait_until("both views read everything", || {
+        figures(&url).is_some_and(|v| v["lag"] == 0 && v["rows_in"].as_u64() >= Some(total as u64))
+            && figures_of(&url, "revenue_per_hour")
+                .is_some_and(|v| v["lag"] == 0 && v["windows_emitted"].as_u64() >= Some(15))
+    });
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    // Every final hour is the sum of its minutes in the minute view's table, once.
+    let got = sql_csv(
+        dir.path(),
+        "SELECT window_start, revenue, lines FROM revenue_per_hour ORDER BY 1",
+    );
+    let want = sql_csv(
+        dir.path(),
+        "SELECT h AS window_start, revenue, lines FROM (SELECT date_bin(INTERVAL '1 hour', window_start, \
+         TIMESTAMP '1970-01-01') AS h, sum(revenue) AS revenue, sum(lines) AS lines FROM revenue_per_minute \
+         GROUP BY 1) WHERE h IN (SELECT window_start FROM revenue_per_hour) ORDER BY 1",
+    );
+    assert!(got.lines().count() > 15, "{got}");
+    assert_eq!(got, want);
+
+    // The minute view's topic: each of its table's rows under one key.
+    let (log, _) = shopstream_log::Log::open(&dir.path().join("log")).unwrap();
+    let topic = log.topic("rpm_out").unwrap();
+    let mut keys = std::collections::BTreeSet::new();
+    for p in 0..shopstream_log::TopicLog::partition_count(topic.as_ref()) {
+        let fetched =
+            shopstream_log::TopicLog::read(topic.as_ref(), p, 0, usize::MAX, usize::MAX).unwrap();
+        for r in fetched.records {
+            keys.insert(String::from_utf8(r.key.unwrap()).unwrap());
+        }
+    }
+    let rows = sql_csv(dir.path(), "SELECT count(*) FROM revenue_per_minute");
+    assert_eq!(rows, format!("count(*)\n{}\n", keys.len()));
 }
