@@ -378,6 +378,17 @@ impl Lake {
         Ok(table.version().is_some().then_some(table))
     }
 
+    /// A view's table to write to: created if missing, and emptied with the view's columns when it has
+    /// other ones (a new version of the view whose SQL changed its columns).
+    pub async fn open_or_replace(&self, kind: &Table) -> Result<DeltaTable> {
+        if let Some(t) = self.open(kind).await?
+            && !crate::migrate::schema_changes(kind, &t)?.is_empty()
+        {
+            return crate::migrate::replace(kind, t).await;
+        }
+        self.open_or_create(kind).await
+    }
+
     /// Opens a table to write to, creating it (empty, with its schema and partitioning) if it does not
     /// exist. A table with the schema of an older release is [`EngineError::NeedsMigration`]: nothing is
     /// written into it before `shopstream migrate`.

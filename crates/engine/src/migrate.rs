@@ -333,6 +333,44 @@ async fn rewrite(
     Ok(())
 }
 
+/// Empties a derived table (a view's) and gives it `kind`'s schema, in one commit: a view whose new
+/// version has other columns replaces its table. Its readers (views over it) see rows removed.
+pub(crate) async fn replace(kind: &Table, table: DeltaTable) -> Result<DeltaTable> {
+    let snapshot = table.snapshot().map_err(EngineError::delta(kind.name()))?;
+    let metadata = snapshot
+        .metadata()
+        .clone()
+        .with_schema(&current_struct(kind)?)
+        .map_err(|e| EngineError::delta(kind.name())(e.into()))?;
+    let mut actions = vec![Action::Metadata(metadata)];
+    actions.extend(
+        snapshot
+            .log_data()
+            .iter()
+            .map(|f| Action::Remove(f.remove_action(true))),
+    );
+    let operation = DeltaOperation::Write {
+        mode: SaveMode::Overwrite,
+        partition_by: None,
+        predicate: None,
+    };
+    let properties = CommitProperties::default().with_metadata(HashMap::from([(
+        "shopstream.replace".to_string(),
+        serde_json::Value::String(kind.name().to_string()),
+    )]));
+    CommitBuilder::from(properties)
+        .with_actions(actions)
+        .build(Some(snapshot), table.log_store(), operation)
+        .await
+        .map_err(EngineError::delta(kind.name()))?;
+    let mut table = table;
+    table
+        .update_state()
+        .await
+        .map_err(EngineError::delta(kind.name()))?;
+    Ok(table)
+}
+
 /// The batches of a table's data file `path` (read whole: the files rewritten are small or few at a time).
 pub(crate) async fn data_file(
     store: &deltalake::logstore::ObjectStoreRef,

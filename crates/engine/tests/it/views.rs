@@ -865,3 +865,49 @@ async fn a_view_over_a_view_reads_its_commits_once_and_starts_over_when_it_is_re
         "the new hour view is the new minute view's hours, each once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_version_with_other_columns_replaces_the_views_table() {
+    use shopstream_engine::load::WriteOptions;
+    use shopstream_engine::stream::view::job::{ViewDef, ViewJob, ViewSource};
+    use shopstream_ingest::Dataset;
+    use shopstream_log::{Embedded, Log};
+
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::local(&dir.path().join("lake")).unwrap();
+    let day1 = testdata("../../shared/data/online-retail/by-day/2010-12-01.csv");
+    load(&lake, &[day1], Vec::new()).await;
+    let (log, _) = Log::open(&dir.path().join("log")).unwrap();
+    let topic = Embedded::shared(log).create_topic("orders", 1).unwrap();
+    let run = |sql: &'static str| {
+        let (lake, topic) = (lake.clone(), topic.clone());
+        async move {
+            let source = ViewSource {
+                topic,
+                dataset: Dataset::orders(),
+                mapping: None,
+                timezone: chrono_tz::Tz::UTC,
+            };
+            let def = ViewDef::new("per_minute", sql);
+            let mut job = ViewJob::open(&lake, def, source, WriteOptions::default())
+                .await
+                .unwrap();
+            job.finish().await.unwrap();
+        }
+    };
+    run("SELECT window_start, window_end, country, count(*) AS lines \
+         FROM TUMBLE(orders, invoice_date, INTERVAL '1 minute') GROUP BY window_start, window_end, country")
+    .await;
+    // The same view now also sums the revenue: a new version, whose table has the new column.
+    run(REVENUE_PER_MINUTE).await;
+    let catalog = Catalog::open(&lake).await.unwrap();
+    let got = catalog
+        .query("SELECT window_start, country, revenue, orders, lines FROM per_minute")
+        .await
+        .unwrap();
+    let mut got = lines(&got.batches);
+    got.sort();
+    let want = batch_answer(&lake, 4_000_000_000_000_000).await;
+    assert!(want.len() > 100, "{} windows", want.len());
+    assert_eq!(got, want, "only the new version's rows, with its columns");
+}

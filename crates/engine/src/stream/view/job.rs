@@ -42,6 +42,9 @@ use crate::lake::{Lake, Table};
 use crate::sink::{TableSink, WriteOptions, commit_adds};
 use crate::stream::topic_load::{loaded_offset, txn_app_id};
 
+/// Memory a backfill's sort may take before it spills to disk.
+const BACKFILL_MEMORY: usize = 512 << 20;
+
 /// The source partition number the backfill's rows are fed as.
 const BACKFILL: u32 = u32::MAX;
 
@@ -235,7 +238,7 @@ impl ViewJob {
         let output_kind = Table::of_view(&def.name, plan.output_schema.clone());
         let output = (
             output_kind.clone(),
-            lake.open_or_create(&output_kind).await?,
+            lake.open_or_replace(&output_kind).await?,
         );
         let late_kind = Table::late_rows();
         let late = (late_kind.clone(), lake.open_or_create(&late_kind).await?);
@@ -425,7 +428,14 @@ impl ViewJob {
 
     /// Feeds a snapshot of the dataset's table, in event-time order when the view has an event time.
     async fn feed_snapshot(&mut self, kind: &Table, table: &DeltaTable) -> Result<()> {
-        let ctx = datafusion::prelude::SessionContext::new();
+        // Sorting a large table in event-time order spills to disk beyond this memory.
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_memory_limit(BACKFILL_MEMORY, 1.0)
+            .build_arc()?;
+        let ctx = datafusion::prelude::SessionContext::new_with_config_rt(
+            datafusion::prelude::SessionConfig::new(),
+            runtime,
+        );
         table
             .update_datafusion_session(&ctx.state())
             .map_err(EngineError::delta(kind.name()))?;
