@@ -372,7 +372,9 @@ impl Lake {
         }
         let table = match self.builder(kind)?.load().await {
             Ok(t) => t,
-            Err(DeltaTableError::NotATable(_)) if self.local_dir().is_none() => return Ok(None),
+            // No commit yet: a process killed while it created the table left `_delta_log` empty
+            // (its first commit is atomic, so there is nothing else half made).
+            Err(DeltaTableError::NotATable(_)) => return Ok(None),
             Err(e) => return Err(EngineError::delta(kind.name())(e)),
         };
         Ok(table.version().is_some().then_some(table))

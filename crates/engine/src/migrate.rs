@@ -302,11 +302,7 @@ async fn rewrite(
     let (table, adds) = sink.finish().await?;
     m.files_removed = removes.len();
     m.files_added = adds.len();
-    let metadata = snapshot
-        .metadata()
-        .clone()
-        .with_schema(&current_struct(kind)?)
-        .map_err(|e| EngineError::delta(kind.name())(e.into()))?;
+    let metadata = current_metadata(kind, snapshot)?;
     let mut actions = vec![Action::Metadata(metadata)];
     actions.extend(removes.into_iter().map(Action::Remove));
     actions.extend(adds.into_iter().map(Action::Add));
@@ -333,15 +329,23 @@ async fn rewrite(
     Ok(())
 }
 
+/// `snapshot`'s table metadata with `kind`'s schema now.
+fn current_metadata(
+    kind: &Table,
+    snapshot: &deltalake::table::state::DeltaTableState,
+) -> Result<deltalake::kernel::Metadata> {
+    snapshot
+        .metadata()
+        .clone()
+        .with_schema(&current_struct(kind)?)
+        .map_err(|e| EngineError::delta(kind.name())(e.into()))
+}
+
 /// Empties a derived table (a view's) and gives it `kind`'s schema, in one commit: a view whose new
 /// version has other columns replaces its table. Its readers (views over it) see rows removed.
 pub(crate) async fn replace(kind: &Table, table: DeltaTable) -> Result<DeltaTable> {
     let snapshot = table.snapshot().map_err(EngineError::delta(kind.name()))?;
-    let metadata = snapshot
-        .metadata()
-        .clone()
-        .with_schema(&current_struct(kind)?)
-        .map_err(|e| EngineError::delta(kind.name())(e.into()))?;
+    let metadata = current_metadata(kind, snapshot)?;
     let mut actions = vec![Action::Metadata(metadata)];
     actions.extend(
         snapshot

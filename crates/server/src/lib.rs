@@ -32,6 +32,7 @@ pub mod query;
 mod server;
 pub use server::{Running, Server, ServerError};
 pub mod sources;
+mod view_relay;
 pub mod views;
 pub mod workers;
 
@@ -89,6 +90,10 @@ pub struct ServerConfig {
     /// Reject (429) or wait when over the thresholds.
     #[serde(default)]
     pub on_backpressure: OnBackpressure,
+    /// The `host:port` other workers reach this one at (its heartbeat; they relay a view's change
+    /// stream from the worker that runs the view); empty: the address it listens on.
+    #[serde(default)]
+    pub advertise: String,
 }
 
 fn default_listen() -> String {
@@ -113,6 +118,7 @@ impl Default for ServerConfig {
             backpressure_records: default_bp_records(),
             backpressure_mb: default_bp_mb(),
             on_backpressure: OnBackpressure::default(),
+            advertise: String::new(),
         }
     }
 }

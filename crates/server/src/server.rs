@@ -245,7 +245,11 @@ impl Server {
         let heartbeat = crate::workers::Heartbeat {
             lake: lake_for_status,
             id: shopstream_engine::lease::holder_name(),
-            http: addr.to_string(),
+            http: if config.server.advertise.is_empty() {
+                addr.to_string()
+            } else {
+                config.server.advertise.clone()
+            },
             backbone: backbone_name,
         };
         tasks.push(tokio::spawn(heartbeat.run(state.clone(), stop.clone())));

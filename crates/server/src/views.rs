@@ -362,9 +362,15 @@ fn json_rows(batches: &[arrow::array::RecordBatch]) -> serde_json::Value {
 pub(crate) async fn stream(
     axum::extract::State(state): axum::extract::State<Arc<crate::AppState>>,
     axum::extract::Path(name): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> axum::response::Response {
+    use crate::view_relay::{Origin, origin, relay};
     use axum::response::IntoResponse;
     use axum::response::sse::{Event, KeepAlive, Sse};
+    if let Origin::Worker { id, http } = origin(&state, &name, &headers).await {
+        let auth = headers.get(axum::http::header::AUTHORIZATION);
+        return relay(&name, &id, &http, auth).await;
+    }
     let receiver = state.views.get().and_then(|h| {
         let streams = h.streams.lock().unwrap_or_else(|e| e.into_inner());
         streams.get(&name).map(|tx| tx.subscribe())

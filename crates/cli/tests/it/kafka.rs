@@ -433,8 +433,14 @@ fn a_view_moves_to_the_other_worker_when_its_owner_is_sigkilled_and_each_window_
             posted += 5;
         }
     }
-    // SIGKILL the view's worker mid-step; the other takes the view over from its last checkpoint.
+    // The worker that does not run the view relays its change stream from the one that does.
     let owner = workers.iter().position(|(_, url)| running(url)).unwrap();
+    let other = &urls[1 - owner];
+    wait_until("the other worker relays the view's stream", || {
+        let update = first_update(other, "per_minute");
+        update.contains(r#""view":"per_minute""#) && update.contains(r#""lines":"#)
+    });
+    // SIGKILL the view's worker mid-step; the other takes the view over from its last checkpoint.
     let (mut killed, _) = workers.remove(owner);
     killed.kill().unwrap();
     killed.wait().unwrap();
@@ -482,6 +488,27 @@ fn a_view_moves_to_the_other_worker_when_its_owner_is_sigkilled_and_each_window_
     );
     survivor.kill().unwrap();
     survivor.wait().unwrap();
+}
+
+/// The first update of view `name`'s change stream as `url` serves it (empty when none comes in 5 s).
+fn first_update(url: &str, name: &str) -> String {
+    use std::io::BufRead;
+    let Ok(mut response) = ureq::get(format!("{url}/api/views/{name}/stream"))
+        .config()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .call()
+    else {
+        return String::new();
+    };
+    let reader = std::io::BufReader::new(response.body_mut().as_reader());
+    for line in reader.lines() {
+        let Ok(line) = line else { break };
+        if let Some(data) = line.strip_prefix("data:") {
+            return data.trim().to_string();
+        }
+    }
+    String::new()
 }
 
 /// A kafka-python producer sending one order line (4 × 2.50), gzip-compressed.

@@ -200,3 +200,21 @@ async fn real_excel_sample_matches_the_csv_lines() {
         "sheet rows with no matching CSV line: {missing:#?}"
     );
 }
+
+/// A load killed while it created the lake's tables can leave a table folder whose `_delta_log` has no
+/// commit yet (found by the CLI's SIGKILL test): the next load creates the table there and loads.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_whose_creation_was_killed_before_its_first_commit_is_created_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::local(dir.path()).unwrap();
+    for table in ["loads", "orders"] {
+        std::fs::create_dir_all(dir.path().join(table).join("_delta_log")).unwrap();
+    }
+    let files = vec![testdata("online-retail/2010-12-01.csv")];
+    let summary = load(&lake, &files, vec![]).await;
+    assert_eq!(summary.totals.loaded, 3108);
+    assert_eq!(
+        query_csv(&lake, "SELECT COUNT(*) AS n FROM loads").await,
+        "n\n1\n"
+    );
+}

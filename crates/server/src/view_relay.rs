@@ -1,0 +1,89 @@
+//! A view's change stream asked of a worker that does not run the view: relayed from the worker that
+//! does. Each view runs on one worker (its claim), so with several workers behind one address the
+//! dashboard's request may reach any of them. The worker running view `v` is the live one whose
+//! heartbeat lists the job `view v`; the request is sent on to its heartbeat address (`[server]
+//! advertise`, or where it listens) with the caller's `Authorization`, and its events are passed
+//! through as they come. A relayed request is never relayed again.
+
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::AppState;
+
+/// Marks a request one worker relays to another.
+const RELAYED: &str = "x-shopstream-relayed";
+
+/// Where view `name`'s stream comes from, for this worker.
+pub(crate) enum Origin {
+    /// This worker (it runs the view, or no other live worker does: it may claim it next).
+    Here,
+    /// The worker at this address runs it.
+    Worker { id: String, http: String },
+}
+
+/// Which worker's stream of view `name` this request should get.
+pub(crate) async fn origin(state: &AppState, name: &str, headers: &HeaderMap) -> Origin {
+    let label = format!("view {name}");
+    let runs_here = state.jobs.get().is_some_and(|j| j.list().contains(&label));
+    let (Some(lake), false, false) = (state.lake.get(), runs_here, headers.contains_key(RELAYED))
+    else {
+        return Origin::Here;
+    };
+    let me = shopstream_engine::lease::holder_name();
+    let (workers, _) = crate::workers::read(lake).await;
+    match workers
+        .into_iter()
+        .find(|w| w.alive && w.id != me && w.jobs.contains(&label))
+    {
+        Some(w) => Origin::Worker {
+            id: w.id,
+            http: w.http,
+        },
+        None => Origin::Here,
+    }
+}
+
+/// The stream of view `name` from worker `id` at `http`, passed through.
+pub(crate) async fn relay(
+    name: &str,
+    id: &str,
+    http: &str,
+    auth: Option<&HeaderValue>,
+) -> Response {
+    match forward(name, http, auth).await {
+        Ok(response) => response,
+        Err(e) => (
+            StatusCode::BAD_GATEWAY,
+            format!("view `{name}` runs on worker {id} at {http}, which did not answer: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn forward(name: &str, http: &str, auth: Option<&HeaderValue>) -> Result<Response, String> {
+    let stream = tokio::net::TcpStream::connect(http)
+        .await
+        .map_err(|e| e.to_string())?;
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut request = Request::get(format!("/api/views/{name}/stream"))
+        .header(header::HOST, http)
+        .header(RELAYED, "1");
+    if let Some(auth) = auth {
+        request = request.header(header::AUTHORIZATION, auth);
+    }
+    let request = request
+        .body(axum::body::Body::empty())
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (parts, body) = response.into_parts();
+    Ok(Response::from_parts(parts, axum::body::Body::new(body)))
+}
