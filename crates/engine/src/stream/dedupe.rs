@@ -45,11 +45,11 @@ fn failed(what: &str, e: impl std::fmt::Display) -> EngineError {
     EngineError::Internal(format!("{what} a dedupe window: {e}"))
 }
 
-fn hex(key: &[u8]) -> String {
+pub(crate) fn hex(key: &[u8]) -> String {
     key.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())

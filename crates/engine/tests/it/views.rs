@@ -590,16 +590,35 @@ async fn a_view_backfills_from_the_lake_continues_from_the_log_and_resumes_after
     assert_eq!(got, want, "the new version's windows, each once");
 }
 
-/// A real topic of the embedded log whose `fail_at`-th append stores the records and then reports an
-/// error: what a producer sees when the broker kept a request whose answer was lost (or the process
-/// died right after sending it).
-struct LosesAnAnswer {
+/// A real topic of the embedded log, with what the tests need of a remote backbone: its `fail_at`-th
+/// append stores the records and then reports an error (what a producer sees when the broker kept a
+/// request whose answer was lost, or the process died right after sending it); with `windows`, its
+/// reader reports a dedupe window at each offset (as a Kafka reader keeps the keys of recent requests)
+/// and records the windows it is given back.
+struct TestTopic {
     topic: Arc<dyn shopstream_log::TopicLog>,
     appends: std::sync::atomic::AtomicUsize,
     fail_at: usize,
+    windows: bool,
+    restored: std::sync::Mutex<Vec<Restored>>,
 }
 
-impl shopstream_log::TopicLog for LosesAnAnswer {
+/// A window given back to a reader: partition, offset, keys.
+type Restored = (u32, u64, Vec<Vec<u8>>);
+
+impl TestTopic {
+    fn new(topic: Arc<dyn shopstream_log::TopicLog>, fail_at: usize, windows: bool) -> Arc<Self> {
+        Arc::new(TestTopic {
+            topic,
+            appends: Default::default(),
+            fail_at,
+            windows,
+            restored: Default::default(),
+        })
+    }
+}
+
+impl shopstream_log::TopicLog for TestTopic {
     fn name(&self) -> &str {
         self.topic.name()
     }
@@ -644,6 +663,13 @@ impl shopstream_log::TopicLog for LosesAnAnswer {
     fn backbone(&self) -> &str {
         self.topic.backbone()
     }
+    fn dedupe_window(&self, n: u32, next: u64) -> Option<Vec<Vec<u8>>> {
+        self.windows
+            .then(|| vec![format!("w{n}@{next}").into_bytes()])
+    }
+    fn restore_window(&self, n: u32, at: u64, keys: Vec<Vec<u8>>) {
+        self.restored.lock().unwrap().push((n, at, keys));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -675,11 +701,7 @@ async fn a_views_final_rows_reach_its_topic_at_least_once_each_keyed_for_dedupe(
     append_days(topic.as_ref(), &["2010-12-01", "2010-12-02"]);
     // The third append's answer is lost: the step fails after those rows are in the topic, and the view
     // (its process gone) resumes from its last checkpoint, sending what it cannot know was sent.
-    let flaky: Arc<dyn shopstream_log::TopicLog> = Arc::new(LosesAnAnswer {
-        topic: out.clone(),
-        appends: Default::default(),
-        fail_at: 3,
-    });
+    let flaky: Arc<dyn shopstream_log::TopicLog> = TestTopic::new(out.clone(), 3, false);
     let open = |t: Arc<dyn shopstream_log::TopicLog>| {
         let (lake, def, source) = (lake.clone(), def.clone(), source.clone());
         async move {
@@ -910,4 +932,50 @@ async fn a_new_version_with_other_columns_replaces_the_views_table() {
     let want = batch_answer(&lake, 4_000_000_000_000_000).await;
     assert!(want.len() > 100, "{} windows", want.len());
     assert_eq!(got, want, "only the new version's rows, with its columns");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resumed_view_gives_its_reader_back_the_dedupe_window_of_its_checkpoint() {
+    use shopstream_engine::load::WriteOptions;
+    use shopstream_engine::stream::view::job::{ViewDef, ViewJob, ViewSource};
+    use shopstream_ingest::Dataset;
+    use shopstream_log::{Embedded, Log};
+
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::local(&dir.path().join("lake")).unwrap();
+    let (log, _) = Log::open(&dir.path().join("log")).unwrap();
+    let topic = Embedded::shared(log).create_topic("orders", 2).unwrap();
+    append_days(topic.as_ref(), &["2010-12-01"]);
+    let open = |reader: Arc<TestTopic>| {
+        let lake = lake.clone();
+        async move {
+            let source = ViewSource {
+                topic: reader,
+                dataset: Dataset::orders(),
+                mapping: None,
+                timezone: chrono_tz::Tz::UTC,
+            };
+            let def = ViewDef::new("revenue_per_minute", REVENUE_PER_MINUTE);
+            ViewJob::open(&lake, def, source, WriteOptions::default())
+                .await
+                .unwrap()
+        }
+    };
+    let mut job = open(TestTopic::new(topic.clone(), 0, true)).await;
+    for _ in 0..3 {
+        job.step(300).await.unwrap();
+    }
+    drop(job);
+    // Resumed: each partition's reader gets the window it had at the checkpoint's offset, at that offset.
+    let reader = TestTopic::new(topic.clone(), 0, true);
+    let job = open(reader.clone()).await;
+    drop(job);
+    let mut restored = reader.restored.lock().unwrap().clone();
+    restored.sort();
+    assert_eq!(restored.len(), 2, "{restored:?}");
+    for (p, (n, at, keys)) in restored.into_iter().enumerate() {
+        assert_eq!(n, p as u32);
+        assert!(at > 0, "partition {p} read");
+        assert_eq!(keys, vec![format!("w{p}@{at}").into_bytes()]);
+    }
 }

@@ -40,6 +40,7 @@ use super::{Output, RunnerMeta, ViewOptions, ViewRunner};
 use crate::error::{EngineError, Result};
 use crate::lake::{Lake, Table};
 use crate::sink::{TableSink, WriteOptions, commit_adds};
+use crate::stream::dedupe::{hex, unhex};
 use crate::stream::topic_load::{loaded_offset, txn_app_id};
 
 /// Memory a backfill's sort may take before it spills to disk.
@@ -162,6 +163,10 @@ struct CheckpointMeta {
     runner: RunnerMeta,
     /// Next offset per source partition.
     offsets: Vec<u64>,
+    /// Per source partition, the reader's dedupe window at that offset (Kafka: keys of recent requests,
+    /// hex), so a resumed view skips the same retried requests as the lake's load.
+    #[serde(default)]
+    windows: Vec<Option<Vec<String>>>,
 }
 
 const META_KEY: &str = "shopstream.view.checkpoint";
@@ -188,10 +193,13 @@ pub struct ViewJob {
     prefetch: Option<(Vec<u64>, Vec<Reading>)>,
     /// The output topic's, when the view has one.
     publisher: Option<Publisher>,
+    /// Per source partition, the reader's dedupe window after its last read, with the offset it is at.
+    windows: Vec<Option<(u64, Vec<Vec<u8>>)>>,
 }
 
-/// A partition's read: how many records, the offset after them and their rows (`None`: nothing new).
-type Fetched = Option<(u64, u64, RecordBatch)>;
+/// A partition's read: how many records, the offset after them, their rows and the reader's dedupe
+/// window there (`None`: nothing new).
+type Fetched = Option<(u64, u64, RecordBatch, Option<Vec<Vec<u8>>>)>;
 
 /// A partition's read under way.
 type Reading = tokio::task::JoinHandle<Result<Fetched>>;
@@ -254,6 +262,7 @@ impl ViewJob {
             app,
             prefetch: None,
             publisher: None,
+            windows: Vec::new(),
             def,
             input,
             version,
@@ -344,6 +353,13 @@ impl ViewJob {
             read_checkpoint(&bytes).map_err(|e| failed(&self.def.name, "a checkpoint", e))?;
         self.runner.restore(state.as_ref(), meta.runner)?;
         self.runner.expect_partitions(0..meta.offsets.len() as u32);
+        if let Input::Log(source) = &self.input {
+            for (p, keys) in meta.windows.into_iter().enumerate() {
+                if let Some(keys) = keys.and_then(|k| k.iter().map(|k| unhex(k)).collect()) {
+                    source.topic.restore_window(p as u32, meta.offsets[p], keys);
+                }
+            }
+        }
         self.offsets = meta.offsets;
         self.sequence = n;
         let late_n = loaded_offset(&self.late.1, &self.late.0, &self.app).await?;
@@ -417,6 +433,10 @@ impl ViewJob {
                     .map_err(|e| failed(&self.def.name, "the log", e))?,
             });
         }
+        // The reader skips the retried requests the load skipped: the lake's window at its offset.
+        for (p, offset) in offsets.iter().enumerate() {
+            crate::stream::dedupe::restore(&self.lake, topic.as_ref(), p as u32, *offset).await?;
+        }
         self.offsets = offsets;
         if let Some(table) = table {
             self.feed_snapshot(&kind, &table).await?;
@@ -474,19 +494,21 @@ impl ViewJob {
         // this step's rows are fed to the runner and checkpointed.
         let fetched = match &self.input {
             Input::Log(_) => self.read_log(max_records).await?,
-            Input::View(feed) => {
-                vec![feed.read(self.offsets[0], 100).await?.map(|(rows, next)| {
-                    let schema = feed.kind().schema();
-                    let rows = arrow::compute::concat_batches(&schema, &rows).expect("one schema");
-                    (rows.num_rows() as u64, next, rows)
-                })]
-            }
+            Input::View(feed) => match feed.read(self.offsets[0], 100).await? {
+                Some((rows, next)) => {
+                    let rows = arrow::compute::concat_batches(&feed.kind().schema(), &rows)?;
+                    vec![Some((rows.num_rows() as u64, next, rows, None))]
+                }
+                None => vec![None],
+            },
         };
+        self.windows.resize(self.offsets.len(), None);
         let mut read = 0;
         for (p, f) in fetched.into_iter().enumerate() {
-            let Some((records, next, rows)) = f else {
+            let Some((records, next, rows, window)) = f else {
                 continue;
             };
+            self.windows[p] = window.map(|keys| (next, keys));
             read += records.max(1);
             let out = self.runner.push(p as u32, &rows).await?;
             self.take(out);
@@ -545,9 +567,18 @@ impl ViewJob {
     async fn checkpoint(&mut self) -> Result<()> {
         let n = self.sequence + 1;
         let (state, runner) = self.runner.checkpoint()?;
+        let windows = (0..self.offsets.len())
+            .map(|p| match self.windows.get(p) {
+                Some(Some((at, keys))) if *at == self.offsets[p] => {
+                    Some(keys.iter().map(|k| hex(k)).collect())
+                }
+                _ => None,
+            })
+            .collect();
         let meta = CheckpointMeta {
             runner,
             offsets: self.offsets.clone(),
+            windows,
         };
         let (store, dir) = self.state_dir()?;
         let name = self.def.name.clone();
@@ -746,14 +777,9 @@ pub(super) fn read_batches(bytes: &[u8]) -> Result<Vec<RecordBatch>> {
 }
 
 /// Up to `max` records of partition `p` of the view's source from offset `from`: how many, the offset
-/// after them and their dataset rows, made as the load makes them; `None` when there are none.
-fn read_rows(
-    source: &ViewSource,
-    view: &str,
-    p: u32,
-    from: u64,
-    max: usize,
-) -> Result<Option<(u64, u64, RecordBatch)>> {
+/// after them, their dataset rows (made as the load makes them) and the reader's dedupe window there;
+/// `None` when there are none.
+fn read_rows(source: &ViewSource, view: &str, p: u32, from: u64, max: usize) -> Result<Fetched> {
     let fetched = source
         .topic
         .read(p, from, max, 64 << 20)
@@ -775,7 +801,13 @@ fn read_rows(
         });
     }
     let rows = batcher.take().rows;
-    Ok(Some((fetched.records.len() as u64, fetched.next, rows)))
+    let window = source.topic.dedupe_window(p, fetched.next);
+    Ok(Some((
+        fetched.records.len() as u64,
+        fetched.next,
+        rows,
+        window,
+    )))
 }
 
 /// Opens `input`: the input, the shop's time zone and the version of the view's state (its definition's,
