@@ -209,6 +209,20 @@ pub fn status(ctx: &Ctx, url: Option<String>) -> anyhow::Result<()> {
     for c in s.counters() {
         println!("{:<28} {}", c.key, c.value);
     }
+    for v in &s.views {
+        println!(
+            "view {} on {}: {} rows in, watermark {}, lag {}, {} open windows ({} bytes), {} late rows, {} windows emitted",
+            v.name,
+            v.owner,
+            v.rows_in,
+            v.watermark.as_deref().unwrap_or("-"),
+            v.lag,
+            v.open_windows,
+            v.state_bytes,
+            v.late_rows,
+            v.windows_emitted
+        );
+    }
     print_workers(&s);
     Ok(())
 }

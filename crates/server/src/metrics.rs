@@ -440,7 +440,10 @@ pub(crate) async fn prometheus(State(state): State<Arc<AppState>>) -> impl IntoR
         let rows = s
             .views
             .iter()
-            .map(|v| (format!("{{view=\"{}\"}}", v.name), (m.value)(v)))
+            .map(|v| {
+                let labels = format!("{{view=\"{}\",worker=\"{}\"}}", v.name, v.owner);
+                (labels, (m.value)(v))
+            })
             .collect();
         family(m.metric, m.kind.name(), m.help, rows);
     }

@@ -52,6 +52,12 @@ pub struct ViewStatus {
     pub late_rows: u64,
     /// Windows emitted.
     pub windows_emitted: u64,
+    /// The watermark as an instant, seconds since the epoch (0 before the first rows).
+    #[serde(default)]
+    pub watermark_s: u64,
+    /// The worker that runs it.
+    #[serde(default)]
+    pub owner: String,
 }
 
 /// A per-view metric family of `/metrics`.
@@ -59,7 +65,7 @@ pub type ViewMetric = crate::metrics::Family<ViewStatus>;
 
 impl ViewStatus {
     /// The per-view metric families, in the order `/metrics` writes them.
-    pub const METRICS: [ViewMetric; 6] = [
+    pub const METRICS: [ViewMetric; 7] = [
         ViewMetric {
             metric: "shopstream_view_rows_in_total",
             kind: MetricKind::Counter,
@@ -77,6 +83,12 @@ impl ViewStatus {
             kind: MetricKind::Counter,
             help: "Final windows a view emitted.",
             value: |v| v.windows_emitted,
+        },
+        ViewMetric {
+            metric: "shopstream_view_watermark_seconds",
+            kind: MetricKind::Gauge,
+            help: "A view's watermark, seconds since the epoch (0 before its first rows).",
+            value: |v| v.watermark_s,
         },
         ViewMetric {
             metric: "shopstream_view_lag_records",
@@ -335,6 +347,10 @@ impl ViewTask {
             state_bytes: bytes as u64,
             late_rows: c.late_rows,
             windows_emitted: c.windows_emitted,
+            watermark_s: runner
+                .watermark()
+                .map_or(0, |w| (w / 1_000_000).max(0) as u64),
+            owner: shopstream_engine::lease::holder_name(),
         };
         self.figures
             .lock()

@@ -164,9 +164,18 @@ fn a_view_backfills_keeps_up_over_http_and_survives_sigkill_with_each_window_onc
         .body_mut()
         .read_to_string()
         .unwrap();
+    for metric in ["rows_in_total", "watermark_seconds", "late_rows_total"] {
+        let line = format!("shopstream_view_{metric}{{view=\"revenue_per_minute\",worker=\"");
+        assert!(metrics.contains(&line), "{line}: {metrics}");
+    }
+    let status = stdout(&run(dir.path(), &["status", "--url", &url]));
+    let view_line = status
+        .lines()
+        .find(|l| l.starts_with("view revenue_per_minute on "))
+        .unwrap_or_else(|| panic!("{status}"));
     assert!(
-        metrics.contains("shopstream_view_rows_in_total{view=\"revenue_per_minute\"}"),
-        "{metrics}"
+        view_line.contains(&format!("watermark {watermark}")) && view_line.contains(", lag 0,"),
+        "{view_line}"
     );
     server.kill().unwrap();
     server.wait().unwrap();
