@@ -2,13 +2,16 @@
 
 `shopstream serve` (embedded defaults) runs one view, `lat`, over `orders`: a running count(*) of the lines
 loaded (an updating aggregate). Poster threads send the real Online Retail lines as NDJSON requests of
-RECORDS_PER_REQUEST lines, paced to RATE lines/s in total, for SECONDS. A reader follows
+RECORDS_PER_REQUEST lines, paced to RATE lines/s in total, for SECONDS, each line's InvoiceDate the moment
+its request is sent (UTC, the default [ingest] timezone), as a live shop's. A reader follows
 `GET /api/views/lat/stream` (Server-Sent Events) and notes when each update arrives and the count it shows.
 
 For each request acknowledged at t (the 200 answer received), with A lines acknowledged in all by then, its
 delay is the time from t to the first update showing at least A lines: every line acknowledged by t is in the
 view by then (an upper bound of each line's own delay). The first and last 2 s are left out (ramp up and
 drain). Prints one JSON line: achieved rate, p50/p99/max delay, requests measured, requests throttled.
+
+With DEFAULT_VIEWS=1 the dashboard's default views (`shopstream view defaults`) run as well.
 
 usage: latency.py SHOPSTREAM DATA_DIR(by-day CSVs) WORK
 """
@@ -27,8 +30,12 @@ for f in sorted(glob.glob(f"{data}/*.csv")):
         rows.extend(csv.DictReader(fh))
     if len(rows) >= 50 * RECORDS_PER_REQUEST:
         break
+# As a live shop sends them: each line's InvoiceDate is the moment its request is sent.
+NOW = "@@NOW@@"
+for r in rows:
+    r["InvoiceDate"] = NOW
 bodies = [
-    "".join(json.dumps(r) + "\n" for r in rows[i:i + RECORDS_PER_REQUEST]).encode()
+    "".join(json.dumps(r) + "\n" for r in rows[i:i + RECORDS_PER_REQUEST])
     for i in range(0, len(rows) - RECORDS_PER_REQUEST + 1, RECORDS_PER_REQUEST)
 ]
 
@@ -38,6 +45,10 @@ shutil.rmtree(data_dir, ignore_errors=True)
 config = os.path.join(work, "latency.toml")
 with open(config, "w") as f:
     f.write('[[views]]\nname = "lat"\nsql = "SELECT count(*) AS lines FROM orders"\n')
+if os.environ.get("DEFAULT_VIEWS"):
+    # The dashboard's views too (revenue per minute, and two hopping windows of an hour every minute).
+    subprocess.run([shopstream, "--data-dir", data_dir, "view", "defaults"], check=True,
+                   stdout=subprocess.DEVNULL)
 server = subprocess.Popen(
     [shopstream, "--data-dir", data_dir, "--config", config, "serve", "--listen", "127.0.0.1:0"],
     stdout=subprocess.PIPE, stderr=open(os.path.join(work, "latency-serve.log"), "w"), text=True)
@@ -81,7 +92,8 @@ def post(n, start):
         delay = due - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
-        conn.request("POST", "/v1/topics/orders/records", body=bodies[i % len(bodies)],
+        body = bodies[i % len(bodies)].replace(NOW, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())).encode()
+        conn.request("POST", "/v1/topics/orders/records", body=body,
                      headers={"Content-Type": "application/x-ndjson"})
         resp = conn.getresponse()
         resp.read()
@@ -125,6 +137,10 @@ try:
     while (not updates or updates[-1][1] < total) and time.perf_counter() < deadline:
         time.sleep(0.1)
     stop.set()
+    conn = http.client.HTTPConnection(host.hostname, host.port, timeout=10)
+    conn.request("GET", "/v1/status")
+    views = {v["name"]: {"rows_in": v["rows_in"], "lag": v["lag"]}
+             for v in json.loads(conn.getresponse().read()).get("views", [])}
     acks.sort()
     delays, acked, u = [], 0, 0
     for t, n in acks:
@@ -144,6 +160,7 @@ try:
         "p99_ms": round(pick(0.99) * 1000) if delays else None,
         "max_ms": round(delays[-1] * 1000) if delays else None,
         "caught_up": bool(updates) and updates[-1][1] >= total,
+        "views": views,
     }))
 finally:
     server.kill()

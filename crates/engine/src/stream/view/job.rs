@@ -489,6 +489,8 @@ impl ViewJob {
     /// Reads what is new in every source partition and feeds it; checkpoints when anything was read or
     /// became final. Returns the records read.
     pub async fn step(&mut self, max_records: usize) -> Result<u64> {
+        // A hopping window feeds each row to every window holding it: fewer rows per step.
+        let max_records = (max_records / self.runner.plan().window.windows_per_event()).max(1);
         // Each partition is read and its records made rows on a thread of its own (most of a step's
         // work). While a partition returns full reads (catching up), the next step's reads start before
         // this step's rows are fed to the runner and checkpointed.

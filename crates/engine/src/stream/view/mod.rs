@@ -102,6 +102,8 @@ pub struct ViewRunner {
     state: Option<KeyedState>,
     clocks: BTreeMap<u32, Clock>,
     watermark: Option<i64>,
+    /// The watermark windows were last emitted under (a sliced hopping window emits those final since).
+    emitted_under: Option<i64>,
     time_index: Option<usize>,
     counters: ViewCounters,
 }
@@ -119,6 +121,9 @@ pub fn late_rows_schema() -> SchemaRef {
         Field::new("record", DataType::Utf8, false),
     ]))
 }
+
+/// Late rows are recorded this many at a time (their JSON stays far from a string array's 2 GiB).
+const LATE_CHUNK: usize = 8192;
 
 fn internal(e: impl std::fmt::Display) -> EngineError {
     EngineError::Internal(format!("view: {e}"))
@@ -153,6 +158,11 @@ fn local(tz: chrono_tz::Tz, instant: i64) -> i64 {
     })
 }
 
+/// Whether a window ending at `end` (wall clock) is final under watermark `w` (an instant).
+fn final_under(options: &ViewOptions, w: Option<i64>, end: i64) -> bool {
+    w.is_some_and(|w| instant(options.timezone, end) + micros(options.lateness) <= w)
+}
+
 /// Now, in µs since the epoch.
 fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
@@ -165,9 +175,12 @@ fn micros(d: Duration) -> i64 {
 impl ViewRunner {
     /// A runner of `plan`, with empty state.
     pub fn new(plan: ViewPlan, options: ViewOptions) -> Result<ViewRunner> {
-        let state = match &plan.aggregate {
-            Some(a) => Some(KeyedState::new(a, plan.window, &a.input)?),
-            None => None,
+        let state = match (&plan.aggregate, plan.slices, plan.window) {
+            (Some(a), Some(slide), WindowKind::Hop { size, .. }) => {
+                Some(KeyedState::sliced(a, slide, size, &a.input)?)
+            }
+            (Some(a), _, _) => Some(KeyedState::new(a, plan.window, &a.input)?),
+            (None, _, _) => None,
         };
         let time_index = match &plan.time_column {
             Some(t) => Some(plan.source_schema.index_of(t).map_err(internal)?),
@@ -179,6 +192,7 @@ impl ViewRunner {
             state,
             clocks: BTreeMap::new(),
             watermark: None,
+            emitted_under: None,
             time_index,
             counters: ViewCounters::default(),
         })
@@ -218,6 +232,10 @@ impl ViewRunner {
         let mut out = Output::default();
         let times = self.event_times(batch)?;
         let (input, latest) = match (&times, self.plan.window) {
+            (Some(times), WindowKind::Hop { slide, size }) if self.plan.slices.is_some() => {
+                let on_time = self.sliced(batch, times, slide, size, &mut out).await?;
+                (on_time, times.iter().flatten().max())
+            }
             (Some(times), window) if window != WindowKind::None => {
                 let expanded = window::expand(window, batch, times, &self.plan.input_schema)?;
                 let on_time = self.split_late(expanded, &mut out).await?;
@@ -263,33 +281,72 @@ impl ViewRunner {
 
     /// Whether a window ending at `end` (wall clock) is final under the watermark.
     fn is_final(&self, end: i64) -> bool {
-        self.watermark.is_some_and(|w| {
-            instant(self.options.timezone, end) + micros(self.options.lateness) <= w
-        })
+        final_under(&self.options, self.watermark, end)
+    }
+
+    /// A sliced hopping window's input: each row with its slice as its window, but the rows whose every
+    /// window is final; a row late for some of its windows is recorded for those as a late row.
+    async fn sliced(
+        &mut self,
+        batch: &RecordBatch,
+        times: &TimestampMicrosecondArray,
+        slide: i64,
+        size: i64,
+        out: &mut Output,
+    ) -> Result<RecordBatch> {
+        let schema = &self.plan.input_schema;
+        let slices = window::expand(WindowKind::Tumble { size: slide }, batch, times, schema)?;
+        // A row's first window ends with its slice: rows whose first window is final are late for some.
+        let some_late: BooleanArray = times
+            .iter()
+            .map(|t| Some(t.is_some_and(|t| self.is_final(t.div_euclid(slide) * slide + slide))))
+            .collect();
+        if some_late.true_count() == 0 {
+            return Ok(slices);
+        }
+        let late = filter_record_batch(batch, &some_late)?;
+        let late_times = arrow::compute::filter(times, &some_late)?;
+        let late_times = late_times
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .expect("timestamps");
+        let hop = WindowKind::Hop { slide, size };
+        let expanded = window::expand(hop, &late, late_times, schema)?;
+        self.split_late(expanded, out).await?;
+        let some_open = self.windows_final(&slices, 2, size);
+        let some_open = arrow::compute::not(&some_open)?;
+        Ok(filter_record_batch(&slices, &some_open)?)
+    }
+
+    /// Per row of `rows`, whether the window ending `plus` µs after its window bound column `from_last`
+    /// places from the end (1: `window_end`, 2: `window_start`) is final.
+    fn windows_final(&self, rows: &RecordBatch, from_last: usize, plus: i64) -> BooleanArray {
+        let bounds = rows
+            .column(rows.num_columns() - from_last)
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .expect("window bounds");
+        bounds
+            .iter()
+            .map(|b| Some(b.is_some_and(|b| self.is_final(b + plus))))
+            .collect()
     }
 
     /// Of `expanded` rows (one per window), records those whose window is final as late rows (when the
     /// view's `WHERE` keeps them) and returns the others.
     async fn split_late(&mut self, expanded: RecordBatch, out: &mut Output) -> Result<RecordBatch> {
-        let ends = expanded
-            .column(expanded.num_columns() - 1)
-            .as_any()
-            .downcast_ref::<TimestampMicrosecondArray>()
-            .expect("window_end")
-            .clone();
-        let late: BooleanArray = ends
-            .iter()
-            .map(|e| Some(e.is_some_and(|e| self.is_final(e))))
-            .collect();
+        let late = self.windows_final(&expanded, 1, 0);
         if late.true_count() == 0 {
             return Ok(expanded);
         }
         let on_time: BooleanArray = late.iter().map(|l| l.map(|l| !l)).collect();
         let late_rows = filter_record_batch(&expanded, &late)?;
         for kept in self.plan.late_rows_kept(late_rows).await? {
-            if kept.num_rows() > 0 {
-                self.counters.late_rows += kept.num_rows() as u64;
-                out.late.push(self.late_record(&kept)?);
+            self.counters.late_rows += kept.num_rows() as u64;
+            // In slices: each late row's record is its whole row as JSON.
+            for at in (0..kept.num_rows()).step_by(LATE_CHUNK) {
+                let chunk = kept.slice(at, LATE_CHUNK.min(kept.num_rows() - at));
+                out.late.push(self.late_record(&chunk)?);
             }
         }
         Ok(filter_record_batch(&expanded, &on_time)?)
@@ -365,9 +422,18 @@ impl ViewRunner {
         let Some(w) = self.watermark else {
             return Ok(out);
         };
-        let tz = self.options.timezone;
-        let lateness = micros(self.options.lateness);
-        let emitted = state.emit(aggregate, |end, _| instant(tz, end) + lateness <= w)?;
+        let (before, options) = (self.emitted_under, &self.options);
+        self.emitted_under = Some(w);
+        let now = |end| final_under(options, Some(w), end);
+        let emitted = if state.is_sliced() {
+            state.emit_hop(
+                aggregate,
+                |end| now(end) && !final_under(options, before, end),
+                now,
+            )?
+        } else {
+            state.emit(aggregate, |end, _| now(end))?
+        };
         if let Some(rows) = emitted {
             self.counters.windows_emitted += rows.num_rows() as u64;
             out.rows = self.plan.run_above(rows).await?;
@@ -387,7 +453,13 @@ impl ViewRunner {
         let (Some(state), Some(aggregate)) = (&mut self.state, &self.plan.aggregate) else {
             return Ok(Vec::new());
         };
-        match state.snapshot(aggregate)? {
+        let rows = if state.is_sliced() {
+            let (options, w) = (&self.options, self.watermark);
+            state.snapshot_hop(aggregate, |end| !final_under(options, w, end))?
+        } else {
+            state.snapshot(aggregate)?
+        };
+        match rows {
             Some(rows) => self.plan.run_above(rows).await,
             None => Ok(Vec::new()),
         }
@@ -432,6 +504,7 @@ impl ViewRunner {
             state.restore(aggregate, rows)?;
         }
         self.watermark = meta.watermark;
+        self.emitted_under = meta.watermark;
         self.clocks = meta
             .clocks
             .into_iter()

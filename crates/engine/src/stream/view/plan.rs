@@ -69,6 +69,10 @@ pub struct ViewPlan {
     pub time_column: Option<String>,
     /// Its window.
     pub window: WindowKind,
+    /// A hopping window whose state is kept per slide-long slice, each window merged from its slices
+    /// when final (as Flink's window slicing): `Some(slide)` when the window's size is a whole number of
+    /// slides and nothing but the grouping reads the window's bounds.
+    pub slices: Option<i64>,
     /// The columns of the rows it is fed (its source's).
     pub source_schema: SchemaRef,
     /// The columns of `__view_input`.
@@ -300,11 +304,20 @@ impl ViewPlan {
         *query.body = SetExpr::Select(Box::new(select));
         let plan = physical(&ctx, &query).await?;
         let (below, aggregate) = split(name, &plan, !matches!(window, WindowKind::None))?;
+        let slices = match (window, &aggregate) {
+            (WindowKind::Hop { slide, size }, Some(a))
+                if size % slide == 0 && bounds_only_grouped(&below, a) =>
+            {
+                Some(slide)
+            }
+            _ => None,
+        };
         Ok(ViewPlan {
             name: name.to_string(),
             source,
             time_column: time,
             window,
+            slices,
             source_schema,
             input_schema,
             below,
@@ -409,6 +422,47 @@ fn split(
         above,
     };
     Ok((agg.input().clone(), Some(aggregate)))
+}
+
+/// Whether the window's bounds are read only as the aggregate's `window_start, window_end` groups: below
+/// the aggregate only passed through (filters and other expressions do not read them), and neither the
+/// other groups nor the aggregates' arguments and filters read them.
+fn bounds_only_grouped(below: &Arc<dyn ExecutionPlan>, aggregate: &Aggregate) -> bool {
+    use datafusion::physical_expr::utils::collect_columns;
+    use datafusion::physical_plan::filter::FilterExec;
+    use datafusion::physical_plan::projection::ProjectionExec;
+    let reads = |e: &Arc<dyn PhysicalExpr>| {
+        collect_columns(e)
+            .iter()
+            .any(|c| WINDOW_BOUNDS.contains(&c.name()))
+    };
+    let passed = |e: &Arc<dyn PhysicalExpr>| !reads(e) || e.downcast_ref::<Column>().is_some();
+    let node_ok = |p: &Arc<dyn ExecutionPlan>| {
+        if let Some(f) = p.downcast_ref::<FilterExec>() {
+            !reads(f.predicate())
+        } else if let Some(pr) = p.downcast_ref::<ProjectionExec>() {
+            pr.expr().iter().all(|e| passed(&e.expr))
+        } else {
+            p.is::<DataSourceExec>()
+        }
+    };
+    fn all(p: &Arc<dyn ExecutionPlan>, ok: &dyn Fn(&Arc<dyn ExecutionPlan>) -> bool) -> bool {
+        ok(p) && p.children().into_iter().all(|c| all(c, ok))
+    }
+    let Some((s, e)) = aggregate.window_columns else {
+        return false;
+    };
+    let groups_ok = aggregate
+        .group
+        .iter()
+        .enumerate()
+        .all(|(i, (g, _))| i == s || i == e || !reads(g));
+    let aggregates_ok = aggregate
+        .aggregates
+        .iter()
+        .all(|a| a.expressions().iter().all(|x| !reads(x)))
+        && aggregate.filters.iter().flatten().all(|f| !reads(f));
+    groups_ok && aggregates_ok && all(below, &node_ok)
 }
 
 /// Where `window_start` and `window_end` are among the group expressions.

@@ -38,6 +38,8 @@ pub struct KeyedState {
     keys: HashMap<OwnedRow, Vec<Slot>>,
     /// Open windows, over all keys.
     open: usize,
+    /// A sliced hopping window `(slide, size)`: the slots are slices, each window merged from them.
+    hop: Option<(i64, i64)>,
 }
 
 /// The rows of one micro-batch, evaluated for the aggregate.
@@ -82,7 +84,21 @@ impl KeyedState {
             keyless,
             keys: HashMap::new(),
             open: 0,
+            hop: None,
         })
+    }
+
+    /// Empty state for a hopping window of `size` kept in slices of `slide` (see
+    /// [`super::plan::ViewPlan::slices`]): rows are fed with their slice as their window.
+    pub fn sliced(
+        aggregate: &Aggregate,
+        slide: i64,
+        size: i64,
+        input: &arrow::datatypes::Schema,
+    ) -> Result<KeyedState> {
+        let mut state = KeyedState::new(aggregate, WindowKind::Tumble { size: slide }, input)?;
+        state.hop = Some((slide, size));
+        Ok(state)
     }
 
     /// Open windows over all keys.
@@ -214,6 +230,9 @@ impl KeyedState {
         aggregate: &Aggregate,
         is_final: impl Fn(i64, i64) -> bool,
     ) -> Result<Option<RecordBatch>> {
+        if self.hop.is_some() {
+            return Err(internal("a sliced window is emitted with emit_hop"));
+        }
         let mut taken = Vec::new();
         for (key, slots) in self.keys.iter_mut() {
             let mut i = 0;
@@ -233,6 +252,86 @@ impl KeyedState {
             taken.iter_mut().map(|(k, s)| (k.row(), s)),
             false,
         )
+    }
+
+    /// A sliced hopping window's windows ending at the ends `emit` holds for, each merged from its
+    /// slices, in the aggregate's schema; then removes the slices whose every window has been emitted
+    /// (`gone` holds for the end of their last window).
+    pub fn emit_hop(
+        &mut self,
+        aggregate: &Aggregate,
+        emit: impl Fn(i64) -> bool,
+        gone: impl Fn(i64) -> bool,
+    ) -> Result<Option<RecordBatch>> {
+        let (_, size) = self.hop.ok_or_else(|| internal("not a sliced window"))?;
+        let rows = self.merged_windows(aggregate, &emit)?;
+        for slots in self.keys.values_mut() {
+            let before = slots.len();
+            slots.retain(|s| !gone(s.start + size));
+            self.open -= before - slots.len();
+        }
+        self.keys.retain(|_, s| !s.is_empty());
+        Ok(rows)
+    }
+
+    /// Per window end `e` of a sliced hopping window that `wanted` holds for, per key with slices in
+    /// `[e - size, e)`: the row of the window, its accumulators merged from copies of the slices'.
+    fn merged_windows(
+        &mut self,
+        aggregate: &Aggregate,
+        wanted: &dyn Fn(i64) -> bool,
+    ) -> Result<Option<RecordBatch>> {
+        let (slide, size) = self.hop.ok_or_else(|| internal("not a sliced window"))?;
+        let mut ends = std::collections::BTreeSet::new();
+        for s in self.keys.values().flatten() {
+            let mut e = s.end;
+            while e <= s.start + size {
+                if wanted(e) {
+                    ends.insert(e);
+                }
+                e += slide;
+            }
+        }
+        let mut windows: Vec<(arrow::row::Row<'_>, Slot)> = Vec::new();
+        for (key, slots) in self.keys.iter_mut() {
+            for &e in &ends {
+                let mut merged: Option<Slot> = None;
+                for s in slots
+                    .iter_mut()
+                    .filter(|s| s.start >= e - size && s.end <= e)
+                {
+                    let window = merged.get_or_insert(new_slot(aggregate, e - size, e, s.fed)?);
+                    for (n, acc) in s.accumulators.iter_mut().enumerate() {
+                        let state = kept_state(acc, &aggregate.aggregates[n])?;
+                        window.accumulators[n].merge_batch(&arrays(&state)?)?;
+                    }
+                }
+                if let Some(w) = merged {
+                    windows.push((key.row(), w));
+                }
+            }
+        }
+        rows_of(
+            &self.converter,
+            aggregate,
+            windows.iter_mut().map(|(k, s)| (*k, s)),
+            false,
+        )
+    }
+
+    /// The rows of every open window (evaluated, kept), in the aggregate's schema; of a sliced hopping
+    /// window, those of the windows ending where `open` holds.
+    pub fn snapshot_hop(
+        &mut self,
+        aggregate: &Aggregate,
+        open: impl Fn(i64) -> bool,
+    ) -> Result<Option<RecordBatch>> {
+        self.merged_windows(aggregate, &open)
+    }
+
+    /// Whether the slots are slices of a hopping window.
+    pub fn is_sliced(&self) -> bool {
+        self.hop.is_some()
     }
 
     /// The rows of every open window (evaluated, kept), in the aggregate's schema.

@@ -46,6 +46,14 @@ impl WindowKind {
         }
     }
 
+    /// How many windows an event belongs to (at most).
+    pub fn windows_per_event(&self) -> usize {
+        match *self {
+            WindowKind::Hop { slide, size } => ((size + slide - 1) / slide).max(1) as usize,
+            _ => 1,
+        }
+    }
+
     /// Pushes the windows `[start, end)` an event at `t` belongs to.
     pub fn assign(&self, t: i64, out: &mut Vec<(i64, i64)>) {
         match *self {
