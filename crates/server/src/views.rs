@@ -274,17 +274,21 @@ impl ViewTask {
         match opened {
             Ok(mut job) => {
                 self.jobs.set(&label, true);
-                let mut published: Option<std::time::Instant> = None;
+                let mut published: Option<(std::time::Instant, Duration)> = None;
                 while !self.stop.load(Ordering::Relaxed) && claim.hold().await {
                     match job.step(100_000).await {
                         Ok(n) => {
                             // Reading the open windows copies every accumulator's state: only when
-                            // something was read, or every few seconds (an idle partition moving the
-                            // watermark).
-                            if n > 0 || published.is_none_or(|t| t.elapsed() >= PUBLISH_IDLE_EVERY)
-                            {
+                            // something was read (and not more than a fifth of the time, for a large
+                            // state), or every few seconds (an idle partition moving the watermark).
+                            let due = published.is_none_or(|(at, took)| {
+                                let since = at.elapsed();
+                                (n > 0 && since >= took * 4) || since >= PUBLISH_IDLE_EVERY
+                            });
+                            if due {
+                                let at = std::time::Instant::now();
                                 self.publish(&mut job).await;
-                                published = Some(std::time::Instant::now());
+                                published = Some((at, at.elapsed()));
                             }
                             if n == 0 {
                                 tokio::time::sleep(STEP_EVERY).await;

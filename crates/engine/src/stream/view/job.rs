@@ -6,6 +6,8 @@
 //! from its offset, turns the records into the dataset's rows as the load does, and feeds them to the
 //! [`ViewRunner`].
 //!
+//! A step with final or late rows checkpoints; a step that only read rows checkpoints when the last
+//! checkpoint is a second old (or ten times as old as it took to write: it copies the whole state).
 //! A checkpoint `n` is the runner's state, its source offsets and watermark, written as Arrow IPC to
 //! `<lake>/<view>/_state/<version>/<n>.arrow` (a `_` folder that orphan cleanup leaves alone), with the
 //! late rows of the step beside it (`<n>.late.arrow`). Then the final rows of the step are committed to
@@ -195,7 +197,13 @@ pub struct ViewJob {
     publisher: Option<Publisher>,
     /// Per source partition, the reader's dedupe window after its last read, with the offset it is at.
     windows: Vec<Option<(u64, Vec<Vec<u8>>)>>,
+    /// When the last checkpoint was written, and how long it took.
+    checkpointed: std::time::Instant,
+    checkpoint_took: Duration,
 }
+
+/// A view that only read rows checkpoints this often (at least).
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// A partition's read: how many records, the offset after them, their rows and the reader's dedupe
 /// window there (`None`: nothing new).
@@ -263,6 +271,8 @@ impl ViewJob {
             prefetch: None,
             publisher: None,
             windows: Vec::new(),
+            checkpointed: std::time::Instant::now(),
+            checkpoint_took: Duration::ZERO,
             def,
             input,
             version,
@@ -489,8 +499,13 @@ impl ViewJob {
     /// Reads what is new in every source partition and feeds it; checkpoints when anything was read or
     /// became final. Returns the records read.
     pub async fn step(&mut self, max_records: usize) -> Result<u64> {
-        // A hopping window feeds each row to every window holding it: fewer rows per step.
-        let max_records = (max_records / self.runner.plan().window.windows_per_event()).max(1);
+        // A hopping window fed window by window takes each row once per window: fewer rows per step.
+        let plan = self.runner.plan();
+        let per_event = match plan.slices {
+            Some(_) => 1,
+            None => plan.window.windows_per_event(),
+        };
+        let max_records = (max_records / per_event).max(1);
         // Each partition is read and its records made rows on a thread of its own (most of a step's
         // work). While a partition returns full reads (catching up), the next step's reads start before
         // this step's rows are fed to the runner and checkpointed.
@@ -518,7 +533,11 @@ impl ViewJob {
         }
         let out = self.runner.advance().await?;
         self.take(out);
-        if read > 0 || !self.pending.rows.is_empty() || !self.pending.late.is_empty() {
+        // Final and late rows are committed at once; what was only read is checkpointed every second,
+        // or less often when a checkpoint takes long (it copies the whole state): a crash re-reads it.
+        let every = CHECKPOINT_EVERY.max(self.checkpoint_took * 10);
+        let due = read > 0 && self.checkpointed.elapsed() >= every;
+        if due || !self.pending.rows.is_empty() || !self.pending.late.is_empty() {
             self.checkpoint().await?;
         }
         Ok(read)
@@ -565,8 +584,17 @@ impl ViewJob {
             .collect()
     }
 
-    /// Writes checkpoint `sequence + 1` and commits the step's rows with it; see the module documentation.
+    /// Writes the next checkpoint, timed; see the module documentation.
     async fn checkpoint(&mut self) -> Result<()> {
+        let started = std::time::Instant::now();
+        self.write_checkpoint().await?;
+        self.checkpointed = std::time::Instant::now();
+        self.checkpoint_took = started.elapsed();
+        Ok(())
+    }
+
+    /// Writes checkpoint `sequence + 1` and commits the step's rows with it.
+    async fn write_checkpoint(&mut self) -> Result<()> {
         let n = self.sequence + 1;
         let (state, runner) = self.runner.checkpoint()?;
         let windows = (0..self.offsets.len())

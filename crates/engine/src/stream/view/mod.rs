@@ -448,14 +448,14 @@ impl ViewRunner {
         self.emit().await
     }
 
-    /// The view's open windows (or an updating aggregate's keys) as they stand, in its output schema.
+    /// The view's open windows (or an updating aggregate's keys) as they stand, in its output schema; of
+    /// a sliced hopping window, the newest ([`KeyedState::snapshot_hop`]).
     pub async fn live(&mut self) -> Result<Vec<RecordBatch>> {
         let (Some(state), Some(aggregate)) = (&mut self.state, &self.plan.aggregate) else {
             return Ok(Vec::new());
         };
         let rows = if state.is_sliced() {
-            let (options, w) = (&self.options, self.watermark);
-            state.snapshot_hop(aggregate, |end| !final_under(options, w, end))?
+            state.snapshot_hop(aggregate)?
         } else {
             state.snapshot(aggregate)?
         };

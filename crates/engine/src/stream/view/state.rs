@@ -319,14 +319,15 @@ impl KeyedState {
         )
     }
 
-    /// The rows of every open window (evaluated, kept), in the aggregate's schema; of a sliced hopping
-    /// window, those of the windows ending where `open` holds.
-    pub fn snapshot_hop(
-        &mut self,
-        aggregate: &Aggregate,
-        open: impl Fn(i64) -> bool,
-    ) -> Result<Option<RecordBatch>> {
-        self.merged_windows(aggregate, &open)
+    /// Of a sliced hopping window, the newest window (ending with the newest slice: the last `size` of
+    /// events), per key with slices in it, evaluated and kept, in the aggregate's schema. Its older open
+    /// windows are parts of it and are not read live (each would merge its slices again).
+    pub fn snapshot_hop(&mut self, aggregate: &Aggregate) -> Result<Option<RecordBatch>> {
+        let newest = self.keys.values().flatten().map(|s| s.end).max();
+        match newest {
+            Some(end) => self.merged_windows(aggregate, &|e| e == end),
+            None => Ok(None),
+        }
     }
 
     /// Whether the slots are slices of a hopping window.
