@@ -21,7 +21,8 @@
 #   NO_CHECK=1          skip the check
 #   NO_LATENCY=1        skip the latency part: bench/stream/latency.py posts the real lines over HTTP to
 #                       `shopstream serve` at RATE=50000 lines/s (RECORDS_PER_REQUEST=1000, LATENCY_SECONDS=20)
-#                       and times HTTP acknowledgement -> the change on a view's stream (p50, p99, max)
+#                       and times HTTP acknowledgement -> the change on a view's stream (p50, p99, max);
+#                       then again with the dashboard's default views running as well (DEFAULT_VIEWS=1)
 #   IDLE_WAIT=15        before each timed run wait up to this many seconds for the CPU to be idle (< 15% busy
 #                       over 1 s; other work on the machine, e.g. a cargo build, skews the times); the busy %
 #                       seen just before each run is kept in the results and flagged by the report
@@ -157,6 +158,11 @@ if [ -z "${NO_LATENCY:-}" ] && case " $ENGINES " in *" shopstream "*) true ;; *)
   out=$("$PY" "$HERE/latency.py" "$SHOPSTREAM" "$DATA" "$WORK" 2>>"$WORK/logs/latency.log" | grep '^{' | tail -1) \
     || { echo "stream.sh: the latency run FAILED; last lines of $WORK/logs/latency.log:" >&2
          tail -5 "$WORK/logs/latency.log" | sed 's/^/    /' >&2; LATENCY_FAILED=1; }
+  echo "  (cpu busy before: $busy%) $out"
+  echo "== latency again, with the dashboard's views running too (shopstream view defaults: two hopping windows)"
+  busy=$(wait_idle)
+  out=$(DEFAULT_VIEWS=1 "$PY" "$HERE/latency.py" "$SHOPSTREAM" "$DATA" "$WORK" 2>>"$WORK/logs/latency.log" | grep '^{' | tail -1) \
+    || { echo "stream.sh: the latency run with the default views FAILED; see $WORK/logs/latency.log" >&2; LATENCY_FAILED=1; }
   echo "  (cpu busy before: $busy%) $out"
 fi
 FAILED_RUNS=$(grep -c '"failed": true' "$RESULTS" || true)
