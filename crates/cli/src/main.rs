@@ -264,10 +264,13 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn init_logging() {
-    // delta-rs and its kernel log every file at INFO: keep them to warnings unless RUST_LOG asks.
+    // delta-rs and its kernel log every file at INFO: keep them to warnings unless RUST_LOG asks. A
+    // commit that meets another writer's and retries (then succeeds or fails with its own error) is
+    // normal between the load and the views: not a warning.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
-            "warn,deltalake=warn,delta_kernel=off,buoyant_kernel=off",
+            "warn,deltalake=warn,deltalake_core::kernel::transaction=error,delta_kernel=off,\
+             buoyant_kernel=off",
         )
     });
     tracing_subscriber::fmt()

@@ -642,10 +642,14 @@ impl ViewJob {
         self.output.1 = self
             .commit(&kind, self.output.1.clone(), &pending.rows, n)
             .await?;
-        let kind = self.late.0.clone();
-        self.late.1 = self
-            .commit(&kind, self.late.1.clone(), &pending.late, n)
-            .await?;
+        // `late_rows` is shared by every view: committed to only with late rows (a resume brings it up
+        // to the checkpoint it resumes from, from that checkpoint's file).
+        if !pending.late.is_empty() {
+            let kind = self.late.0.clone();
+            self.late.1 = self
+                .commit(&kind, self.late.1.clone(), &pending.late, n)
+                .await?;
+        }
         self.sequence = n;
         self.emitted.extend(pending.rows);
         self.prune(&store, &dir, n).await;
