@@ -283,7 +283,30 @@ pub async fn commit_adds(
     txns: Vec<Transaction>,
     metadata: HashMap<String, serde_json::Value>,
 ) -> Result<Option<u64>> {
-    if adds.is_empty() && txns.is_empty() {
+    commit(kind, table, adds, txns, metadata, false).await
+}
+
+/// As [`commit_adds`], in a commit that also removes every file the table had: its rows are replaced
+/// by the new ones at once (a view starting over within its version).
+pub async fn commit_replacing(
+    kind: &Table,
+    table: &DeltaTable,
+    adds: Vec<Add>,
+    txns: Vec<Transaction>,
+    metadata: HashMap<String, serde_json::Value>,
+) -> Result<Option<u64>> {
+    commit(kind, table, adds, txns, metadata, true).await
+}
+
+async fn commit(
+    kind: &Table,
+    table: &DeltaTable,
+    adds: Vec<Add>,
+    txns: Vec<Transaction>,
+    metadata: HashMap<String, serde_json::Value>,
+    replace: bool,
+) -> Result<Option<u64>> {
+    if adds.is_empty() && txns.is_empty() && !replace {
         return Ok(None);
     }
     let properties = CommitProperties::default()
@@ -291,13 +314,27 @@ pub async fn commit_adds(
         .with_metadata(metadata);
     let partition_by = Some(kind.partition_columns()).filter(|p| !p.is_empty());
     let operation = DeltaOperation::Write {
-        mode: SaveMode::Append,
+        mode: if replace {
+            SaveMode::Overwrite
+        } else {
+            SaveMode::Append
+        },
         partition_by,
         predicate: None,
     };
     let snapshot = table.snapshot().map_err(EngineError::delta(kind.name()))?;
+    let mut actions: Vec<Action> = Vec::new();
+    if replace {
+        actions.extend(
+            snapshot
+                .log_data()
+                .iter()
+                .map(|f| Action::Remove(f.remove_action(true))),
+        );
+    }
+    actions.extend(adds.into_iter().map(Action::Add));
     let finalized = CommitBuilder::from(properties)
-        .with_actions(adds.into_iter().map(Action::Add).collect())
+        .with_actions(actions)
         .build(Some(snapshot), table.log_store(), operation)
         .await
         .map_err(EngineError::delta(kind.name()))?;

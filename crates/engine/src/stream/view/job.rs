@@ -37,11 +37,11 @@ use shopstream_log::TopicLog;
 
 use super::plan::ViewPlan;
 use super::publish::Publisher;
-use super::table_source::TableFeed;
+use super::table_source::{FeedRead, TableFeed};
 use super::{Output, RunnerMeta, ViewOptions, ViewRunner};
 use crate::error::{EngineError, Result};
 use crate::lake::{Lake, Table};
-use crate::sink::{TableSink, WriteOptions, commit_adds};
+use crate::sink::{TableSink, WriteOptions, commit_adds, commit_replacing};
 use crate::stream::dedupe::{hex, unhex};
 use crate::stream::topic_load::{loaded_offset, txn_app_id};
 
@@ -200,6 +200,10 @@ pub struct ViewJob {
     /// When the last checkpoint was written, and how long it took.
     checkpointed: std::time::Instant,
     checkpoint_took: Duration,
+    /// The shop's time zone.
+    timezone: chrono_tz::Tz,
+    /// The next checkpoint replaces the view's rows (it started over).
+    replace_rows: bool,
 }
 
 /// A view that only read rows checkpoints this often (at least).
@@ -273,6 +277,8 @@ impl ViewJob {
             windows: Vec::new(),
             checkpointed: std::time::Instant::now(),
             checkpoint_took: Duration::ZERO,
+            timezone,
+            replace_rows: false,
             def,
             input,
             version,
@@ -392,12 +398,14 @@ impl ViewJob {
         self.publish().await
     }
 
-    /// Sends the final rows of the committed checkpoints not sent yet to the output topic.
+    /// Sends the final rows of the committed checkpoints not sent yet to the output topic; a failure is
+    /// logged, and what was not sent is sent at the next checkpoint (the view goes on meanwhile).
     async fn publish(&self) -> Result<()> {
-        if let Some(p) = &self.publisher {
-            p.publish(self.sequence)
-                .await
-                .map_err(|e| failed(&self.def.name, &format!("topic `{}`", p.topic()), e))?;
+        if let Some(p) = &self.publisher
+            && let Err(e) = p.publish(self.sequence).await
+        {
+            let topic = p.topic();
+            tracing::warn!(view = %self.def.name, "sending to topic `{topic}` (retried at the next checkpoint): {e}");
         }
         Ok(())
     }
@@ -416,15 +424,7 @@ impl ViewJob {
         self.output.1 = table;
         let source = match &self.input {
             Input::Log(source) => source.clone(),
-            Input::View(feed) => {
-                // The source view's rows at its latest version, then its commits after it.
-                let (kind, table) = (feed.kind().clone(), feed.table().await?);
-                self.offsets = vec![table.version().unwrap_or(0) + 1];
-                self.feed_snapshot(&kind, &table).await?;
-                self.runner.forget_partition(BACKFILL);
-                self.runner.expect_partitions(0..1);
-                return self.checkpoint().await;
-            }
+            Input::View(_) => return self.backfill_view().await,
         };
         let kind = Table::of_dataset(&source.dataset);
         let topic = source.topic.clone();
@@ -512,9 +512,13 @@ impl ViewJob {
         let fetched = match &self.input {
             Input::Log(_) => self.read_log(max_records).await?,
             Input::View(feed) => match feed.read(self.offsets[0], 100).await? {
-                Some((rows, next)) => {
+                Some(FeedRead::Rows(rows, next)) => {
                     let rows = arrow::compute::concat_batches(&feed.kind().schema(), &rows)?;
                     vec![Some((rows.num_rows() as u64, next, rows, None))]
+                }
+                Some(FeedRead::Restart(why)) => {
+                    self.start_over(&why).await?;
+                    return Ok(1);
                 }
                 None => vec![None],
             },
@@ -541,6 +545,59 @@ impl ViewJob {
             self.checkpoint().await?;
         }
         Ok(read)
+    }
+
+    /// A view over a view that cannot read on (its source was replaced, or it fell behind a cleanup):
+    /// its state starts over from the source's rows now, and the next checkpoint's commit replaces the
+    /// view's rows with the new ones (a crash before it resumes from the last checkpoint, as before).
+    async fn start_over(&mut self, why: &str) -> Result<()> {
+        tracing::warn!(view = %self.def.name, "{why}: starting over from its source's rows now");
+        let Input::View(feed) = &self.input else {
+            return Err(failed(
+                &self.def.name,
+                "starting over",
+                "not a view over a view",
+            ));
+        };
+        let source = feed.kind().name().to_string();
+        let feed = TableFeed::open(&self.lake, &source).await?.ok_or_else(|| {
+            failed(
+                &self.def.name,
+                "its source",
+                format!("view `{source}` has no table"),
+            )
+        })?;
+        let schema = feed.kind().schema();
+        let plan = ViewPlan::new(&self.def.name, &self.def.sql, move |n| {
+            (n == source).then(|| schema.clone())
+        })
+        .await?;
+        if plan.output_schema.fields() != self.runner.plan().output_schema.fields() {
+            return Err(failed(
+                &self.def.name,
+                "its source's columns changed",
+                "create the view again (shopstream view create) to give it its new columns",
+            ));
+        }
+        self.runner = ViewRunner::new(plan, self.def.options(self.timezone))?;
+        self.input = Input::View(feed);
+        self.pending = Output::default();
+        self.emitted.clear();
+        self.replace_rows = true;
+        self.backfill_view().await
+    }
+
+    /// Feeds the source view's rows at its latest version, then goes on from its commits after it.
+    async fn backfill_view(&mut self) -> Result<()> {
+        let Input::View(feed) = &self.input else {
+            return Ok(());
+        };
+        let (kind, table) = (feed.kind().clone(), feed.table().await?);
+        self.offsets = vec![table.version().unwrap_or(0) + 1];
+        self.feed_snapshot(&kind, &table).await?;
+        self.runner.forget_partition(BACKFILL);
+        self.runner.expect_partitions(0..1);
+        self.checkpoint().await
     }
 
     /// Reads every partition of the source's log; see [`ViewJob::step`].
@@ -628,12 +685,15 @@ impl ViewJob {
         )
         .await?;
         let pending = std::mem::take(&mut self.pending);
-        if !pending.late.is_empty() {
-            put(
-                dir.clone().join(format!("{n:020}.late.arrow").as_str()),
-                write_batches(&pending.late)?,
-            )
-            .await?;
+        let late_file = dir.clone().join(format!("{n:020}.late.arrow").as_str());
+        if pending.late.is_empty() {
+            // What an earlier attempt at checkpoint `n` (killed before its commit) left is not this one's.
+            match store.delete(&late_file).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(failed(&name, "removing stale late rows", e)),
+            }
+        } else {
+            put(late_file, write_batches(&pending.late)?).await?;
         }
         if let Some(p) = &self.publisher {
             p.stage(n, &pending.rows).await?;
@@ -642,6 +702,7 @@ impl ViewJob {
         self.output.1 = self
             .commit(&kind, self.output.1.clone(), &pending.rows, n)
             .await?;
+        self.replace_rows = false;
         // `late_rows` is shared by every view: committed to only with late rows (a resume brings it up
         // to the checkpoint it resumes from, from that checkpoint's file).
         if !pending.late.is_empty() {
@@ -673,14 +734,12 @@ impl ViewJob {
             "shopstream.view".to_string(),
             serde_json::Value::String(self.def.name.clone()),
         )]);
-        commit_adds(
-            kind,
-            &table,
-            adds,
-            vec![Transaction::new(self.app.clone(), n as i64)],
-            meta,
-        )
-        .await?;
+        let txns = vec![Transaction::new(self.app.clone(), n as i64)];
+        if self.replace_rows && kind.name() == self.output.0.name() {
+            commit_replacing(kind, &table, adds, txns, meta).await?;
+        } else {
+            commit_adds(kind, &table, adds, txns, meta).await?;
+        }
         table
             .update_state()
             .await

@@ -422,6 +422,9 @@ impl ViewRunner {
         let Some(w) = self.watermark else {
             return Ok(out);
         };
+        if state.is_sliced() && self.emitted_under == Some(w) {
+            return Ok(out); // the watermark did not move: no window became final
+        }
         let (before, options) = (self.emitted_under, &self.options);
         self.emitted_under = Some(w);
         let now = |end| final_under(options, Some(w), end);

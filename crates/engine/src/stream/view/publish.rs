@@ -4,7 +4,10 @@
 //! Delivery is **at-least-once with a dedupe key**. Before checkpoint `n` is committed, its final rows
 //! are written beside it as `<n>.out.arrow`; once the commit is in, they are appended to the topic, one
 //! JSON object per row, keyed `<view>:<version>:<n>:<i>` (the checkpoint and the row's place in it), and
-//! `published.json` records `n`. On start the view sends every staged checkpoint after the recorded one
+//! `published.json` records `n`. Appends hold up to 1,000 rows and 256 KiB: on the embedded log each row
+//! is a record with its own key; on Kafka an append is one message, the rows as NDJSON, keyed by its
+//! first row's key (the same message each time it is sent again). A failed send is retried at the next
+//! checkpoint. On start the view sends every staged checkpoint after the recorded one
 //! up to the one its table names, then deletes their files. A crash after the append and before the
 //! record sends those rows again with the same keys: a consumer that keeps the keys it has seen (or a
 //! compacted topic) sees each window once. Transactions with the checkpoint (exactly-once into Kafka)
@@ -19,6 +22,11 @@ use serde::{Deserialize, Serialize};
 use shopstream_log::{NewRecord, TopicLog};
 
 use crate::error::{EngineError, Result};
+
+/// Most rows in one append.
+const APPEND_ROWS: usize = 1000;
+/// Most bytes in one append (under Kafka's default message size of 1 MB).
+const APPEND_BYTES: usize = 256 << 10;
 
 /// The suffix of a checkpoint's staged final rows.
 pub(super) const STAGED: &str = ".out.arrow";
@@ -74,10 +82,14 @@ impl Publisher {
         self.dir.clone().join("published.json")
     }
 
-    /// Writes checkpoint `n`'s final rows beside it, before its commit.
+    /// Writes checkpoint `n`'s final rows beside it, before its commit; with none, removes what an
+    /// earlier attempt at checkpoint `n` (killed before its commit) staged, so it is never sent.
     pub async fn stage(&self, n: u64, rows: &[RecordBatch]) -> Result<()> {
         if rows.iter().all(|b| b.num_rows() == 0) {
-            return Ok(());
+            return match self.store.delete(&self.staged(n)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(failed("removing stale rows", e)),
+            };
         }
         let body = super::job::write_batches(rows)?;
         self.store
@@ -149,7 +161,9 @@ impl Publisher {
             .collect())
     }
 
-    /// Appends checkpoint `n`'s rows to the topic, each keyed by its place.
+    /// Appends checkpoint `n`'s rows to the topic, each keyed by its place, in appends of at most
+    /// [`APPEND_ROWS`] rows and [`APPEND_BYTES`] bytes (on Kafka an append is one message: NDJSON, keyed
+    /// by its first row's key).
     async fn send(&self, n: u64, rows: &[RecordBatch]) -> Result<u64> {
         let mut records = Vec::new();
         for object in json_objects(rows)? {
@@ -163,16 +177,24 @@ impl Publisher {
         let count = records.len() as u64;
         let topic = self.topic.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {
-            let mut by_partition: std::collections::BTreeMap<u32, Vec<NewRecord>> =
-                Default::default();
-            for r in records {
-                let p = topic.partition_for_key(r.key.as_deref().unwrap_or_default());
-                by_partition.entry(p).or_default().push(r);
-            }
-            for (p, records) in by_partition {
-                topic
-                    .append(p, &records)
-                    .map_err(|e| failed(&format!("appending to `{}`", topic.name()), e))?;
+            let mut chunk: Vec<NewRecord> = Vec::new();
+            let mut bytes = 0;
+            let mut records = records.into_iter().peekable();
+            while let Some(r) = records.next() {
+                bytes += r.value.len() + 1;
+                chunk.push(r);
+                let full = chunk.len() >= APPEND_ROWS
+                    || records
+                        .peek()
+                        .is_some_and(|next| bytes + next.value.len() > APPEND_BYTES);
+                if full || records.peek().is_none() {
+                    let p = topic.partition_for_key(chunk[0].key.as_deref().unwrap_or_default());
+                    topic
+                        .append(p, &chunk)
+                        .map_err(|e| failed(&format!("appending to `{}`", topic.name()), e))?;
+                    chunk.clear();
+                    bytes = 0;
+                }
             }
             Ok(())
         })

@@ -5,8 +5,9 @@
 //! name (the source view's final windows, committed once each with its checkpoint), as Delta's own
 //! streaming source does; rewrites without a data change (compaction) are skipped. A commit that
 //! removes rows with a data change means the source view was replaced (a new version recomputes its
-//! rows): the reader stops with [`EngineError::View`] and the view that reads it starts over with a new
-//! version of its own ([`super::job::ViewJob`] puts the source view's version in its own).
+//! rows), and a data file gone means the reader fell behind a compaction and its cleanup: either way
+//! the read says [`FeedRead::Restart`], and the view reading it starts over from the source's rows
+//! as they are then, replacing its own rows in the commit of its next checkpoint.
 
 use arrow::array::RecordBatch;
 use object_store::ObjectStoreExt;
@@ -15,6 +16,14 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::error::{EngineError, Result};
 use crate::lake::{Lake, Table};
+
+/// What a read of the commits found.
+pub enum FeedRead {
+    /// The rows the commits added, and the version after them.
+    Rows(Vec<RecordBatch>, u64),
+    /// The reader cannot go on from where it is (why): it starts over.
+    Restart(String),
+}
 
 /// The commits of a view's table; see the module documentation.
 pub struct TableFeed {
@@ -68,13 +77,9 @@ impl TableFeed {
         Ok(self.table().await?.version().unwrap_or(0))
     }
 
-    /// The rows the commits from version `from` add (at most `max_commits` commits), and the version
-    /// after them; `None` when there is no newer commit.
-    pub async fn read(
-        &self,
-        from: u64,
-        max_commits: u64,
-    ) -> Result<Option<(Vec<RecordBatch>, u64)>> {
+    /// What the commits from version `from` add (at most `max_commits` commits); `None` when there is
+    /// no newer commit.
+    pub async fn read(&self, from: u64, max_commits: u64) -> Result<Option<FeedRead>> {
         let latest = self.latest().await?;
         if from > latest {
             return Ok(None);
@@ -82,15 +87,25 @@ impl TableFeed {
         let to = latest.min(from + max_commits.max(1) - 1);
         let mut rows = Vec::new();
         for version in from..=to {
-            for path in self.added(version).await? {
-                rows.extend(self.parquet(&path).await?);
+            let Some(files) = self.added(version).await? else {
+                let why = format!("commit {version} of `{}` removes rows", self.kind.name());
+                return Ok(Some(FeedRead::Restart(why)));
+            };
+            for path in files {
+                match self.parquet(&path).await? {
+                    Some(batches) => rows.extend(batches),
+                    None => {
+                        let why = format!("{path} is gone (compacted and cleaned up)");
+                        return Ok(Some(FeedRead::Restart(why)));
+                    }
+                }
             }
         }
-        Ok(Some((rows, to + 1)))
+        Ok(Some(FeedRead::Rows(rows, to + 1)))
     }
 
-    /// The data files commit `version` adds with a data change.
-    async fn added(&self, version: u64) -> Result<Vec<StorePath>> {
+    /// The data files commit `version` adds with a data change; `None` when it removes rows with one.
+    async fn added(&self, version: u64) -> Result<Option<Vec<StorePath>>> {
         let name = self.kind.name();
         let at = self
             .dir
@@ -104,13 +119,7 @@ impl TableFeed {
                 .map_err(|e| failed(name, &format!("commit {version}"), e))?;
             let changes = |a: &serde_json::Value| a["dataChange"].as_bool().unwrap_or(true);
             if action.get("remove").is_some_and(changes) {
-                return Err(failed(
-                    name,
-                    "the source view was replaced",
-                    format!(
-                        "commit {version} removes rows; a view over it starts over with a new version"
-                    ),
-                ));
+                return Ok(None);
             }
             if let Some(add) = action.get("add").filter(|a| changes(a))
                 && let Some(path) = add["path"].as_str()
@@ -120,7 +129,7 @@ impl TableFeed {
                 files.push(file);
             }
         }
-        Ok(files)
+        Ok(Some(files))
     }
 
     async fn get(&self, at: &StorePath) -> Result<bytes::Bytes> {
@@ -134,13 +143,23 @@ impl TableFeed {
             .map_err(|e| failed(name, &format!("reading {at}"), e))
     }
 
-    /// The rows of one data file, in the table's schema.
-    async fn parquet(&self, at: &StorePath) -> Result<Vec<RecordBatch>> {
-        let bytes = self.get(at).await?;
+    /// The rows of one data file, in the table's schema; `None` when the file is gone.
+    async fn parquet(&self, at: &StorePath) -> Result<Option<Vec<RecordBatch>>> {
+        let bytes = match self.store.get(at).await {
+            Ok(got) => got
+                .bytes()
+                .await
+                .map_err(|e| failed(self.kind.name(), &format!("reading {at}"), e))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(failed(self.kind.name(), &format!("reading {at}"), e)),
+        };
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
             .and_then(|b| b.build())
             .map_err(|e| failed(self.kind.name(), &format!("reading {at}"), e))?;
         let schema = self.kind.schema();
-        reader.map(|b| super::job::conform(&b?, &schema)).collect()
+        reader
+            .map(|b| super::job::conform(&b?, &schema))
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
     }
 }
