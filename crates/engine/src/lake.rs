@@ -386,9 +386,36 @@ impl Lake {
         if let Some(t) = self.open(kind).await?
             && !crate::migrate::schema_changes(kind, &t)?.is_empty()
         {
-            return crate::migrate::replace(kind, t).await;
+            if !gains_timestamps(kind, &t)? {
+                return crate::migrate::replace(kind, t).await;
+            }
+            // Made without timestamp columns, its protocol lacks the feature they need: made anew.
+            self.remove_table(kind).await?;
         }
         self.open_or_create(kind).await
+    }
+
+    /// Deletes a table's folder: its log and files.
+    async fn remove_table(&self, kind: &Table) -> Result<()> {
+        use futures::TryStreamExt;
+        use object_store::ObjectStoreExt;
+        let (store, root) = self.object_store()?;
+        let folder = root.join(kind.name());
+        let inside: Vec<_> = store
+            .list(Some(&folder))
+            .try_collect()
+            .await
+            .map_err(|e| EngineError::Internal(format!("listing `{}`: {e}", kind.name())))?;
+        for meta in inside {
+            store
+                .delete(&meta.location)
+                .await
+                .map_err(|e| EngineError::Internal(format!("removing `{}`: {e}", kind.name())))?;
+        }
+        if let Some(dir) = self.local_dir() {
+            let _ = std::fs::remove_dir_all(dir.join(kind.name()));
+        }
+        Ok(())
     }
 
     /// Opens a table to write to, creating it (empty, with its schema and partitioning) if it does not
@@ -592,4 +619,20 @@ impl Lake {
     pub fn storage_options(&self) -> HashMap<String, String> {
         (*self.options).clone()
     }
+}
+
+/// Whether `kind` has timestamp (without time zone) columns and `table` has none.
+fn gains_timestamps(kind: &Table, table: &DeltaTable) -> Result<bool> {
+    let wants = kind.schema().fields().iter().any(|f| {
+        matches!(
+            f.data_type(),
+            arrow::datatypes::DataType::Timestamp(_, None)
+        )
+    });
+    let snapshot = table.snapshot().map_err(EngineError::delta(kind.name()))?;
+    let has = snapshot
+        .schema()
+        .fields()
+        .any(|f| *f.data_type() == deltalake::kernel::DataType::TIMESTAMP_NTZ);
+    Ok(wants && !has)
 }

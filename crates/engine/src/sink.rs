@@ -283,22 +283,12 @@ pub async fn commit_adds(
     txns: Vec<Transaction>,
     metadata: HashMap<String, serde_json::Value>,
 ) -> Result<Option<u64>> {
-    commit(kind, table, adds, txns, metadata, false).await
+    commit_files(kind, table, adds, txns, metadata, false).await
 }
 
-/// As [`commit_adds`], in a commit that also removes every file the table had: its rows are replaced
-/// by the new ones at once (a view starting over within its version).
-pub async fn commit_replacing(
-    kind: &Table,
-    table: &DeltaTable,
-    adds: Vec<Add>,
-    txns: Vec<Transaction>,
-    metadata: HashMap<String, serde_json::Value>,
-) -> Result<Option<u64>> {
-    commit(kind, table, adds, txns, metadata, true).await
-}
-
-async fn commit(
+/// As [`commit_adds`]; with `replace`, the commit also removes every file the table had: its rows are
+/// replaced by the new ones at once (a view starting over within its version).
+pub async fn commit_files(
     kind: &Table,
     table: &DeltaTable,
     adds: Vec<Add>,

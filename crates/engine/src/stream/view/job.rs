@@ -41,7 +41,7 @@ use super::table_source::{FeedRead, TableFeed};
 use super::{Output, RunnerMeta, ViewOptions, ViewRunner};
 use crate::error::{EngineError, Result};
 use crate::lake::{Lake, Table};
-use crate::sink::{TableSink, WriteOptions, commit_adds, commit_replacing};
+use crate::sink::{TableSink, WriteOptions, commit_files};
 use crate::stream::dedupe::{hex, unhex};
 use crate::stream::topic_load::{loaded_offset, txn_app_id};
 
@@ -107,12 +107,7 @@ impl ViewDef {
             ..self.clone()
         })
         .expect("a view serializes");
-        // FNV-1a: stable across releases and platforms (unlike std's hasher).
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in text.bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        format!("{h:016x}")
+        format!("{:016x}", fnv(&text))
     }
 
     /// Its settings for the runner, in `timezone`.
@@ -262,6 +257,12 @@ impl ViewJob {
         );
         let late_kind = Table::late_rows();
         let late = (late_kind.clone(), lake.open_or_create(&late_kind).await?);
+        // The columns it writes are part of its version: the same SQL over a source whose columns
+        // changed (`SELECT *`, a wider type) starts over into a table of its new columns.
+        let version = format!(
+            "{version}.{:08x}",
+            fnv(&format!("{:?}", plan.output_schema.fields())) as u32
+        );
         let runner = ViewRunner::new(plan, def.options(timezone))?;
         let app = format!("shopstream.view.{}.{}", def.name, version);
         let mut job = ViewJob {
@@ -735,11 +736,8 @@ impl ViewJob {
             serde_json::Value::String(self.def.name.clone()),
         )]);
         let txns = vec![Transaction::new(self.app.clone(), n as i64)];
-        if self.replace_rows && kind.name() == self.output.0.name() {
-            commit_replacing(kind, &table, adds, txns, meta).await?;
-        } else {
-            commit_adds(kind, &table, adds, txns, meta).await?;
-        }
+        let replace = self.replace_rows && kind.name() == self.output.0.name();
+        commit_files(kind, &table, adds, txns, meta, replace).await?;
         table
             .update_state()
             .await
@@ -930,4 +928,13 @@ async fn open_input(
             Ok((Input::View(feed), timezone, version))
         }
     }
+}
+
+/// FNV-1a of `text`: stable across releases and platforms (unlike std's hasher).
+fn fnv(text: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
