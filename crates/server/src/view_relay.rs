@@ -3,7 +3,9 @@
 //! dashboard's request may reach any of them. The worker running view `v` is the live one whose
 //! heartbeat lists the job `view v`; the request is sent on to its heartbeat address (`[server]
 //! advertise`, or where it listens) with the caller's `Authorization`, and its events are passed
-//! through as they come. A relayed request is never relayed again.
+//! through as they come (the owner has 5 s to answer). A relayed request is never relayed again. A
+//! stream ends when its view stops running on the worker serving it, so its client reconnects to where
+//! the view runs next.
 
 use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -60,7 +62,16 @@ pub(crate) async fn relay(
     }
 }
 
+/// How long the owner has to accept the connection and answer with its stream's headers.
+const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn forward(name: &str, http: &str, auth: Option<&HeaderValue>) -> Result<Response, String> {
+    tokio::time::timeout(ANSWER_WITHIN, connect(name, http, auth))
+        .await
+        .map_err(|_| format!("no answer within {} s", ANSWER_WITHIN.as_secs()))?
+}
+
+async fn connect(name: &str, http: &str, auth: Option<&HeaderValue>) -> Result<Response, String> {
     let stream = tokio::net::TcpStream::connect(http)
         .await
         .map_err(|e| e.to_string())?;

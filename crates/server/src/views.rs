@@ -301,6 +301,8 @@ impl ViewTask {
                     }
                 }
                 self.jobs.set(&label, false);
+                // Streams of it from this worker end; their clients reconnect to where it runs next.
+                self.changes.send_replace(Arc::new(String::new()));
             }
             Err(e) => tracing::warn!(view = %self.def.name, "{e}"),
         }
@@ -406,6 +408,10 @@ pub(crate) async fn stream(
     let events = futures::stream::unfold(rx, |mut rx| async move {
         rx.changed().await.ok()?;
         let data = rx.borrow_and_update().clone();
+        // Empty: the view stopped running here (it moved to another worker); the client reconnects.
+        if data.is_empty() {
+            return None;
+        }
         let event = Event::default().event("update").data(data.as_str());
         Some((Ok::<_, std::convert::Infallible>(event), rx))
     });
