@@ -20,7 +20,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
@@ -371,9 +370,16 @@ impl ViewJob {
         self.runner.restore(state.as_ref(), meta.runner)?;
         self.runner.expect_partitions(0..meta.offsets.len() as u32);
         if let Input::Log(source) = &self.input {
+            self.windows = vec![None; meta.offsets.len()];
             for (p, keys) in meta.windows.into_iter().enumerate() {
-                if let Some(keys) = keys.and_then(|k| k.iter().map(|k| unhex(k)).collect()) {
-                    source.topic.restore_window(p as u32, meta.offsets[p], keys);
+                if let Some(keys) =
+                    keys.and_then(|k| k.iter().map(|k| unhex(k)).collect::<Option<Vec<_>>>())
+                {
+                    source
+                        .topic
+                        .restore_window(p as u32, meta.offsets[p], keys.clone());
+                    // Kept for the next checkpoint too, should the partition stay silent until then.
+                    self.windows[p] = Some((meta.offsets[p], keys));
                 }
             }
         }
@@ -768,21 +774,6 @@ impl ViewJob {
                 let _ = store.delete(&meta.location).await;
             }
         }
-    }
-
-    /// Runs until `stop`: a step every `every` (at once again while there is more to read).
-    pub async fn run(mut self, stop: Arc<AtomicBool>, every: Duration) -> Result<()> {
-        while !stop.load(Ordering::Relaxed) {
-            match self.step(100_000).await {
-                Ok(0) => tokio::time::sleep(every).await,
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(view = %self.def.name, "{e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
-        Ok(())
     }
 }
 
