@@ -19,7 +19,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use shopstream_kafka::loopback::{Broker, SecureBroker};
 
 use crate::live::{batch, start, start_with_env, status};
-use crate::stdout;
+use crate::{stdout, wait_until};
 
 /// A config for workers sharing `lake` over the brokers at `brokers`.
 fn config(dir: &Path, lake: &Path, brokers: &str, extra: &str) -> std::path::PathBuf {
@@ -135,14 +135,6 @@ fn owned(url: &str) -> Vec<u64> {
         .iter()
         .map(|p| p["partition"].as_u64().unwrap())
         .collect()
-}
-
-fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]

@@ -23,6 +23,15 @@ pub fn shopstream(data_dir: &Path) -> Command {
     c
 }
 
+/// Waits (up to 2 minutes) until `ok` holds; fails the test with `what` otherwise.
+pub fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !ok() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 pub fn run(data_dir: &Path, args: &[&str]) -> Output {
     shopstream(data_dir)
         .args(args)

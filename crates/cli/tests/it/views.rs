@@ -6,10 +6,10 @@
 //! and the minute view's output topic holds each of its final rows under one key.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::live::{start, status};
-use crate::{run, stderr, stdout};
+use crate::{run, stderr, stdout, wait_until};
 
 const VIEW: &str = "SELECT window_start, window_end, country, sum(line_revenue) AS revenue, \
      count(DISTINCT invoice_no) AS orders, count(*) AS lines \
@@ -66,14 +66,6 @@ fn figures_of(url: &str, name: &str) -> Option<serde_json::Value> {
         .iter()
         .find(|v| v["name"] == name)
         .cloned()
-}
-
-fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// A data folder with the lines of 2010-12-01 loaded from their file.

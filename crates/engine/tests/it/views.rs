@@ -12,6 +12,8 @@ use std::time::Duration;
 use arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::util::display::array_value_to_string;
+use shopstream_engine::load::WriteOptions;
+use shopstream_engine::stream::view::job::{ViewDef, ViewInput, ViewJob, ViewSource};
 use shopstream_engine::stream::view::plan::ViewPlan;
 use shopstream_engine::stream::view::{ViewOptions, ViewRunner};
 use shopstream_engine::{Catalog, Lake};
@@ -468,6 +470,41 @@ async fn what_a_view_cannot_run_is_refused_with_the_reason() {
     }
 }
 
+/// A scratch folder with a lake (`lake/`) and an embedded log (`log/`) whose `orders` topic has
+/// `partitions`; and the backbone, for other topics.
+fn lake_and_log(
+    partitions: u32,
+) -> (
+    tempfile::TempDir,
+    Lake,
+    Arc<dyn shopstream_log::Backbone>,
+    Arc<dyn shopstream_log::TopicLog>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::local(&dir.path().join("lake")).unwrap();
+    let (log, _) = shopstream_log::Log::open(&dir.path().join("log")).unwrap();
+    let backbone = shopstream_log::Embedded::shared(log);
+    let topic = backbone.create_topic("orders", partitions).unwrap();
+    (dir, lake, backbone, topic)
+}
+
+/// The view source of the `orders` records on `topic`, in UTC.
+fn orders_on(topic: Arc<dyn shopstream_log::TopicLog>) -> ViewSource {
+    ViewSource {
+        topic,
+        dataset: shopstream_ingest::Dataset::orders(),
+        mapping: None,
+        timezone: chrono_tz::Tz::UTC,
+    }
+}
+
+/// View `def` over the `orders` records on `topic`, opened (resumed, or backfilled from the lake).
+async fn open_view(lake: &Lake, def: ViewDef, topic: Arc<dyn shopstream_log::TopicLog>) -> ViewJob {
+    ViewJob::open(lake, def, orders_on(topic), WriteOptions::default())
+        .await
+        .unwrap()
+}
+
 /// Appends the lines of the Online Retail day files `days` to `topic` as requests of 50 envelopes,
 /// partitions taking turns, in file order; returns how many.
 fn append_days(topic: &dyn shopstream_log::TopicLog, days: &[&str]) -> usize {
@@ -512,30 +549,14 @@ fn append_days(topic: &dyn shopstream_log::TopicLog, days: &[&str]) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_view_backfills_from_the_lake_continues_from_the_log_and_resumes_after_a_crash_exactly_once()
  {
-    use shopstream_engine::load::WriteOptions;
     use shopstream_engine::stream::topic_load::{TopicLoadConfig, TopicLoader};
-    use shopstream_engine::stream::view::job::{ViewDef, ViewJob, ViewSource};
-    use shopstream_ingest::Dataset;
-    use shopstream_log::{Embedded, Log};
 
-    let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::local(&dir.path().join("lake")).unwrap();
+    let (_dir, lake, _, topic) = lake_and_log(2);
     // Day 1 was loaded from its file before the view existed: the view backfills it from the lake.
     let day1 = testdata("../../shared/data/online-retail/by-day/2010-12-01.csv");
     load(&lake, &[day1], Vec::new()).await;
-    let (log, _) = Log::open(&dir.path().join("log")).unwrap();
-    let backbone = Embedded::shared(log);
-    let topic = backbone.create_topic("orders", 2).unwrap();
-    let source = || ViewSource {
-        topic: topic.clone(),
-        dataset: Dataset::orders(),
-        mapping: None,
-        timezone: chrono_tz::Tz::UTC,
-    };
     let def = ViewDef::new("revenue_per_minute", REVENUE_PER_MINUTE);
-    let mut job = ViewJob::open(&lake, def.clone(), source(), WriteOptions::default())
-        .await
-        .unwrap();
+    let mut job = open_view(&lake, def.clone(), topic.clone()).await;
     // Days 2 and 3 arrive live, through the log.
     let live = append_days(topic.as_ref(), &["2010-12-02", "2010-12-03"]);
     assert!(live > 3000);
@@ -546,9 +567,7 @@ async fn a_view_backfills_from_the_lake_continues_from_the_log_and_resumes_after
     }
     drop(job);
     // Restarted: it resumes from its last checkpoint and reads the rest.
-    let mut job = ViewJob::open(&lake, def.clone(), source(), WriteOptions::default())
-        .await
-        .unwrap();
+    let mut job = open_view(&lake, def.clone(), topic.clone()).await;
     while job.step(1000).await.unwrap() > 0 {}
     let watermark = job.runner().watermark().unwrap();
     assert!(job.runner().counters().late_rows == 0);
@@ -573,9 +592,7 @@ async fn a_view_backfills_from_the_lake_continues_from_the_log_and_resumes_after
     // A changed view is a new version: its state starts over, and the old version's rows are replaced.
     let mut changed = def.clone();
     changed.lateness_s = 1;
-    let mut job = ViewJob::open(&lake, changed, source(), WriteOptions::default())
-        .await
-        .unwrap();
+    let mut job = open_view(&lake, changed, topic.clone()).await;
     while job.step(1000).await.unwrap() > 0 {}
     let watermark = job.runner().watermark().unwrap();
     drop(job);
@@ -674,23 +691,9 @@ impl shopstream_log::TopicLog for TestTopic {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_views_final_rows_reach_its_topic_at_least_once_each_keyed_for_dedupe() {
-    use shopstream_engine::load::WriteOptions;
-    use shopstream_engine::stream::view::job::{ViewDef, ViewInput, ViewJob, ViewSource};
-    use shopstream_ingest::Dataset;
-    use shopstream_log::{Embedded, Log};
-
-    let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::local(&dir.path().join("lake")).unwrap();
-    let (log, _) = Log::open(&dir.path().join("log")).unwrap();
-    let backbone = Embedded::shared(log);
-    let topic = backbone.create_topic("orders", 2).unwrap();
+    let (_dir, lake, backbone, topic) = lake_and_log(2);
     let out = backbone.create_topic("rpm", 2).unwrap();
-    let source = ViewSource {
-        topic: topic.clone(),
-        dataset: Dataset::orders(),
-        mapping: None,
-        timezone: chrono_tz::Tz::UTC,
-    };
+    let source = orders_on(topic.clone());
     let mut def = ViewDef::new("revenue_per_minute", REVENUE_PER_MINUTE);
     def.topic = Some("rpm".into());
     assert_eq!(
@@ -771,17 +774,9 @@ async fn a_views_final_rows_reach_its_topic_at_least_once_each_keyed_for_dedupe(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_view_over_a_view_reads_its_commits_once_and_starts_over_when_its_source_is_replaced() {
-    use shopstream_engine::load::WriteOptions;
     use shopstream_engine::stream::view::defs;
-    use shopstream_engine::stream::view::job::{ViewDef, ViewInput, ViewJob, ViewSource};
-    use shopstream_ingest::Dataset;
-    use shopstream_log::{Embedded, Log};
 
-    let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::local(&dir.path().join("lake")).unwrap();
-    let (log, _) = Log::open(&dir.path().join("log")).unwrap();
-    let backbone = Embedded::shared(log);
-    let topic = backbone.create_topic("orders", 2).unwrap();
+    let (_dir, lake, _, topic) = lake_and_log(2);
     append_days(topic.as_ref(), &["2010-12-01", "2010-12-02"]);
     let minute = ViewDef::new("revenue_per_minute", REVENUE_PER_MINUTE);
     let hour = ViewDef::new(
@@ -794,20 +789,7 @@ async fn a_view_over_a_view_reads_its_commits_once_and_starts_over_when_its_sour
     defs::save(&lake, &hour)
         .await
         .expect("a view over a view is planned");
-    let upstream = |def: ViewDef| {
-        let source = ViewSource {
-            topic: topic.clone(),
-            dataset: Dataset::orders(),
-            mapping: None,
-            timezone: chrono_tz::Tz::UTC,
-        };
-        let lake = lake.clone();
-        async move {
-            ViewJob::open(&lake, def, source, WriteOptions::default())
-                .await
-                .unwrap()
-        }
-    };
+    let upstream = |def: ViewDef| open_view(&lake, def, topic.clone());
     let downstream = || {
         let (lake, def) = (lake.clone(), hour.clone());
         let input = ViewInput::View {
@@ -892,30 +874,13 @@ async fn a_view_over_a_view_reads_its_commits_once_and_starts_over_when_its_sour
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_version_with_other_columns_replaces_the_views_table() {
-    use shopstream_engine::load::WriteOptions;
-    use shopstream_engine::stream::view::job::{ViewDef, ViewJob, ViewSource};
-    use shopstream_ingest::Dataset;
-    use shopstream_log::{Embedded, Log};
-
-    let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::local(&dir.path().join("lake")).unwrap();
+    let (_dir, lake, _, topic) = lake_and_log(1);
     let day1 = testdata("../../shared/data/online-retail/by-day/2010-12-01.csv");
     load(&lake, &[day1], Vec::new()).await;
-    let (log, _) = Log::open(&dir.path().join("log")).unwrap();
-    let topic = Embedded::shared(log).create_topic("orders", 1).unwrap();
     let run = |sql: &'static str| {
         let (lake, topic) = (lake.clone(), topic.clone());
         async move {
-            let source = ViewSource {
-                topic,
-                dataset: Dataset::orders(),
-                mapping: None,
-                timezone: chrono_tz::Tz::UTC,
-            };
-            let def = ViewDef::new("per_minute", sql);
-            let mut job = ViewJob::open(&lake, def, source, WriteOptions::default())
-                .await
-                .unwrap();
+            let mut job = open_view(&lake, ViewDef::new("per_minute", sql), topic).await;
             job.finish().await.unwrap();
         }
     };
@@ -940,31 +905,10 @@ async fn a_new_version_with_other_columns_replaces_the_views_table() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_resumed_view_gives_its_reader_back_the_dedupe_window_of_its_checkpoint() {
-    use shopstream_engine::load::WriteOptions;
-    use shopstream_engine::stream::view::job::{ViewDef, ViewJob, ViewSource};
-    use shopstream_ingest::Dataset;
-    use shopstream_log::{Embedded, Log};
-
-    let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::local(&dir.path().join("lake")).unwrap();
-    let (log, _) = Log::open(&dir.path().join("log")).unwrap();
-    let topic = Embedded::shared(log).create_topic("orders", 2).unwrap();
+    let (_dir, lake, _, topic) = lake_and_log(2);
     append_days(topic.as_ref(), &["2010-12-01"]);
-    let open = |reader: Arc<TestTopic>| {
-        let lake = lake.clone();
-        async move {
-            let source = ViewSource {
-                topic: reader,
-                dataset: Dataset::orders(),
-                mapping: None,
-                timezone: chrono_tz::Tz::UTC,
-            };
-            let def = ViewDef::new("revenue_per_minute", REVENUE_PER_MINUTE);
-            ViewJob::open(&lake, def, source, WriteOptions::default())
-                .await
-                .unwrap()
-        }
-    };
+    let def = ViewDef::new("revenue_per_minute", REVENUE_PER_MINUTE);
+    let open = |reader: Arc<TestTopic>| open_view(&lake, def.clone(), reader);
     let mut job = open(TestTopic::new(topic.clone(), 0, true)).await;
     for _ in 0..3 {
         job.step(300).await.unwrap();

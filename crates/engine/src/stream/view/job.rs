@@ -1,4 +1,5 @@
-//! A view running over its source dataset's topic, exactly once into the lake.
+//! A view running over its source dataset's topic (or another view's table, [`TableFeed`]), exactly
+//! once into the lake.
 //!
 //! A new view first backfills: it reads the dataset's rows already in the lake (one snapshot of its table,
 //! in event-time order) and takes the topic offsets that snapshot's load transactions record, so it
@@ -12,11 +13,13 @@
 //! `<lake>/<view>/_state/<version>/<n>.arrow` (a `_` folder that orphan cleanup leaves alone), with the
 //! late rows of the step beside it (`<n>.late.arrow`). Then the final rows of the step are committed to
 //! the view's table with the Delta transaction `shopstream.view.<name>.<version>` = `n`, and the late
-//! rows to `late_rows` with the same transaction. On start the view resumes from the checkpoint its
+//! rows (when there are any) to `late_rows` with the same transaction. On start the view resumes from the checkpoint its
 //! table's transaction names: a crash before that commit redoes the step from the previous checkpoint
 //! (nothing of it was committed), a crash between the two commits brings `late_rows` up from the file.
 //! So no window is lost or doubled, whatever is killed when. Checkpoints older than the previous one are
-//! removed. `version` is a hash of the view's SQL and settings: changing them starts a new state.
+//! removed. The state's version is a hash of the view's SQL and settings, its output columns and (over
+//! another view) that view's: changing them starts a new state. A view with a `topic` also sends its
+//! final rows there ([`super::publish`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -518,7 +521,7 @@ impl ViewJob {
         // this step's rows are fed to the runner and checkpointed.
         let fetched = match &self.input {
             Input::Log(_) => self.read_log(max_records).await?,
-            Input::View(feed) => match feed.read(self.offsets[0], 100).await? {
+            Input::View(feed) => match feed.read(self.offsets[0], 100, max_records).await? {
                 Some(FeedRead::Rows(rows, next)) => {
                     let rows = arrow::compute::concat_batches(&feed.kind().schema(), &rows)?;
                     vec![Some((rows.num_rows() as u64, next, rows, None))]

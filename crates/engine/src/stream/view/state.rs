@@ -3,7 +3,8 @@
 //! rows are grouped by key and window and fed to the accumulators of their window (`update_batch`);
 //! session windows of a key that come to overlap are merged (one accumulator's `state` merged into the
 //! other's). A window is emitted (evaluated and removed) once final; an updating aggregate's key is
-//! evaluated while live and removed after its time to live.
+//! evaluated while live and removed after its time to live. A sliced hopping window ([`KeyedState::sliced`])
+//! keeps slide-long slices instead, each window merged from copies of its slices' accumulators.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -77,31 +77,38 @@ impl TableFeed {
         Ok(self.table().await?.version().unwrap_or(0))
     }
 
-    /// What the commits from version `from` add (at most `max_commits` commits); `None` when there is
-    /// no newer commit.
-    pub async fn read(&self, from: u64, max_commits: u64) -> Result<Option<FeedRead>> {
+    /// What the commits from version `from` add: at most `max_commits` commits, and no commit more once
+    /// `max_rows` rows are read (a commit's files are read whole: a view's final rows are small); `None`
+    /// when there is no newer commit.
+    pub async fn read(
+        &self,
+        from: u64,
+        max_commits: u64,
+        max_rows: usize,
+    ) -> Result<Option<FeedRead>> {
         let latest = self.latest().await?;
         if from > latest {
             return Ok(None);
         }
-        let to = latest.min(from + max_commits.max(1) - 1);
-        let mut rows = Vec::new();
-        for version in from..=to {
+        let last = latest.min(from + max_commits.max(1) - 1);
+        let (mut rows, mut count) = (Vec::new(), 0);
+        let mut version = from;
+        while version <= last && count < max_rows {
             let Some(files) = self.added(version).await? else {
                 let why = format!("commit {version} of `{}` removes rows", self.kind.name());
                 return Ok(Some(FeedRead::Restart(why)));
             };
             for path in files {
-                match self.parquet(&path).await? {
-                    Some(batches) => rows.extend(batches),
-                    None => {
-                        let why = format!("{path} is gone (compacted and cleaned up)");
-                        return Ok(Some(FeedRead::Restart(why)));
-                    }
-                }
+                let Some(batches) = self.parquet(&path).await? else {
+                    let why = format!("{path} is gone (compacted and cleaned up)");
+                    return Ok(Some(FeedRead::Restart(why)));
+                };
+                count += batches.iter().map(RecordBatch::num_rows).sum::<usize>();
+                rows.extend(batches);
             }
+            version += 1;
         }
-        Ok(Some(FeedRead::Rows(rows, to + 1)))
+        Ok(Some(FeedRead::Rows(rows, version)))
     }
 
     /// The data files commit `version` adds with a data change; `None` when it removes rows with one.
