@@ -18,6 +18,7 @@
 //! the compaction, the HTTP app and the Postgres endpoint) and returns the [`Running`] server with its
 //! shutdown; the `shopstream` binary only parses arguments and prints.
 
+mod body;
 pub mod config;
 pub use config::Config;
 pub mod dashboard;
@@ -362,6 +363,10 @@ async fn require_token(
     if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
         next.run(request).await
     } else {
+        let limit = state.config.max_body_mb as u64 * 1024 * 1024;
+        if !body::refuse_unread(&headers, limit) {
+            body::drain(request.into_body()).await;
+        }
         (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
@@ -396,6 +401,10 @@ pub fn app(state: Arc<AppState>, lake: Option<Arc<shopstream_engine::LiveCatalog
     }
     routes
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            body::read_whole,
+        ))
         .layer(axum::middleware::from_fn_with_state(state, require_token))
 }
 

@@ -81,6 +81,15 @@ fn post(s: &Server, content_type: &str, body: &str, headers: &[(&str, &str)]) ->
     )
 }
 
+fn metrics(s: &Server) -> String {
+    ureq::get(format!("{}/metrics", s.url))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap()
+}
+
 fn stored(s: &Server) -> u64 {
     let t = s.log.topic("orders").unwrap();
     t.partitions().iter().map(|p| p.end_offset()).sum()
@@ -201,6 +210,12 @@ fn a_token_guards_every_route_but_health() {
     });
     let (code, _) = post(&s, "application/json", r#"{"InvoiceNo":"1"}"#, &[]);
     assert_eq!(code, 401);
+    let big = format!("InvoiceNo\n{}", "1234567\n".repeat(200_000));
+    let (code, _) = post(&s, "text/csv", &big, &[]);
+    assert_eq!(
+        code, 401,
+        "a client that writes its whole body first still gets the answer"
+    );
     let (code, _) = post(
         &s,
         "application/json",
@@ -232,10 +247,58 @@ fn bodies_over_the_limit_get_413() {
         max_body_mb: 1,
         ..ServerConfig::default()
     });
+    // 1.6 MB: the client writes it all before it reads, so the server reads and drops the rest before it answers.
     let big = format!("InvoiceNo\n{}", "1234567\n".repeat(200_000));
-    let (code, _) = post(&s, "text/csv", &big, &[]);
+    let (code, body) = post(&s, "text/csv", &big, &[]);
     assert_eq!(code, 413);
-    assert_eq!(stored(&s), 0);
+    assert!(body.contains("max_body_mb"), "{body}");
+    // The same body sent chunked, with no length to refuse it by.
+    let mut resp = ureq::post(format!("{}/v1/topics/orders/records", s.url))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .header("Content-Type", "text/csv")
+        .send(ureq::SendBody::from_reader(&mut big.as_bytes()))
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 413);
+    assert!(
+        resp.body_mut()
+            .read_to_string()
+            .unwrap()
+            .contains("max_body_mb")
+    );
+    // A body declared far too large to drain is refused at once, before any of it is sent.
+    assert_eq!(raw_status(&s, "Content-Length: 10000000000\r\n"), 413);
+    // So is one whose client waits for `100 Continue`.
+    assert_eq!(
+        raw_status(&s, "Content-Length: 2000000\r\nExpect: 100-continue\r\n"),
+        413
+    );
+    let (code, _) = post(&s, "text/csv", "InvoiceNo\n1\n", &[]);
+    assert_eq!(code, 200, "the server still takes bodies under the limit");
+    assert_eq!(stored(&s), 1);
+    let metrics = metrics(&s);
+    assert!(
+        metrics.contains("shopstream_http_rejected_requests_total 4"),
+        "{metrics}"
+    );
+}
+
+/// Sends a record POST's head only, with `extra` headers, and returns the status of the answer.
+fn raw_status(s: &Server, extra: &str) -> u16 {
+    use std::io::{Read, Write};
+    let addr = s.url.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(3)))
+        .unwrap();
+    let head = format!(
+        "POST /v1/topics/orders/records HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/csv\r\n{extra}\r\n"
+    );
+    conn.write_all(head.as_bytes()).unwrap();
+    let mut answer = [0u8; 12];
+    conn.read_exact(&mut answer).unwrap();
+    let line = String::from_utf8_lossy(&answer).to_string();
+    line[9..12].parse().unwrap_or_else(|_| panic!("{line}"))
 }
 
 #[test]
@@ -255,12 +318,7 @@ fn back_pressure_answers_429_with_retry_after_or_holds() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 429);
     assert_eq!(resp.headers().get("retry-after").unwrap(), "1");
-    let metrics = ureq::get(format!("{}/metrics", s.url))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let metrics = metrics(&s);
     assert!(
         metrics.contains("shopstream_http_throttled_requests_total 1"),
         "{metrics}"
