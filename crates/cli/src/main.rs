@@ -335,7 +335,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Tables => tables(&ctx).await,
-        Command::View { command } => views::run(&ctx.lake()?, command).await,
+        Command::View { command } => views::run(&ctx.lake()?, &ctx.config, command).await,
         Command::Describe { name } => describe(&ctx, &name).await,
         Command::Migrate => migrate(&ctx).await,
         Command::Compact {

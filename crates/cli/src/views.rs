@@ -5,6 +5,7 @@ use clap::Subcommand;
 use shopstream_engine::Lake;
 use shopstream_engine::stream::view::defs;
 use shopstream_engine::stream::view::job::ViewDef;
+use shopstream_server::Config;
 
 /// What `shopstream view` does.
 #[derive(Subcommand)]
@@ -70,8 +71,8 @@ pub enum ViewCommand {
     },
 }
 
-/// Runs `command` on `lake`.
-pub async fn run(lake: &Lake, command: ViewCommand) -> anyhow::Result<()> {
+/// Runs `command` on `lake`, with the topics of `config` (a view's own topic must be none of them).
+pub async fn run(lake: &Lake, config: &Config, command: ViewCommand) -> anyhow::Result<()> {
     match command {
         ViewCommand::Bench {
             job,
@@ -96,6 +97,7 @@ pub async fn run(lake: &Lake, command: ViewCommand) -> anyhow::Result<()> {
                 ttl_s,
                 topic,
             };
+            config.check_view_topic(&def)?;
             let replaced = defs::get(lake, &def.name).await?;
             defs::save(lake, &def).await?;
             let verb = match replaced {

@@ -42,7 +42,15 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// This process's name as a lease holder.
+/// This process's worker id: what its heartbeat carries and `status` shows as a view's owner
+/// (a [`holder_name`], the same for the process's life).
+pub fn worker_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(holder_name)
+}
+
+/// A new name as a lease holder (`host:pid:random`): each claim its own, so two tasks of one process
+/// never both hold one lease.
 pub fn holder_name() -> String {
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
     format!(

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use std::sync::Arc;
 
 use shopstream_engine::LakeConfig;
+use shopstream_engine::stream::view::job::ViewDef;
 use shopstream_ingest::sources::api::PollerConfig;
 use shopstream_ingest::sources::flow::FlowConfig;
 use shopstream_ingest::{Dataset, DatasetConfig, IngestConfig, IngestError};
@@ -52,7 +53,7 @@ pub struct Config {
     /// `[[views]]`: continuous views, saved into the lake by `serve` (name, sql, delay_s, lateness_s,
     /// idle_timeout_s, ttl_s).
     #[serde(default)]
-    pub views: Vec<shopstream_engine::stream::view::job::ViewDef>,
+    pub views: Vec<ViewDef>,
 }
 
 /// Where live records wait between their source and the lake.
@@ -215,6 +216,19 @@ pub enum InvalidConfig {
     /// `[live] backbone` and `[kafka]` do not go together, or `[kafka]` is refused.
     #[error("{0}")]
     Kafka(String),
+    /// A view's output topic is one records are loaded from or sent to.
+    #[error(
+        "view `{view}`: topic `{topic}` is {role}; a view's final rows need a topic of their own \
+         (they would be loaded as records of it, or refused as dead letters)"
+    )]
+    ViewTopicTaken {
+        /// The view.
+        view: String,
+        /// Its topic.
+        topic: String,
+        /// What the topic already is.
+        role: String,
+    },
     /// A poller names a flow that is not configured.
     #[error("[[live.pollers]] `{poller}`: no flow `{flow}`")]
     NoSuchFlow {
@@ -325,7 +339,51 @@ impl Config {
         }
         self.ingest.validate()?;
         self.validate_kafka()?;
+        for view in &self.views {
+            self.check_view_topic(view)?;
+        }
         self.live.validate()
+    }
+
+    /// The topics records are loaded from or sent to, each with what it is.
+    fn taken_topics(&self) -> Vec<(String, String)> {
+        let mut taken = vec![(
+            self.live.topic.clone(),
+            "the orders topic ([live] topic)".into(),
+        )];
+        for d in &self.datasets {
+            taken.push((d.name.clone(), format!("dataset `{}`'s topic", d.name)));
+        }
+        for f in &self.live.flows {
+            taken.push((f.topic.clone(), format!("flow `{}`'s topic", f.name)));
+            let dead = format!("flow `{}`'s dead-letter topic", f.name);
+            taken.push((f.dead_letter_topic(), dead));
+        }
+        for p in &self.live.pollers {
+            taken.push((p.topic.clone(), format!("poller `{}`'s topic", p.name)));
+        }
+        for t in self.kafka.iter().flat_map(|k| &k.topics) {
+            taken.push((
+                t.name.clone(),
+                "a topic loaded from Kafka ([[kafka.topics]])".into(),
+            ));
+        }
+        taken
+    }
+
+    /// Refuses a view whose output topic is one records are loaded from or sent to.
+    pub fn check_view_topic(&self, view: &ViewDef) -> Result<(), InvalidConfig> {
+        let Some(topic) = &view.topic else {
+            return Ok(());
+        };
+        match self.taken_topics().into_iter().find(|(t, _)| t == topic) {
+            Some((_, role)) => Err(InvalidConfig::ViewTopicTaken {
+                view: view.name.clone(),
+                topic: topic.clone(),
+                role,
+            }),
+            None => Ok(()),
+        }
     }
 
     fn validate_kafka(&self) -> Result<(), InvalidConfig> {
@@ -438,6 +496,28 @@ mod tests {
         assert_eq!(c.lake.target_file_size_mb, d.lake.target_file_size_mb);
         assert_eq!(c.lake.zstd_level, d.lake.zstd_level);
         assert_eq!(c.live.topic, d.live.topic);
+    }
+
+    #[test]
+    fn a_views_topic_is_none_records_are_loaded_from_or_sent_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("views.toml");
+        let view = |topic: &str| {
+            format!(
+                "[[views]]\nname = \"v\"\nsql = \"SELECT count(*) AS n FROM orders\"\ntopic = \"{topic}\"\n"
+            )
+        };
+        let flow = "[[live.flows]]\nname = \"shop\"\ntopic = \"orders\"\n";
+        for (topic, role) in [
+            ("orders", "the orders topic"),
+            ("shop.dead", "flow `shop`'s dead-letter topic"),
+        ] {
+            std::fs::write(&p, format!("{}{flow}", view(topic))).unwrap();
+            let err = chain(&Config::load(Some(&p)).unwrap_err());
+            assert!(err.contains(&format!("topic `{topic}` is {role}")), "{err}");
+        }
+        std::fs::write(&p, format!("{}{flow}", view("v.final"))).unwrap();
+        Config::load(Some(&p)).unwrap();
     }
 
     #[test]

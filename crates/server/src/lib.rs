@@ -92,7 +92,8 @@ pub struct ServerConfig {
     #[serde(default)]
     pub on_backpressure: OnBackpressure,
     /// The `host:port` other workers reach this one at (its heartbeat; they relay a view's change
-    /// stream from the worker that runs the view); empty: the address it listens on.
+    /// stream from the worker that runs the view); empty: the address it listens on (the host's name
+    /// for `0.0.0.0`).
     #[serde(default)]
     pub advertise: String,
 }

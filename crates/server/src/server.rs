@@ -242,14 +242,11 @@ impl Server {
         let _ = state.lake.set(lake_for_status.clone());
         let _ = state.jobs.set(jobs);
         let _ = state.views.set(views);
+        let shared = lake_for_status.is_remote() || config.live.backbone == BackboneKind::Kafka;
         let heartbeat = crate::workers::Heartbeat {
             lake: lake_for_status,
-            id: shopstream_engine::lease::holder_name(),
-            http: if config.server.advertise.is_empty() {
-                addr.to_string()
-            } else {
-                config.server.advertise.clone()
-            },
+            id: shopstream_engine::lease::worker_id().to_string(),
+            http: advertised(&config.server, addr, shared),
             backbone: backbone_name,
         };
         tasks.push(tokio::spawn(heartbeat.run(state.clone(), stop.clone())));
@@ -327,6 +324,26 @@ async fn check_backbone(
 
 /// How long the embedded log's lease on a lake in object storage lasts unless renewed.
 const EMBEDDED_LEASE: Duration = Duration::from_secs(30);
+
+/// The address other workers reach this one at: `[server] advertise`, or where it listens (with the
+/// host's name for an unspecified address such as `0.0.0.0`). A loopback address is warned of when other
+/// hosts may share the lake (it is in object storage, or the backbone is Kafka): they cannot reach it.
+fn advertised(server: &crate::ServerConfig, addr: SocketAddr, shared: bool) -> String {
+    if !server.advertise.is_empty() {
+        return server.advertise.clone();
+    }
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    if addr.ip().is_unspecified() && !host.trim().is_empty() {
+        return format!("{}:{}", host.trim(), addr.port());
+    }
+    if addr.ip().is_loopback() && shared {
+        tracing::warn!(
+            "listening on {addr}: workers on other hosts cannot reach this one to relay the change \
+             streams of the views it runs; set [server] advertise to an address they can reach"
+        );
+    }
+    addr.to_string()
+}
 
 /// On the embedded log with a lake in object storage (no lock files there), the lease that makes this
 /// server the lake's only one.
@@ -551,5 +568,35 @@ impl Running {
             t.await.map_err(ServerError::LiveTask)??;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::advertised;
+
+    #[test]
+    fn a_worker_advertises_an_address_others_can_reach() {
+        let mut server = crate::ServerConfig::default();
+        let at = |a: &str| a.parse().unwrap();
+        assert_eq!(
+            advertised(&server, at("10.0.0.7:8080"), true),
+            "10.0.0.7:8080"
+        );
+        assert_eq!(
+            advertised(&server, at("127.0.0.1:8080"), false),
+            "127.0.0.1:8080"
+        );
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        if !host.trim().is_empty() {
+            let want = format!("{}:8080", host.trim());
+            assert_eq!(advertised(&server, at("0.0.0.0:8080"), true), want);
+            assert_eq!(advertised(&server, at("[::]:8080"), true), want);
+        }
+        server.advertise = "shop-worker-1:8080".into();
+        assert_eq!(
+            advertised(&server, at("0.0.0.0:8080"), true),
+            "shop-worker-1:8080"
+        );
     }
 }

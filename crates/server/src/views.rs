@@ -196,6 +196,11 @@ pub async fn start(
     }
     let mut tasks = Vec::new();
     for def in defs::list(lake).await? {
+        // A view made by another worker's `view create`, with another config.
+        if let Err(e) = config.check_view_topic(&def) {
+            tracing::warn!("view `{}` does not run: {e}", def.name);
+            continue;
+        }
         let plan = match defs::check(lake, &def).await {
             Ok(plan) => plan,
             Err(e) => {
@@ -356,7 +361,7 @@ impl ViewTask {
             watermark_s: runner
                 .watermark()
                 .map_or(0, |w| (w / 1_000_000).max(0) as u64),
-            owner: shopstream_engine::lease::holder_name(),
+            owner: shopstream_engine::lease::worker_id().to_string(),
         };
         self.figures
             .lock()

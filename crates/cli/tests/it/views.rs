@@ -103,8 +103,18 @@ fn a_view_backfills_keeps_up_over_http_and_survives_sigkill_with_each_window_onc
         "{}",
         stderr(&refused)
     );
+    let looped = run(
+        dir.path(),
+        &["view", "create", "looped", VIEW, "--topic", "orders"],
+    );
+    assert!(
+        stderr(&looped).contains("topic `orders` is the orders topic"),
+        "{}",
+        stderr(&looped)
+    );
     let listed = stdout(&run(dir.path(), &["view", "list"]));
     assert!(listed.starts_with("revenue_per_minute"), "{listed}");
+    assert!(!listed.contains("looped"), "{listed}");
 
     let day1 = sql_csv(dir.path(), "SELECT count(*) FROM orders");
     let day1: usize = day1.lines().nth(1).unwrap().parse().unwrap();

@@ -7,7 +7,7 @@ use shopstream_engine::compact::{compact, vacuum, vacuum_orphans};
 use shopstream_engine::load::WriteOptions;
 use shopstream_engine::{Lake, Table};
 
-use crate::{load, query_csv, testdata};
+use crate::{load, query_csv, testdata, walk};
 
 /// The real day 2010-12-01 (3,108 lines) cut into `parts` CSV files of its own lines.
 pub fn slices(dir: &std::path::Path, parts: usize) -> Vec<PathBuf> {
@@ -23,20 +23,6 @@ pub fn slices(dir: &std::path::Path, parts: usize) -> Vec<PathBuf> {
             path
         })
         .collect()
-}
-
-/// Every file under `dir`.
-fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 async fn data_files(lake: &Lake) -> usize {

@@ -65,3 +65,17 @@ pub async fn query_csv(lake: &Lake, sql: &str) -> String {
     write(&result, OutputFormat::Csv, &mut out).unwrap();
     String::from_utf8(out).unwrap()
 }
+
+/// Every file under `dir`, at any depth.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

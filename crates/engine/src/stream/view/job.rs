@@ -18,7 +18,8 @@
 //! (nothing of it was committed), a crash between the two commits brings `late_rows` up from the file.
 //! So no window is lost or doubled, whatever is killed when. Checkpoints older than the previous one are
 //! removed. The state's version is a hash of the view's SQL and settings, its output columns and (over
-//! another view) that view's: changing them starts a new state. A view with a `topic` also sends its
+//! another view) that view's: changing them starts a new state, and removes the older versions' states
+//! (checkpoints, late and staged rows). A view with a `topic` also sends its
 //! final rows there ([`super::publish`]).
 
 use std::collections::HashMap;
@@ -420,6 +421,35 @@ impl ViewJob {
         Ok(())
     }
 
+    /// Removes what other versions of the view left under `_state` (checkpoints, late and staged rows): their
+    /// rows are gone from the table, so none of it is resumed or sent any more.
+    async fn remove_other_versions(&self) -> Result<()> {
+        let (store, root) = self.lake.object_store()?;
+        let states = root.join(self.def.name.as_str()).join("_state");
+        let name = &self.def.name;
+        let listed: Vec<_> = store
+            .list(Some(&states))
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| failed(name, "listing old states", e))?;
+        for meta in listed {
+            let version = meta
+                .location
+                .prefix_match(&states)
+                .and_then(|mut parts| parts.next());
+            if version.is_none_or(|v| v.as_ref() == self.version) {
+                continue;
+            }
+            match store.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(failed(name, "removing an old state", e)),
+            }
+        }
+        Ok(())
+    }
+
     /// A new view (or a new version of one): the rows an older version left in its table are deleted, then
     /// the dataset's rows in the lake are fed, then the log from where they end.
     async fn backfill(&mut self) -> Result<()> {
@@ -432,6 +462,7 @@ impl ViewJob {
             .await
             .map_err(EngineError::delta(kind.name()))?;
         self.output.1 = table;
+        self.remove_other_versions().await?;
         let source = match &self.input {
             Input::Log(source) => source.clone(),
             Input::View(_) => return self.backfill_view().await,
