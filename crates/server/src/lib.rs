@@ -34,6 +34,7 @@ mod server;
 pub use server::{Running, Server, ServerError};
 pub mod sources;
 mod view_relay;
+mod view_watch;
 pub mod views;
 pub mod workers;
 

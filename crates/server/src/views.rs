@@ -1,7 +1,8 @@
 //! The continuous views `serve` keeps up to date ([`shopstream_engine::stream::view`]).
 //!
 //! `[[views]]` of the config are saved into the lake at start (a changed one is a new version); then every
-//! view of the lake runs on one worker at a time: each worker claims the job `view-<name>` (a lock file on
+//! view of the lake (followed as views are made, changed and dropped: [`crate::view_watch`]) runs on one
+//! worker at a time: each worker claims the job `view-<name>` (a lock file on
 //! a local lake, a lease on S3) and the holder runs the view's job, a step every [`STEP_EVERY`]. Each view's
 //! open windows are the table `<name>_live` of the SQL catalog (HTTP, Postgres, dashboard), replaced after
 //! every step that read records (and every 5 s); its figures are in `/v1/status` and `/metrics`.
@@ -30,8 +31,6 @@ use crate::workers::HeldJobs;
 pub const STEP_EVERY: Duration = Duration::from_millis(200);
 /// How often an idle view's update is sent again (its watermark may move as partitions go idle).
 const PUBLISH_IDLE_EVERY: Duration = Duration::from_secs(5);
-/// A view's lease on object storage.
-const VIEW_LEASE: Duration = Duration::from_secs(30);
 
 /// One view's figures on the worker that runs it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -178,8 +177,8 @@ struct ViewTask {
     stop: Arc<AtomicBool>,
 }
 
-/// Saves the config's views, registers every view's `<name>_live` table in `catalog` and returns a task
-/// per view (claiming and running it until `stop`).
+/// Saves the config's views and returns the task that runs the lake's views until `stop`
+/// ([`crate::view_watch`]: it starts them now, and follows views made, changed or dropped while it runs).
 pub async fn start(
     config: &Config,
     lake: &Lake,
@@ -194,68 +193,138 @@ pub async fn start(
             defs::save(lake, def).await?;
         }
     }
-    let mut tasks = Vec::new();
-    for def in defs::list(lake).await? {
+    let launcher = Launcher {
+        config: Arc::new(config.clone()),
+        lake: lake.clone(),
+        backbone: backbone.clone(),
+        catalog: catalog.clone(),
+        jobs: jobs.clone(),
+        handles: handles.clone(),
+    };
+    let mut watch = crate::view_watch::Watch::new(launcher, stop.clone());
+    watch.follow().await;
+    Ok(vec![tokio::spawn(watch.run())])
+}
+
+/// What starting a view's task needs of the server, the same for every view.
+pub(crate) struct Launcher {
+    config: Arc<Config>,
+    lake: Lake,
+    backbone: Arc<dyn Backbone>,
+    catalog: Arc<LiveCatalog>,
+    jobs: Arc<HeldJobs>,
+    handles: ViewHandles,
+}
+
+/// A view's task, started by [`Launcher::launch`].
+pub(crate) struct Running {
+    /// The definition it runs.
+    pub def: ViewDef,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<shopstream_engine::Result<()>>,
+}
+
+impl Running {
+    /// Tells the task to stop (it does after its step, releasing its claim) and returns it to await.
+    pub fn stop(self) -> tokio::task::JoinHandle<shopstream_engine::Result<()>> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task
+    }
+}
+
+impl Launcher {
+    /// The lake's views.
+    pub async fn views(&self) -> shopstream_engine::Result<Vec<ViewDef>> {
+        defs::list(&self.lake).await
+    }
+
+    /// Starts view `def`'s task, with its `<name>_live` table and change stream (replacing an older
+    /// version's); `Err` says why the view does not run.
+    pub async fn launch(&self, def: ViewDef) -> Result<Running, String> {
         // A view made by another worker's `view create`, with another config.
-        if let Err(e) = config.check_view_topic(&def) {
-            tracing::warn!("view `{}` does not run: {e}", def.name);
-            continue;
-        }
-        let plan = match defs::check(lake, &def).await {
-            Ok(plan) => plan,
-            Err(e) => {
-                tracing::warn!("view `{}` does not run: {e}", def.name);
-                continue;
-            }
-        };
+        self.config
+            .check_view_topic(&def)
+            .map_err(|e| e.to_string())?;
+        let plan = defs::check(&self.lake, &def)
+            .await
+            .map_err(|e| e.to_string())?;
         let live = MemTable::try_new(plan.output_schema.clone(), vec![vec![]])
-            .map_err(shopstream_engine::EngineError::Sql)?;
+            .map_err(|e| e.to_string())?;
         let partition = live.batches[0].clone();
-        catalog
-            .context()
-            .register_table(format!("{}_live", def.name), Arc::new(live))
-            .map_err(shopstream_engine::EngineError::Sql)?;
+        let context = self.catalog.context();
+        let live_name = format!("{}_live", def.name);
+        let _ = context.deregister_table(live_name.as_str());
+        context
+            .register_table(live_name, Arc::new(live))
+            .map_err(|e| e.to_string())?;
         let topic = if plan.source == "orders" {
-            config.live.topic.clone()
+            self.config.live.topic.clone()
         } else {
             plan.source.clone()
         };
         let source = SourceOf {
             dataset: plan.source.clone(),
             topic,
-            backbone: backbone.clone(),
-            declared: config.declared_datasets(),
-            timezone: config.ingest.timezone(),
+            backbone: self.backbone.clone(),
+            declared: self.config.declared_datasets(),
+            timezone: self.config.ingest.timezone(),
         };
         let (changes, _) = tokio::sync::watch::channel(Arc::new(String::from("{}")));
-        handles
+        self.handles
             .streams
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(def.name.clone(), changes.clone());
+        let stop = Arc::new(AtomicBool::new(false));
         let task = ViewTask {
             changes,
-            def,
-            lake: lake.clone(),
+            def: def.clone(),
+            lake: self.lake.clone(),
             source,
-            write: config.lake.write_options(),
+            write: self.config.lake.write_options(),
             live: partition,
-            figures: handles.figures.clone(),
-            jobs: jobs.clone(),
+            figures: self.handles.figures.clone(),
+            jobs: self.jobs.clone(),
             stop: stop.clone(),
         };
-        tasks.push(tokio::spawn(task.run()));
+        Ok(Running {
+            def,
+            stop,
+            task: tokio::spawn(task.run()),
+        })
     }
-    Ok(tasks)
+
+    /// Removes what view `name` showed: its `<name>_live` table, its change stream (whose clients are
+    /// told it ended) and its figures.
+    pub fn forget(&self, name: &str) {
+        let _ = self
+            .catalog
+            .context()
+            .deregister_table(format!("{name}_live").as_str());
+        let stream = self
+            .handles
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        if let Some(changes) = stream {
+            changes.send_replace(Arc::new(String::new()));
+        }
+        self.handles
+            .figures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+    }
 }
 
 impl ViewTask {
     /// Claims the view and runs it while the claim holds, until the server stops.
     async fn run(self) -> shopstream_engine::Result<()> {
         let holder = shopstream_engine::lease::holder_name();
-        let job = format!("view-{}", self.def.name);
+        let job = defs::job_name(&self.def.name);
         while !self.stop.load(Ordering::Relaxed) {
-            match claim_job(&self.lake, &job, &holder, VIEW_LEASE).await {
+            match claim_job(&self.lake, &job, &holder, defs::VIEW_LEASE).await {
                 Ok(Some(claim)) => self.hold(claim).await,
                 Ok(None) => {}
                 Err(e) => tracing::warn!(view = %self.def.name, "claiming the view: {e}"),
@@ -363,10 +432,13 @@ impl ViewTask {
                 .map_or(0, |w| (w / 1_000_000).max(0) as u64),
             owner: shopstream_engine::lease::worker_id().to_string(),
         };
-        self.figures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(self.def.name.clone(), status);
+        // A view being stopped (dropped, or replaced by a new version) shows no more figures.
+        if !self.stop.load(Ordering::Relaxed) {
+            self.figures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(self.def.name.clone(), status);
+        }
     }
 }
 

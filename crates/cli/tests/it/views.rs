@@ -3,7 +3,8 @@
 //! HTTP while `serve` is SIGKILLed and restarted: every final window in the view's table once, equal to
 //! batch SQL over `orders`; the open windows in `<name>_live`; the figures in `/v1/status` and `/metrics`.
 //! A view over that view (hours of its minutes) run by `serve` equals batch SQL over the minute view's table,
-//! and the minute view's output topic holds each of its final rows under one key.
+//! and the minute view's output topic holds each of its final rows under one key. A view made, changed and
+//! dropped while `serve` runs is started, restarted as its new version and stopped.
 
 use std::path::Path;
 use std::time::Duration;
@@ -207,6 +208,71 @@ fn a_view_backfills_keeps_up_over_http_and_survives_sigkill_with_each_window_onc
         format!("count(*)\n{final_count}\n"),
         "no window written twice"
     );
+}
+
+/// `q` over HTTP as CSV: (status, body).
+fn http_sql(url: &str, q: &str) -> (u16, String) {
+    let mut resp = ureq::get(format!("{url}/api/sql"))
+        .query("q", q)
+        .query("format", "csv")
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().read_to_string().unwrap())
+}
+
+#[test]
+fn views_made_changed_and_dropped_while_serve_runs_are_followed() {
+    let dir = with_day_one();
+    let (mut server, url) = start(dir.path(), None);
+    // Made while it runs: it starts, backfills day 1, and its open windows are live.
+    let o = run(dir.path(), &["view", "create", "revenue_per_minute", VIEW]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    wait_until("the new view backfilled", || {
+        figures(&url).is_some_and(|v| v["windows_emitted"].as_u64() > Some(100))
+    });
+    let (code, open) = http_sql(&url, "SELECT count(*) AS n FROM revenue_per_minute_live");
+    assert_eq!(code, 200, "{open}");
+    // Changed: its new version runs, with the new columns, in place of the old.
+    let lines_only = "SELECT window_start, window_end, country, count(*) AS lines \
+         FROM TUMBLE(orders, invoice_date, INTERVAL '1 minute') GROUP BY window_start, window_end, country";
+    let o = run(
+        dir.path(),
+        &["view", "create", "revenue_per_minute", lines_only],
+    );
+    assert!(stdout(&o).contains("replaced"), "{}", stderr(&o));
+    wait_until("the new version runs live", || {
+        let (code, body) = http_sql(&url, "SELECT * FROM revenue_per_minute_live LIMIT 1");
+        code == 200 && body.starts_with("window_start,window_end,country,lines\n")
+    });
+    wait_until("the new version backfilled", || {
+        figures(&url).is_some_and(|v| v["windows_emitted"].as_u64() > Some(100))
+    });
+    let header = sql_csv(dir.path(), "SELECT * FROM revenue_per_minute LIMIT 1");
+    assert!(
+        header.starts_with("window_start,window_end,country,lines\n"),
+        "{header}"
+    );
+    // Dropped: `drop` waits for the server to stop it, then nothing of it is left or written again.
+    let o = run(
+        dir.path(),
+        &["view", "drop", "revenue_per_minute", "--purge"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(figures(&url).is_none(), "{:?}", figures(&url));
+    let (code, _) = http_sql(&url, "SELECT count(*) FROM revenue_per_minute_live");
+    assert_ne!(code, 200, "its live table is gone");
+    let folder = dir.path().join("lake/revenue_per_minute");
+    for (i, body) in requests(&["2010-12-02"]).iter().take(20).enumerate() {
+        assert!(post(&url, &format!("r{i}"), body));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!folder.exists(), "nothing written after the drop");
+    server.kill().unwrap();
+    server.wait().unwrap();
 }
 
 #[test]

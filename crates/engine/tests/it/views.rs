@@ -891,16 +891,7 @@ async fn a_new_version_with_other_columns_replaces_the_views_table() {
     .await;
     // The same view now also sums the revenue: a new version, whose table has the new column.
     run(REVENUE_PER_MINUTE).await;
-    let catalog = Catalog::open(&lake).await.unwrap();
-    let got = catalog
-        .query("SELECT window_start, country, revenue, orders, lines FROM per_minute")
-        .await
-        .unwrap();
-    let mut got = lines(&got.batches);
-    got.sort();
-    let want = batch_answer(&lake, 4_000_000_000_000_000).await;
-    assert!(want.len() > 100, "{} windows", want.len());
-    assert_eq!(got, want, "only the new version's rows, with its columns");
+    assert_per_minute_is_batch(&lake, "only the new version's rows, with its columns").await;
     // Only the newest version keeps a state.
     let states = dir.path().join("lake/per_minute/_state");
     let kept: Vec<_> = walk(&states)
@@ -915,6 +906,74 @@ async fn a_new_version_with_other_columns_replaces_the_views_table() {
         kept[0].to_string_lossy().starts_with(&version),
         "{kept:?} {version}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resumed_view_gives_its_reader_back_the_dedupe_window_of_its_checkpoint() {
+    let (_dir, lake, _, topic) = lake_and_log(2);
+    append_days(topic.as_ref(), &["2010-12-01"]);
+    let def = ViewDef::new("revenue_per_minute", REVENUE_PER_MINUTE);
+    let open = |reader: Arc<TestTopic>| open_view(&lake, def.clone(), reader);
+    let mut job = open(TestTopic::new(topic.clone(), 0, true)).await;
+    for _ in 0..3 {
+        job.step(300).await.unwrap();
+    }
+    drop(job);
+    // Resumed: each partition's reader gets the window it had at the checkpoint's offset, at that offset.
+    let reader = TestTopic::new(topic.clone(), 0, true);
+    let mut job = open(reader.clone()).await;
+    // A checkpoint that read nothing new keeps the windows it resumed with.
+    job.finish().await.unwrap();
+    drop(job);
+    let again = TestTopic::new(topic.clone(), 0, true);
+    drop(open(again.clone()).await);
+    for reader in [reader, again] {
+        let mut restored = reader.restored.lock().unwrap().clone();
+        restored.sort();
+        assert_eq!(restored.len(), 2, "{restored:?}");
+        for (p, (n, at, keys)) in restored.into_iter().enumerate() {
+            assert_eq!(n, p as u32);
+            assert!(at > 0, "partition {p} read");
+            assert_eq!(keys, vec![format!("w{p}@{at}").into_bytes()]);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_view_dropped_but_not_purged_and_made_again_starts_over() {
+    use shopstream_engine::stream::view::defs;
+    let (dir, lake, _, topic) = lake_and_log(1);
+    let day1 = testdata("../../shared/data/online-retail/by-day/2010-12-01.csv");
+    load(&lake, &[day1], Vec::new()).await;
+    let def = ViewDef::new("per_minute", REVENUE_PER_MINUTE);
+    let states = dir.path().join("lake/per_minute/_state");
+    for round in 0..2 {
+        defs::save(&lake, &def).await.unwrap();
+        let mut job = open_view(&lake, def.clone(), topic.clone()).await;
+        job.finish().await.unwrap();
+        drop(job);
+        if round == 0 {
+            // Its table keeps the number of its last checkpoint, which is gone.
+            assert!(defs::drop(&lake, "per_minute", false).await.unwrap());
+            assert!(walk(&states).is_empty(), "{:?}", walk(&states));
+            assert!(defs::get(&lake, "per_minute").await.unwrap().is_none());
+        }
+    }
+    assert_per_minute_is_batch(&lake, "each window once").await;
+}
+
+/// The view `per_minute`'s table holds every window of the batch answer, once.
+async fn assert_per_minute_is_batch(lake: &Lake, what: &str) {
+    let catalog = Catalog::open(lake).await.unwrap();
+    let got = catalog
+        .query("SELECT window_start, country, revenue, orders, lines FROM per_minute")
+        .await
+        .unwrap();
+    let mut got = lines(&got.batches);
+    got.sort();
+    let want = batch_answer(lake, 4_000_000_000_000_000).await;
+    assert!(want.len() > 100, "{} windows", want.len());
+    assert_eq!(got, want, "{what}");
 }
 
 /// A view's final rows and late rows, each sorted, as text.

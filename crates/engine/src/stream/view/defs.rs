@@ -1,7 +1,7 @@
 //! The views of a lake, kept in it so every worker sees them: one JSON object per view,
 //! `_shopstream/views/<name>.json` ([`ViewDef`]). Creating a view plans it first against its source's
-//! columns, so what cannot run is refused then, with the reason. Dropping one removes its definition and
-//! its state (`<name>/_state`); with `purge`, its table of final rows too.
+//! columns, so what cannot run is refused then, with the reason. Dropping one removes its definition, then
+//! (once no worker runs it) its state (`<name>/_state`); with `purge`, its table of final rows too.
 
 use std::sync::Arc;
 
@@ -150,11 +150,70 @@ pub async fn list(lake: &Lake) -> Result<Vec<ViewDef>> {
     Ok(out)
 }
 
+/// The job a worker claims to run view `name` (one worker at a time).
+pub fn job_name(name: &str) -> String {
+    format!("view-{name}")
+}
+
+/// How long a worker's claim of a view lives on object storage without being renewed.
+pub const VIEW_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long [`drop`] waits for a worker running the view to stop.
+const DROP_WAIT: std::time::Duration = std::time::Duration::from_secs(90);
+
 /// Removes view `name` and its state; with `purge`, its table too. False when there was no such view.
+/// The definition goes first; the state and table only once no worker runs the view (a running `serve`
+/// stops it within seconds of seeing it gone), so nothing is written into them after they are removed.
+/// A view whose definition is gone but whose state is left (a drop that timed out) is cleaned up too.
 pub async fn drop(lake: &Lake, name: &str, purge: bool) -> Result<bool> {
-    let Some(_) = get(lake, name).await? else {
+    if get(lake, name).await?.is_some() {
+        let (store, at) = location(lake, name)?;
+        store.delete(&at).await.map_err(|e| failed(name, e))?;
+    } else if !has_state(lake, name).await? {
         return Ok(false);
-    };
+    }
+    let claim = wait_for_claim(lake, name).await?;
+    let removed = remove_files(lake, name, purge).await;
+    claim.release().await;
+    removed.map(|()| true)
+}
+
+/// Whether view `name` left a state folder (a dataset's folder has none).
+async fn has_state(lake: &Lake, name: &str) -> Result<bool> {
+    let (store, root) = lake.object_store()?;
+    let first = store
+        .list(Some(&root.join(name).join("_state")))
+        .try_next()
+        .await
+        .map_err(|e| failed(name, e))?;
+    Ok(first.is_some())
+}
+
+/// The view's job, claimed once the worker running it (if any) stopped.
+async fn wait_for_claim(lake: &Lake, name: &str) -> Result<crate::lease::JobClaim> {
+    let holder = crate::lease::holder_name();
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(claim) =
+            crate::lease::claim_job(lake, &job_name(name), &holder, VIEW_LEASE).await?
+        {
+            return Ok(claim);
+        }
+        if started.elapsed() > DROP_WAIT {
+            return Err(failed(
+                name,
+                format!(
+                    "its definition is removed, but a worker still runs it after {} s; run `view drop` again once it stopped",
+                    DROP_WAIT.as_secs()
+                ),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+/// Deletes the view's state (with `purge`, its whole folder: the table too).
+async fn remove_files(lake: &Lake, name: &str, purge: bool) -> Result<()> {
     let (store, root) = lake.object_store()?;
     let folder = if purge {
         root.join(name)
@@ -175,9 +234,7 @@ pub async fn drop(lake: &Lake, name: &str, purge: bool) -> Result<bool> {
     if purge && let Some(dir) = lake.local_dir() {
         let _ = std::fs::remove_dir_all(dir.join(name));
     }
-    let (store, at) = location(lake, name)?;
-    store.delete(&at).await.map_err(|e| failed(name, e))?;
-    Ok(true)
+    Ok(())
 }
 
 /// The views the dashboard's Live section reads: revenue, orders and lines per country per minute; the top

@@ -296,10 +296,28 @@ impl ViewJob {
             job.publisher = Some(Publisher::new(topic, store, dir, &job.def.name, &version));
         }
         match loaded_offset(&job.output.1, &job.output.0, &job.app).await? {
-            Some(n) => job.resume(n).await?,
+            Some(n) if job.has_checkpoint(n).await? => job.resume(n).await?,
+            Some(n) => {
+                // Dropped (state removed, table kept) and made again: its rows are rebuilt, numbered on.
+                tracing::info!(view = %job.def.name, "checkpoint {n} is gone (the view was dropped): it starts over");
+                job.sequence = n;
+                job.backfill().await?
+            }
             None => job.backfill().await?,
         }
         Ok(job)
+    }
+
+    async fn has_checkpoint(&self, n: u64) -> Result<bool> {
+        let (store, dir) = self.state_dir()?;
+        match store
+            .head(&dir.join(format!("{n:020}.arrow").as_str()))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(failed(&self.def.name, &format!("checkpoint {n}"), e)),
+        }
     }
 
     /// The runner (its watermark, counters, state size, live rows).
