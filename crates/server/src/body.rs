@@ -1,9 +1,10 @@
-//! Request bodies. A body is read whole, up to `[server] max_body_mb`, before any handler runs. A request that
-//! is refused before its body was read (over the limit, or without its token) is answered only after what the
-//! client still sends has been read and dropped, up to [`DRAIN_BYTES`] for [`DRAIN_TIME`], as nginx's lingering
-//! close does: a client that writes its whole body before it reads (ureq, Python's `requests`, `urllib`) then
-//! gets the 413 or 401 instead of a broken pipe. Nothing drained is kept, so memory stays bounded by the limit;
-//! a body declared larger than the limit plus [`DRAIN_BYTES`], or sent with `Expect: 100-continue`, is refused
+//! Request bodies. A body is read whole, up to `[server] max_body_mb`, before its handler runs (POST, PUT and
+//! PATCH of the routes behind the token). A request that is refused before its body was read (over the limit,
+//! or without its token) is answered only after what the client still sends has been read and dropped, up to
+//! [`DRAIN_BYTES`] for [`DRAIN_TIME`], as nginx's lingering close does: a client that writes its whole body
+//! before it reads (ureq, Python's `requests`, `urllib`) then gets the 413 or 401 instead of a broken pipe.
+//! Nothing drained is kept, so memory stays bounded by the limit; a body declared larger than the limit plus
+//! [`DRAIN_BYTES`], or sent with `Expect: 100-continue` (refused before `100 Continue` went out), is refused
 //! at once without reading any of it.
 
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -64,6 +65,16 @@ pub(crate) async fn read_whole(
     request: Request,
     next: Next,
 ) -> Response {
+    // Only the routes that take a body read one: a GET, or a route open without the token, is passed on
+    // with its body unread (so no client without the token has the server hold a body).
+    let path = request.uri().path();
+    let takes_body = matches!(
+        *request.method(),
+        Method::POST | Method::PUT | Method::PATCH
+    );
+    if !takes_body || crate::is_open(path) {
+        return next.run(request).await;
+    }
     let limit = state.config.max_body_mb as u64 * 1024 * 1024;
     let (parts, body) = request.into_parts();
     let over = declared_length(&parts.headers).is_some_and(|n| n > limit);
@@ -87,7 +98,8 @@ pub(crate) async fn read_whole(
                 .into_response()
         }
         Err(Refused::TooLarge(rest)) => {
-            if !refuse_unread(&parts.headers, limit) {
+            // Once reading began, `100 Continue` went out: the client sends the body, so it is drained.
+            if !(over && refuse_unread(&parts.headers, limit)) {
                 drain(rest).await;
             }
             state.http.rejected_requests.fetch_add(1, Ordering::Relaxed);

@@ -354,8 +354,7 @@ async fn require_token(
     next: Next,
 ) -> Response {
     let token = &state.config.token;
-    let path = request.uri().path();
-    if token.is_empty() || path == "/health" || dashboard::is_page(path) {
+    if token.is_empty() || is_open(request.uri().path()) {
         return next.run(request).await;
     }
     let given = headers
@@ -376,6 +375,11 @@ async fn require_token(
         )
             .into_response()
     }
+}
+
+/// Whether `path` is served without the token: the health check and the dashboard's pages.
+pub(crate) fn is_open(path: &str) -> bool {
+    path == "/health" || dashboard::is_page(path)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

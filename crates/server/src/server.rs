@@ -332,11 +332,13 @@ fn advertised(server: &crate::ServerConfig, addr: SocketAddr, shared: bool) -> S
     if !server.advertise.is_empty() {
         return server.advertise.clone();
     }
-    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let host = std::fs::read_to_string("/etc/hostname")
+        .or_else(|_| std::fs::read_to_string("/proc/sys/kernel/hostname"))
+        .unwrap_or_default();
     if addr.ip().is_unspecified() && !host.trim().is_empty() {
         return format!("{}:{}", host.trim(), addr.port());
     }
-    if addr.ip().is_loopback() && shared {
+    if (addr.ip().is_loopback() || addr.ip().is_unspecified()) && shared {
         tracing::warn!(
             "listening on {addr}: workers on other hosts cannot reach this one to relay the change \
              streams of the views it runs; set [server] advertise to an address they can reach"

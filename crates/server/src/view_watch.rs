@@ -2,8 +2,9 @@
 //! made by `shopstream view create` (on any machine) starts, a dropped one stops (its `<name>_live` table,
 //! change stream and figures go), and one whose definition changed stops and starts again as its new
 //! version. A view's task releases its claim when it stops, so its next version (or `view drop`, which
-//! waits for the claim before removing the view's state) takes over only then. A view that cannot run is
-//! warned of once per reason, and tried again at every round (the view it reads may come later).
+//! waits for the claim before removing the view's state) takes over only then; a task that gets the claim
+//! runs only the definition the lake still has. A view that cannot run is warned of once per reason, and
+//! tried again every 30 s, or at once when its definition changes (the view it reads may come later).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,14 +18,24 @@ use crate::views::{Launcher, Running};
 /// How often the lake's views are read again.
 pub const WATCH_EVERY: Duration = Duration::from_secs(2);
 
+/// How often a view that cannot run is tried again (unless its definition changes).
+const RETRY_REFUSED: Duration = Duration::from_secs(30);
+
 type Task = tokio::task::JoinHandle<shopstream_engine::Result<()>>;
+
+/// A view that cannot run: its definition, why, and when it was last tried.
+struct Refused {
+    def: ViewDef,
+    reason: String,
+    at: std::time::Instant,
+}
 
 /// The views this server follows: the ones started, and the ones refused with why.
 pub(crate) struct Watch {
     launcher: Launcher,
     stop: Arc<AtomicBool>,
     running: BTreeMap<String, Running>,
-    refused: BTreeMap<String, (ViewDef, String)>,
+    refused: BTreeMap<String, Refused>,
     stopping: Vec<Task>,
 }
 
@@ -85,11 +96,31 @@ impl Watch {
                 self.launcher.forget(&name);
             }
         }
-        self.stopping.retain(|t| !t.is_finished());
+        self.reap();
         self.refused.retain(|name, _| wanted.contains_key(name));
         for (name, def) in wanted {
-            if !self.running.contains_key(&name) {
+            let retry = match self.refused.get(&name) {
+                Some(r) => r.def != def || r.at.elapsed() >= RETRY_REFUSED,
+                None => true,
+            };
+            if !self.running.contains_key(&name) && retry {
                 self.start(def).await;
+            }
+        }
+    }
+
+    /// Forgets the stopped tasks that ended, saying how a failed one ended.
+    fn reap(&mut self) {
+        use futures::FutureExt;
+        let (ended, stopping) = std::mem::take(&mut self.stopping)
+            .into_iter()
+            .partition::<Vec<_>, _>(|t| t.is_finished());
+        self.stopping = stopping;
+        for task in ended {
+            match task.now_or_never() {
+                Some(Ok(Err(e))) => tracing::warn!("a view stopped with: {e}"),
+                Some(Err(e)) => tracing::warn!("a view's task failed: {e}"),
+                _ => {}
             }
         }
     }
@@ -103,10 +134,11 @@ impl Watch {
             }
             Err(reason) => {
                 let known = self.refused.get(&name);
-                if known.is_none_or(|(d, r)| d != &def || r != &reason) {
+                if known.is_none_or(|r| r.def != def || r.reason != reason) {
                     tracing::warn!("view `{name}` does not run: {reason}");
                 }
-                self.refused.insert(name, (def, reason));
+                let at = std::time::Instant::now();
+                self.refused.insert(name, Refused { def, reason, at });
             }
         }
     }

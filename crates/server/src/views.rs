@@ -251,11 +251,9 @@ impl Launcher {
         let live = MemTable::try_new(plan.output_schema.clone(), vec![vec![]])
             .map_err(|e| e.to_string())?;
         let partition = live.batches[0].clone();
-        let context = self.catalog.context();
-        let live_name = format!("{}_live", def.name);
-        let _ = context.deregister_table(live_name.as_str());
-        context
-            .register_table(live_name, Arc::new(live))
+        self.catalog
+            .context()
+            .register_table(format!("{}_live", def.name), Arc::new(live))
             .map_err(|e| e.to_string())?;
         let topic = if plan.source == "orders" {
             self.config.live.topic.clone()
@@ -325,13 +323,27 @@ impl ViewTask {
         let job = defs::job_name(&self.def.name);
         while !self.stop.load(Ordering::Relaxed) {
             match claim_job(&self.lake, &job, &holder, defs::VIEW_LEASE).await {
-                Ok(Some(claim)) => self.hold(claim).await,
+                Ok(Some(claim)) if self.is_current().await => self.hold(claim).await,
+                // Dropped or changed since this task started: its watcher stops it next round.
+                Ok(Some(claim)) => claim.release().await,
                 Ok(None) => {}
                 Err(e) => tracing::warn!(view = %self.def.name, "claiming the view: {e}"),
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         Ok(())
+    }
+
+    /// Whether the lake still has this task's definition of the view (read while holding its claim, so
+    /// `view drop`, which waits for the claim, cannot remove the state under a task that is starting).
+    async fn is_current(&self) -> bool {
+        match defs::get(&self.lake, &self.def.name).await {
+            Ok(def) => def.as_ref() == Some(&self.def) && !self.stop.load(Ordering::Relaxed),
+            Err(e) => {
+                tracing::warn!(view = %self.def.name, "reading the view's definition: {e}");
+                false
+            }
+        }
     }
 
     async fn hold(&self, mut claim: JobClaim) {
@@ -432,12 +444,11 @@ impl ViewTask {
                 .map_or(0, |w| (w / 1_000_000).max(0) as u64),
             owner: shopstream_engine::lease::worker_id().to_string(),
         };
-        // A view being stopped (dropped, or replaced by a new version) shows no more figures.
+        // A view being stopped (dropped, or replaced by a new version) shows no more figures: `stop` is
+        // set before the watcher removes them under this lock.
+        let mut figures = self.figures.lock().unwrap_or_else(|e| e.into_inner());
         if !self.stop.load(Ordering::Relaxed) {
-            self.figures
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(self.def.name.clone(), status);
+            figures.insert(self.def.name.clone(), status);
         }
     }
 }

@@ -470,6 +470,36 @@ async fn what_a_view_cannot_run_is_refused_with_the_reason() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_view_may_not_take_a_datasets_name_nor_drop_its_table() {
+    use shopstream_engine::stream::view::defs;
+    let (dir, lake, _, _) = lake_and_log(1);
+    let day1 = testdata("../../shared/data/online-retail/by-day/2010-12-01.csv");
+    load(&lake, &[day1], Vec::new()).await;
+    for name in ["orders", "dead_letters", "late_rows", "_shopstream"] {
+        let def = ViewDef::new(name, "SELECT count(*) AS n FROM orders");
+        let err = defs::save(&lake, &def).await.unwrap_err().to_string();
+        assert!(
+            err.contains("a view needs a name of its own"),
+            "{name}: {err}"
+        );
+        let err = defs::drop(&lake, name, true).await.unwrap_err().to_string();
+        assert!(err.contains("not a view"), "{name}: {err}");
+    }
+    assert!(dir.path().join("lake/orders/_delta_log").exists());
+    let catalog = Catalog::open(&lake).await.unwrap();
+    assert!(
+        !lines(
+            &catalog
+                .query("SELECT 1 FROM orders LIMIT 1")
+                .await
+                .unwrap()
+                .batches
+        )
+        .is_empty()
+    );
+}
+
 /// A scratch folder with a lake (`lake/`) and an embedded log (`log/`) whose `orders` topic has
 /// `partitions`; and the backbone, for other topics.
 fn lake_and_log(

@@ -59,6 +59,12 @@ fn check_at<'a>(
                 "a view's name is a lowercase identifier (letters, digits, _)",
             ));
         }
+        if taken(lake, &def.name).await? {
+            return Err(failed(
+                &def.name,
+                "the name is a dataset's, or a table of the lake's own: a view needs a name of its own",
+            ));
+        }
         if depth > MAX_DEPTH {
             return Err(failed(
                 &def.name,
@@ -93,6 +99,16 @@ fn check_at<'a>(
         let schemas = Arc::new(schemas);
         ViewPlan::new(&def.name, &def.sql, move |n| schemas.get(n).cloned()).await
     })
+}
+
+/// Whether `name` is a dataset's, one of the lake's own tables, or starts with `_` (the lake's folders).
+async fn taken(lake: &Lake, name: &str) -> Result<bool> {
+    let own = Table::builtins()
+        .iter()
+        .map(|t| t.name().to_string())
+        .chain([Table::late_rows().name().to_string()])
+        .any(|n| n == name);
+    Ok(own || name.starts_with('_') || lake.dataset(name).await?.is_some())
 }
 
 /// Whether `name` is a view of the lake (a view over it reads its table's commits).
@@ -166,6 +182,12 @@ const DROP_WAIT: std::time::Duration = std::time::Duration::from_secs(90);
 /// stops it within seconds of seeing it gone), so nothing is written into them after they are removed.
 /// A view whose definition is gone but whose state is left (a drop that timed out) is cleaned up too.
 pub async fn drop(lake: &Lake, name: &str, purge: bool) -> Result<bool> {
+    if taken(lake, name).await? {
+        return Err(failed(
+            name,
+            "not a view: a dataset or a table of the lake's own",
+        ));
+    }
     if get(lake, name).await?.is_some() {
         let (store, at) = location(lake, name)?;
         store.delete(&at).await.map_err(|e| failed(name, e))?;
