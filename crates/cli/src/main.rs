@@ -1028,7 +1028,8 @@ async fn demo(ctx: &Ctx, from: Option<PathBuf>, rows: u64) -> anyhow::Result<()>
     .await?;
     let lake = ctx.lake()?;
     for def in shopstream_engine::stream::view::defs::defaults() {
-        shopstream_engine::stream::view::defs::save(&lake, &def).await?;
+        shopstream_engine::stream::view::defs::save(&lake, &def, &ctx.config.declared_datasets())
+            .await?;
     }
     println!();
     tables(ctx).await?;

@@ -99,7 +99,7 @@ pub async fn run(lake: &Lake, config: &Config, command: ViewCommand) -> anyhow::
             };
             config.check_view_topic(&def)?;
             let replaced = defs::get(lake, &def.name).await?;
-            defs::save(lake, &def).await?;
+            defs::save(lake, &def, &config.declared_datasets()).await?;
             let verb = match replaced {
                 Some(old) if old.version() != def.version() => "replaced (its state starts over)",
                 Some(old) if old != def => "updated (its state is kept)",
@@ -110,7 +110,7 @@ pub async fn run(lake: &Lake, config: &Config, command: ViewCommand) -> anyhow::
         }
         ViewCommand::Defaults => {
             for def in defs::defaults() {
-                defs::save(lake, &def).await?;
+                defs::save(lake, &def, &config.declared_datasets()).await?;
                 println!("view `{}` saved", def.name);
             }
         }
@@ -123,7 +123,7 @@ pub async fn run(lake: &Lake, config: &Config, command: ViewCommand) -> anyhow::
             let Some(def) = defs::get(lake, &name).await? else {
                 bail!("no view `{name}` in the lake (shopstream view list)");
             };
-            let plan = defs::check(lake, &def).await?;
+            let plan = defs::check(lake, &def, &config.declared_datasets()).await?;
             println!("view `{}` (version {})", def.name, def.version());
             println!("  source      {}", plan.source);
             println!("  window      {:?}", plan.window);

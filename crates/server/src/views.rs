@@ -190,7 +190,7 @@ pub async fn start(
 ) -> Result<Vec<tokio::task::JoinHandle<shopstream_engine::Result<()>>>, ServerError> {
     for def in &config.views {
         if defs::get(lake, &def.name).await?.as_ref() != Some(def) {
-            defs::save(lake, def).await?;
+            defs::save(lake, def, &config.declared_datasets()).await?;
         }
     }
     let launcher = Launcher {
@@ -245,7 +245,7 @@ impl Launcher {
         self.config
             .check_view_topic(&def)
             .map_err(|e| e.to_string())?;
-        let plan = defs::check(&self.lake, &def)
+        let plan = defs::check(&self.lake, &def, &self.config.declared_datasets())
             .await
             .map_err(|e| e.to_string())?;
         let live = MemTable::try_new(plan.output_schema.clone(), vec![vec![]])

@@ -478,7 +478,7 @@ async fn a_view_may_not_take_a_datasets_name_nor_drop_its_table() {
     load(&lake, &[day1], Vec::new()).await;
     for name in ["orders", "dead_letters", "late_rows", "_shopstream"] {
         let def = ViewDef::new(name, "SELECT count(*) AS n FROM orders");
-        let err = defs::save(&lake, &def).await.unwrap_err().to_string();
+        let err = defs::save(&lake, &def, &[]).await.unwrap_err().to_string();
         assert!(
             err.contains("a view needs a name of its own"),
             "{name}: {err}"
@@ -498,6 +498,28 @@ async fn a_view_may_not_take_a_datasets_name_nor_drop_its_table() {
         )
         .is_empty()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_view_may_read_a_dataset_the_config_declares_before_it_has_a_table() {
+    use shopstream_engine::stream::view::defs;
+    let (_dir, lake, _, _) = lake_and_log(1);
+    let events = shopstream_ingest::DatasetConfig {
+        name: "events".into(),
+        columns: vec!["user_id text not null".into(), "at timestamp".into()],
+        key: Vec::new(),
+        partition: None,
+    };
+    let declared = [Arc::new(events.to_dataset().unwrap())];
+    let def = ViewDef::new(
+        "per_user",
+        "SELECT window_start, window_end, user_id, count(*) AS n \
+         FROM TUMBLE(events, at, INTERVAL '1 minute') GROUP BY window_start, window_end, user_id",
+    );
+    let err = defs::save(&lake, &def, &[]).await.unwrap_err().to_string();
+    assert!(err.contains("no dataset or view `events`"), "{err}");
+    defs::save(&lake, &def, &declared).await.unwrap();
+    assert_eq!(defs::get(&lake, "per_user").await.unwrap(), Some(def));
 }
 
 /// A scratch folder with a lake (`lake/`) and an embedded log (`log/`) whose `orders` topic has
@@ -815,8 +837,8 @@ async fn a_view_over_a_view_reads_its_commits_once_and_starts_over_when_its_sour
          FROM TUMBLE(revenue_per_minute, window_start, INTERVAL '1 hour') \
          GROUP BY window_start, window_end",
     );
-    defs::save(&lake, &minute).await.unwrap();
-    defs::save(&lake, &hour)
+    defs::save(&lake, &minute, &[]).await.unwrap();
+    defs::save(&lake, &hour, &[])
         .await
         .expect("a view over a view is planned");
     let upstream = |def: ViewDef| open_view(&lake, def, topic.clone());
@@ -874,7 +896,7 @@ async fn a_view_over_a_view_reads_its_commits_once_and_starts_over_when_its_sour
     // the rows removed, starts over from the new rows and replaces its own in one commit.
     let mut changed = minute.clone();
     changed.lateness_s = 1;
-    defs::save(&lake, &changed).await.unwrap();
+    defs::save(&lake, &changed, &[]).await.unwrap();
     let mut minutes = upstream(changed).await;
     for _ in 0..5 {
         minutes.step(300).await.unwrap();
@@ -978,7 +1000,7 @@ async fn a_view_dropped_but_not_purged_and_made_again_starts_over() {
     let def = ViewDef::new("per_minute", REVENUE_PER_MINUTE);
     let states = dir.path().join("lake/per_minute/_state");
     for round in 0..2 {
-        defs::save(&lake, &def).await.unwrap();
+        defs::save(&lake, &def, &[]).await.unwrap();
         let mut job = open_view(&lake, def.clone(), topic.clone()).await;
         job.finish().await.unwrap();
         drop(job);

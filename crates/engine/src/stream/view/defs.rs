@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use shopstream_ingest::Dataset;
 
 use super::job::ViewDef;
 use super::plan::ViewPlan;
@@ -38,9 +39,10 @@ pub async fn source_schema(lake: &Lake, name: &str) -> Result<Option<arrow::data
     Ok(lake.derived(name).await?.map(|t| t.schema()))
 }
 
-/// Plans `def` against the lake's tables and views: the error says why a view cannot run.
-pub async fn check(lake: &Lake, def: &ViewDef) -> Result<ViewPlan> {
-    check_at(lake, def, 0).await
+/// Plans `def` against the lake's tables and views, and the datasets the config declares (`declared`,
+/// which may have no table yet): the error says why a view cannot run.
+pub async fn check(lake: &Lake, def: &ViewDef, declared: &[Arc<Dataset>]) -> Result<ViewPlan> {
+    check_at(lake, def, declared, 0).await
 }
 
 /// Views over views this deep are refused (a loop of views never ends).
@@ -50,6 +52,7 @@ const MAX_DEPTH: usize = 8;
 fn check_at<'a>(
     lake: &'a Lake,
     def: &'a ViewDef,
+    declared: &'a [Arc<Dataset>],
     depth: usize,
 ) -> futures::future::BoxFuture<'a, Result<ViewPlan>> {
     Box::pin(async move {
@@ -84,6 +87,11 @@ fn check_at<'a>(
                 schemas.insert(name, s);
             }
         }
+        for d in declared {
+            if d.name != def.name && !schemas.contains_key(&d.name) {
+                schemas.insert(d.name.clone(), Table::of_dataset(d).schema());
+            }
+        }
         // Another view is a source too: its table's columns, or (not made yet) its plan's.
         let sql = def.sql.to_lowercase();
         for view in list(lake).await? {
@@ -92,7 +100,11 @@ fn check_at<'a>(
             }
             let schema = match lake.derived(&view.name).await? {
                 Some(t) => t.schema(),
-                None => check_at(lake, &view, depth + 1).await?.output_schema,
+                None => {
+                    check_at(lake, &view, declared, depth + 1)
+                        .await?
+                        .output_schema
+                }
             };
             schemas.insert(view.name.clone(), schema);
         }
@@ -116,9 +128,10 @@ pub async fn is_view(lake: &Lake, name: &str) -> Result<bool> {
     Ok(get(lake, name).await?.is_some())
 }
 
-/// Creates or replaces view `def` (a changed SQL or setting is a new version: its state starts over).
-pub async fn save(lake: &Lake, def: &ViewDef) -> Result<()> {
-    check(lake, def).await?;
+/// Creates or replaces view `def` (a changed SQL or setting is a new version: its state starts over),
+/// checked as [`check`] does.
+pub async fn save(lake: &Lake, def: &ViewDef, declared: &[Arc<Dataset>]) -> Result<()> {
+    check(lake, def, declared).await?;
     let (store, at) = location(lake, &def.name)?;
     let body = serde_json::to_vec_pretty(def).map_err(|e| failed(&def.name, e))?;
     store
