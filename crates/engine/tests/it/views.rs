@@ -425,6 +425,45 @@ async fn sessions_per_customer_over_the_real_lines_count_every_line_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn flinks_window_syntax_plans_as_ours() {
+    let (schema, _) = events(&[]);
+    let plan = |sql: &'static str| {
+        let s = schema.clone();
+        async move {
+            ViewPlan::new("v", sql, move |n| (n == "events").then(|| s.clone()))
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        }
+    };
+    for (flink, ours) in [
+        (
+            "SELECT window_start, window_end, count(*) AS n FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(at), INTERVAL '1' MINUTES)) GROUP BY window_start, window_end",
+            "SELECT window_start, window_end, count(*) AS n FROM TUMBLE(events, at, INTERVAL '1 minute') GROUP BY window_start, window_end",
+        ),
+        (
+            "SELECT window_start, window_end, count(*) AS n FROM TABLE(HOP(TABLE events, DESCRIPTOR(at), INTERVAL '5' MINUTES, INTERVAL '1' HOUR)) GROUP BY window_start, window_end",
+            "SELECT window_start, window_end, count(*) AS n FROM HOP(events, at, INTERVAL '5 minutes', INTERVAL '1 hour') GROUP BY window_start, window_end",
+        ),
+        (
+            "SELECT window_start, window_end, customer, count(*) AS n FROM TABLE(SESSION(TABLE events PARTITION BY customer, DESCRIPTOR(at), INTERVAL '30' MINUTES)) GROUP BY window_start, window_end, customer",
+            "SELECT window_start, window_end, customer, count(*) AS n FROM SESSION(events, at, INTERVAL '30 minutes') GROUP BY window_start, window_end, customer",
+        ),
+    ] {
+        let (f, o) = (plan(flink).await, plan(ours).await);
+        assert_eq!(
+            format!("{:?}", f.window),
+            format!("{:?}", o.window),
+            "{flink}"
+        );
+        assert_eq!(
+            (f.source, f.output_schema),
+            (o.source, o.output_schema),
+            "{flink}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn what_a_view_cannot_run_is_refused_with_the_reason() {
     let (schema, _) = events(&[]);
     for (sql, reason) in [

@@ -16,6 +16,7 @@
 //! time to live. Emitted windows run through the part of the plan above the aggregate.
 
 pub mod defs;
+mod flink;
 pub mod job;
 pub mod plan;
 pub mod publish;

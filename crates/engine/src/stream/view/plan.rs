@@ -102,7 +102,7 @@ pub fn window_type() -> DataType {
 
 /// The parts of the view's `SELECT` a continuous view can run, or why not.
 fn parse(view: &str, sql: &str) -> Result<(Query, Select)> {
-    let mut statements = Parser::parse_sql(&GenericDialect {}, sql)
+    let mut statements = Parser::parse_sql(&GenericDialect {}, &super::flink::rewrite(sql))
         .map_err(|e| refuse(view, format!("its SQL does not parse: {e}")))?;
     let Some(Statement::Query(query)) = statements.pop().filter(|_| statements.is_empty()) else {
         return Err(refuse(view, "a view is one SELECT statement"));
