@@ -425,7 +425,7 @@ async fn sessions_per_customer_over_the_real_lines_count_every_line_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn flinks_window_syntax_plans_as_ours() {
+async fn flinks_and_sparks_window_syntax_plan_as_ours() {
     let (schema, _) = events(&[]);
     let plan = |sql: &'static str| {
         let s = schema.clone();
@@ -447,6 +447,19 @@ async fn flinks_window_syntax_plans_as_ours() {
         (
             "SELECT window_start, window_end, customer, count(*) AS n FROM TABLE(SESSION(TABLE events PARTITION BY customer, DESCRIPTOR(at), INTERVAL '30' MINUTES)) GROUP BY window_start, window_end, customer",
             "SELECT window_start, window_end, customer, count(*) AS n FROM SESSION(events, at, INTERVAL '30 minutes') GROUP BY window_start, window_end, customer",
+        ),
+        // Spark Structured Streaming's: `window` is a struct there.
+        (
+            "SELECT window.start AS window_start, window.end AS window_end, count(*) AS n FROM events GROUP BY window(at, '1 minute')",
+            "SELECT window_start, window_end, count(*) AS n FROM TUMBLE(events, at, INTERVAL '1 minute') GROUP BY window_start, window_end",
+        ),
+        (
+            "SELECT window, count(*) AS n FROM events GROUP BY window(at, '1 hour', '5 minutes')",
+            "SELECT window_start, window_end, count(*) AS n FROM HOP(events, at, INTERVAL '5 minutes', INTERVAL '1 hour') GROUP BY window_start, window_end",
+        ),
+        (
+            "SELECT window, customer, count(*) AS n FROM events GROUP BY customer, session_window(at, '30 minutes')",
+            "SELECT window_start, window_end, customer, count(*) AS n FROM SESSION(events, at, INTERVAL '30 minutes') GROUP BY customer, window_start, window_end",
         ),
     ] {
         let (f, o) = (plan(flink).await, plan(ours).await);
@@ -498,6 +511,10 @@ async fn what_a_view_cannot_run_is_refused_with_the_reason() {
         (
             "SELECT customer, count(*) FROM events GROUP BY ROLLUP(customer)",
             "ROLLUP",
+        ),
+        (
+            "SELECT window, count(*) FROM events GROUP BY window(at, '1 minute', '1 minute', '10 seconds')",
+            "takes window(time, size)",
         ),
     ] {
         let s = schema.clone();

@@ -20,6 +20,7 @@ mod flink;
 pub mod job;
 pub mod plan;
 pub mod publish;
+mod spark;
 pub mod state;
 pub mod table_source;
 pub mod window;
