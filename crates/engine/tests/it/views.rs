@@ -425,7 +425,7 @@ async fn sessions_per_customer_over_the_real_lines_count_every_line_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn flinks_and_sparks_window_syntax_plan_as_ours() {
+async fn flinks_and_sparks_window_syntaxes_plan_as_ours() {
     let (schema, _) = events(&[]);
     let plan = |sql: &'static str| {
         let s = schema.clone();
@@ -455,6 +455,15 @@ async fn flinks_and_sparks_window_syntax_plan_as_ours() {
         ),
         (
             "SELECT window, count(*) AS n FROM events GROUP BY window(at, '1 hour', '5 minutes')",
+            "SELECT window_start, window_end, count(*) AS n FROM HOP(events, at, INTERVAL '5 minutes', INTERVAL '1 hour') GROUP BY window_start, window_end",
+        ),
+        // Flink's group windows.
+        (
+            "SELECT TUMBLE_START(at, INTERVAL '1' MINUTE) AS window_start, TUMBLE_END(at, INTERVAL '1' MINUTE) AS window_end, count(*) AS n FROM events GROUP BY TUMBLE(at, INTERVAL '1' MINUTE)",
+            "SELECT window_start, window_end, count(*) AS n FROM TUMBLE(events, at, INTERVAL '1 minute') GROUP BY window_start, window_end",
+        ),
+        (
+            "SELECT HOP_START(at, INTERVAL '5' MINUTE, INTERVAL '1' HOUR) AS window_start, HOP_END(at, INTERVAL '5' MINUTE, INTERVAL '1' HOUR) AS window_end, count(*) AS n FROM events GROUP BY HOP(at, INTERVAL '5' MINUTE, INTERVAL '1' HOUR)",
             "SELECT window_start, window_end, count(*) AS n FROM HOP(events, at, INTERVAL '5 minutes', INTERVAL '1 hour') GROUP BY window_start, window_end",
         ),
         (

@@ -17,10 +17,10 @@
 
 pub mod defs;
 mod flink;
+mod group_window;
 pub mod job;
 pub mod plan;
 pub mod publish;
-mod spark;
 pub mod state;
 pub mod table_source;
 pub mod window;

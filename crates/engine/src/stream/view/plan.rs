@@ -291,7 +291,7 @@ impl ViewPlan {
         schema_of: impl Fn(&str) -> Option<SchemaRef>,
     ) -> Result<ViewPlan> {
         let (mut query, mut select) = parse(name, sql)?;
-        super::spark::rewrite(&mut select).map_err(|r| refuse(name, r))?;
+        super::group_window::rewrite(&mut select).map_err(|r| refuse(name, r))?;
         let scratch = SessionContext::new();
         let (source, time, window) = take_source(name, &mut select, &scratch).await?;
         let source_schema = schema_of(&source)
