@@ -1,6 +1,8 @@
 //! An S3 server on loopback for tests and benchmarks: moto (`moto[server]` from PyPI, `$MOTO_SERVER` or the
 //! tool cache's venv, which `.ci/test` makes) on a free port with a bucket, stopped when dropped. It honours
-//! `If-None-Match: *` on PUT (a second create gets 412), which Delta commits rely on.
+//! `If-None-Match: *` on PUT (a second create gets 412), which Delta commits rely on. moto checks that
+//! condition and then writes, without a lock, so two racing creates could both win; S3 makes them atomic.
+//! So moto's app is served here with one request at a time ([`SERIALIZED`]), as atomic as S3.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -30,6 +32,31 @@ fn moto_server() -> PathBuf {
     PathBuf::from("moto_server")
 }
 
+/// moto's WSGI app served with a lock around each request (`python -c SERIALIZED HOST PORT`).
+const SERIALIZED: &str = r#"
+import os, sys, threading
+from werkzeug.serving import run_simple
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+os.environ.setdefault("MOTO_PORT", sys.argv[2])
+app = DomainDispatcherApplication(create_backend_app)
+lock = threading.Lock()
+def serialized(environ, start_response):
+    with lock:
+        return list(app(environ, start_response))
+run_simple(sys.argv[1], int(sys.argv[2]), serialized, threaded=True, request_handler=MotoRequestHandler)
+"#;
+
+/// The Python moto is installed in: the one `moto_server`'s script names on its first line.
+fn moto_python() -> PathBuf {
+    std::fs::read_to_string(moto_server())
+        .ok()
+        .and_then(|s| {
+            let first = s.lines().next()?.strip_prefix("#!")?.trim().to_string();
+            (!first.contains(' ')).then(|| PathBuf::from(first))
+        })
+        .unwrap_or_else(|| PathBuf::from("python3"))
+}
+
 impl S3Server {
     /// Starts moto and creates `bucket`; panics with how to install moto when it cannot.
     pub fn start(bucket: &str) -> S3Server {
@@ -38,8 +65,8 @@ impl S3Server {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new(moto_server())
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let child = Command::new(moto_python())
+            .args(["-c", SERIALIZED, "127.0.0.1", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
