@@ -46,8 +46,13 @@ def serialized(environ, start_response):
 run_simple(sys.argv[1], int(sys.argv[2]), serialized, threaded=True, request_handler=MotoRequestHandler)
 "#;
 
-/// The Python moto is installed in: the one `moto_server`'s script names on its first line.
+/// The Python moto is installed in: the venv's beside `moto_server`, or the one its script names on its
+/// first line.
 fn moto_python() -> PathBuf {
+    let beside = moto_server().with_file_name("python3");
+    if beside.exists() {
+        return beside;
+    }
     std::fs::read_to_string(moto_server())
         .ok()
         .and_then(|s| {
