@@ -42,7 +42,12 @@ app = DomainDispatcherApplication(create_backend_app)
 lock = threading.Lock()
 def serialized(environ, start_response):
     with lock:
-        return list(app(environ, start_response))
+        body = app(environ, start_response)
+        try:
+            return list(body)
+        finally:
+            if hasattr(body, "close"):
+                body.close()
 run_simple(sys.argv[1], int(sys.argv[2]), serialized, threaded=True, request_handler=MotoRequestHandler)
 "#;
 
@@ -88,6 +93,12 @@ impl S3Server {
         loop {
             if create_bucket(port, bucket) {
                 return server;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!(
+                    "moto did not start ({status}) with {}: pip install 'moto[server]' into it (.ci/test does)",
+                    moto_python().display()
+                );
             }
             if started.elapsed() > Duration::from_secs(30) {
                 let _ = server.child.kill();

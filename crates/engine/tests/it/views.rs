@@ -430,9 +430,11 @@ async fn flinks_and_sparks_window_syntaxes_plan_as_ours() {
     let plan = |sql: &'static str| {
         let s = schema.clone();
         async move {
-            ViewPlan::new("v", sql, move |n| (n == "events").then(|| s.clone()))
-                .await
-                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            ViewPlan::new("v", sql, move |n| {
+                ["events", "returns"].contains(&n).then(|| s.clone())
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
         }
     };
     for (flink, ours) in [
@@ -465,6 +467,15 @@ async fn flinks_and_sparks_window_syntaxes_plan_as_ours() {
         (
             "SELECT HOP_START(at, INTERVAL '5' MINUTE, INTERVAL '1' HOUR) AS window_start, HOP_END(at, INTERVAL '5' MINUTE, INTERVAL '1' HOUR) AS window_end, count(*) AS n FROM events GROUP BY HOP(at, INTERVAL '5' MINUTE, INTERVAL '1' HOUR)",
             "SELECT window_start, window_end, count(*) AS n FROM HOP(events, at, INTERVAL '5 minutes', INTERVAL '1 hour') GROUP BY window_start, window_end",
+        ),
+        // An aliased source; a dataset named by a SQL keyword.
+        (
+            "SELECT window.start AS window_start, window.end AS window_end, e.customer, count(*) AS n FROM events AS e GROUP BY window(e.at, '1 minute'), e.customer",
+            "SELECT window_start, window_end, customer, count(*) AS n FROM TUMBLE(events, at, INTERVAL '1 minute') GROUP BY window_start, window_end, customer",
+        ),
+        (
+            "SELECT window_start, window_end, count(*) AS n FROM TABLE(TUMBLE(TABLE returns, DESCRIPTOR(at), INTERVAL '1' MINUTE)) GROUP BY window_start, window_end",
+            "SELECT window_start, window_end, count(*) AS n FROM TUMBLE(returns, at, INTERVAL '1 minute') GROUP BY window_start, window_end",
         ),
         (
             "SELECT window, customer, count(*) AS n FROM events GROUP BY customer, session_window(at, '30 minutes')",
@@ -524,6 +535,18 @@ async fn what_a_view_cannot_run_is_refused_with_the_reason() {
         (
             "SELECT window, count(*) FROM events GROUP BY window(at, '1 minute', '1 minute', '10 seconds')",
             "takes window(time, size)",
+        ),
+        (
+            "SELECT window AS w, count(*) FROM events GROUP BY window(at, '1 minute')",
+            "select window.start and window.end",
+        ),
+        (
+            "SELECT count(*) FROM events GROUP BY window(at, '1 minute'), session_window(at, '1 minute')",
+            "groups by one window",
+        ),
+        (
+            "SELECT TUMBLE_ROWTIME(at, INTERVAL '1' MINUTE), count(*) FROM events GROUP BY TUMBLE(at, INTERVAL '1' MINUTE)",
+            "no other bound",
         ),
     ] {
         let s = schema.clone();
@@ -585,6 +608,15 @@ async fn a_view_may_read_a_dataset_the_config_declares_before_it_has_a_table() {
     assert!(err.contains("no dataset or view `events`"), "{err}");
     defs::save(&lake, &def, &declared).await.unwrap();
     assert_eq!(defs::get(&lake, "per_user").await.unwrap(), Some(def));
+    let clash = ViewDef::new(
+        "events",
+        "SELECT user_id, count(*) AS n FROM orders GROUP BY user_id",
+    );
+    let err = defs::save(&lake, &clash, &declared)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("a view needs a name of its own"), "{err}");
 }
 
 /// A scratch folder with a lake (`lake/`) and an embedded log (`log/`) whose `orders` topic has

@@ -62,7 +62,7 @@ fn check_at<'a>(
                 "a view's name is a lowercase identifier (letters, digits, _)",
             ));
         }
-        if taken(lake, &def.name).await? {
+        if taken(lake, &def.name).await? || declared.iter().any(|d| d.name == def.name) {
             return Err(failed(
                 &def.name,
                 "the name is a dataset's, or a table of the lake's own: a view needs a name of its own",

@@ -2,7 +2,8 @@
 //! view's SQL is parsed: `FROM TABLE(TUMBLE(TABLE orders, DESCRIPTOR(invoice_date), INTERVAL '1' MINUTES))`
 //! is `FROM TUMBLE(orders, invoice_date, INTERVAL '1' MINUTES)`, and the same for `HOP` (slide, then size, as
 //! Flink has them) and `SESSION` (whose `PARTITION BY` is dropped: a session is kept per group of the view's
-//! `GROUP BY`). The rewrite works on SQL tokens, so strings and quoted names are left as they are.
+//! `GROUP BY`, so group by the partition keys). Only the inside of a `TABLE(<window>(...))` is rewritten, on
+//! SQL tokens, so strings, quoted names and the rest of the query are left as they are.
 
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -13,28 +14,28 @@ const WINDOWS: [&str; 3] = ["TUMBLE", "HOP", "SESSION"];
 /// `sql` with Flink's window syntax rewritten to ours (unchanged when it has none, or does not tokenize:
 /// the parser then says what is wrong).
 pub fn rewrite(sql: &str) -> String {
-    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql)
+        .with_unescape(false)
+        .tokenize()
+    else {
         return sql.to_string();
     };
     if !tokens.iter().any(|t| is_word(t, "DESCRIPTOR")) {
         return sql.to_string();
     }
     let mut out: Vec<Token> = Vec::with_capacity(tokens.len());
-    // Depths of the parentheses whose closing one goes with a `TABLE(` that was dropped.
-    let mut dropped_closes = Vec::new();
+    // Depths of the parentheses whose closing one goes with a `TABLE(` that was dropped: inside one, the
+    // window's arguments are rewritten.
+    let mut dropped_closes: Vec<usize> = Vec::new();
     let mut depth = 0usize;
     let mut i = 0;
     while i < tokens.len() {
         let t = &tokens[i];
         let next = next_solid(&tokens, i + 1);
-        let after = next.and_then(|n| next_solid(&tokens, n + 1));
+        let inside = !dropped_closes.is_empty();
         match t {
             // `TABLE(` before a window function: dropped, with its `)`.
-            Token::Word(w)
-                if w.keyword == Keyword::TABLE
-                    && next.is_some_and(|n| tokens[n] == Token::LParen)
-                    && after.is_some_and(|a| WINDOWS.iter().any(|f| is_word(&tokens[a], f))) =>
-            {
+            Token::Word(w) if w.keyword == Keyword::TABLE && opens_window(&tokens, next) => {
                 depth += 1;
                 dropped_closes.push(depth);
                 i = next.unwrap_or(i) + 1;
@@ -42,13 +43,15 @@ pub fn rewrite(sql: &str) -> String {
             }
             // `TABLE name` as a window's argument: the name.
             Token::Word(w)
-                if w.keyword == Keyword::TABLE && next.is_some_and(|n| is_name(&tokens[n])) =>
+                if inside
+                    && w.keyword == Keyword::TABLE
+                    && next.is_some_and(|n| matches!(tokens[n], Token::Word(_))) =>
             {
                 i = next.unwrap_or(i + 1);
                 continue;
             }
             // `DESCRIPTOR(column)`: the column.
-            Token::Word(w) if w.value.eq_ignore_ascii_case("DESCRIPTOR") => {
+            Token::Word(_) if inside && is_word(t, "DESCRIPTOR") => {
                 if let Some((column, end)) = descriptor(&tokens, i) {
                     out.push(column);
                     i = end + 1;
@@ -56,7 +59,7 @@ pub fn rewrite(sql: &str) -> String {
                 }
             }
             // `PARTITION BY key` or `PARTITION BY (keys)` in a SESSION: dropped.
-            Token::Word(w) if w.keyword == Keyword::PARTITION => {
+            Token::Word(w) if inside && w.keyword == Keyword::PARTITION => {
                 if let Some(end) = partition_by(&tokens, i) {
                     i = end + 1;
                     continue;
@@ -80,12 +83,19 @@ pub fn rewrite(sql: &str) -> String {
     out.iter().map(Token::to_string).collect()
 }
 
-fn is_word(t: &Token, word: &str) -> bool {
-    matches!(t, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word))
+/// Whether the tokens from `at` are `( TUMBLE|HOP|SESSION (`.
+fn opens_window(tokens: &[Token], at: Option<usize>) -> bool {
+    let Some(open) = at.filter(|&k| tokens[k] == Token::LParen) else {
+        return false;
+    };
+    let function = next_solid(tokens, open + 1);
+    let call = function.and_then(|f| next_solid(tokens, f + 1));
+    function.is_some_and(|f| WINDOWS.iter().any(|w| is_word(&tokens[f], w)))
+        && call.is_some_and(|c| tokens[c] == Token::LParen)
 }
 
-fn is_name(t: &Token) -> bool {
-    matches!(t, Token::Word(w) if w.quote_style.is_some() || w.keyword == Keyword::NoKeyword)
+fn is_word(t: &Token, word: &str) -> bool {
+    matches!(t, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word))
 }
 
 /// The index of the first token from `i` that is not whitespace.
@@ -108,7 +118,16 @@ fn partition_by(tokens: &[Token], i: usize) -> Option<usize> {
     if tokens[first] != Token::LParen {
         return matches!(tokens[first], Token::Word(_)).then_some(first);
     }
-    (first..tokens.len()).find(|&k| tokens[k] == Token::RParen)
+    let mut depth = 0usize;
+    for (k, t) in tokens.iter().enumerate().skip(first) {
+        match t {
+            Token::LParen => depth += 1,
+            Token::RParen if depth == 1 => return Some(k),
+            Token::RParen => depth -= 1,
+            _ => {}
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -131,14 +150,24 @@ mod tests {
                 "SELECT count(*) FROM SESSION(clicks , at, INTERVAL '30' MINUTES) GROUP BY window_start, window_end, user_id",
             ),
             (
-                "SELECT count(*) FROM TABLE(SESSION(TABLE clicks PARTITION BY (user_id, page), DESCRIPTOR(at), INTERVAL '1' MINUTE)) GROUP BY 1",
+                "SELECT count(*) FROM TABLE(SESSION(TABLE clicks PARTITION BY (lower(user_id), page), DESCRIPTOR(at), INTERVAL '1' MINUTE)) GROUP BY 1",
                 "SELECT count(*) FROM SESSION(clicks , at, INTERVAL '1' MINUTE) GROUP BY 1",
+            ),
+            // Dataset names that are SQL keywords; quotes doubled inside strings and names.
+            (
+                "SELECT 'it''s', \"a\"\"b\" FROM TABLE(TUMBLE(TABLE returns, DESCRIPTOR(at), INTERVAL '1' MINUTE))",
+                "SELECT 'it''s', \"a\"\"b\" FROM TUMBLE(returns, at, INTERVAL '1' MINUTE)",
             ),
         ];
         for (flink, ours) in cases {
             assert_eq!(rewrite(flink), ours);
         }
-        let plain = "SELECT * FROM TUMBLE(orders, invoice_date, INTERVAL '1 minute')";
-        assert_eq!(rewrite(plain), plain);
+        // Nothing outside a `TABLE(<window>(...))` is touched.
+        for kept in [
+            "SELECT * FROM TUMBLE(orders, invoice_date, INTERVAL '1 minute')",
+            "SELECT descriptor, row_number() OVER (PARTITION BY k ORDER BY n) FROM t WHERE s = 'it''s'",
+        ] {
+            assert_eq!(rewrite(kept), kept);
+        }
     }
 }

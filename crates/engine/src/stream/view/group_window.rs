@@ -28,23 +28,43 @@ pub fn rewrite(select: &mut Select) -> Result<(), String> {
     let Some(at) = keys.iter().position(|k| group_window(k).is_some()) else {
         return Ok(());
     };
-    let (function, args) = group_window(&keys[at]).unwrap_or_default();
+    let (function, mut args) = group_window(&keys[at]).unwrap_or_default();
+    if keys.iter().filter(|k| group_window(k).is_some()).count() > 1 {
+        return Err("a view groups by one window".into());
+    }
+    if keys.iter().any(|k| matches!(k, Expr::Value(_))) {
+        return Err(format!(
+            "GROUP BY {function}(...) with GROUP BY positions: name the columns instead"
+        ));
+    }
+    // The time column as the window's source has it (`o.ts` is `ts` of `orders AS o`).
+    if let Some(Expr::CompoundIdentifier(parts)) = args.first()
+        && let Some(column) = parts.last()
+    {
+        args[0] = Expr::Identifier(column.clone());
+    }
     let window = ours(&function, &args)?;
     keys.splice(at..=at, [bound("window_start"), bound("window_end")]);
     let [from] = select.from.as_mut_slice() else {
         return Err("a windowed view reads one source".into());
     };
     let TableFactor::Table {
-        name, args: None, ..
+        name,
+        args: None,
+        alias,
+        ..
     } = &from.relation
     else {
         return Err(format!(
             "GROUP BY {function}(...) groups the rows of a dataset or view named in FROM"
         ));
     };
+    let alias = alias.clone();
     from.relation = relation(&window.replace("{source}", &name.to_string()))?;
-    window_bounds(select);
-    Ok(())
+    if let TableFactor::Table { alias: kept, .. } = &mut from.relation {
+        *kept = alias;
+    }
+    window_bounds(select)
 }
 
 /// Our window for `function(args)`, with `{source}` for the source.
@@ -119,42 +139,51 @@ fn relation(text: &str) -> Result<TableFactor, String> {
 }
 
 /// `start` or `end`, when `e` is Spark's `window.start` / `window.end` or Flink's `TUMBLE_START(...)`,
-/// `HOP_END(...)`, ...
-fn bound_named(e: &Expr) -> Option<&'static str> {
-    let field = match e {
+/// `HOP_END(...)`, ...; `Err` for the ones there is no column for (Flink's `TUMBLE_ROWTIME(...)`).
+fn bound_named(e: &Expr) -> Result<Option<&'static str>, String> {
+    let (field, named) = match e {
         Expr::CompoundIdentifier(parts) => match parts.as_slice() {
-            [w, field] if w.value.eq_ignore_ascii_case("window") => {
-                field.value.to_ascii_lowercase()
-            }
-            _ => return None,
+            [w, field] if is_window(w) => (field.value.to_ascii_lowercase(), e.to_string()),
+            _ => return Ok(None),
         },
         Expr::Function(f) => {
             let name = f.name.to_string().to_ascii_lowercase();
-            let (kind, field) = name.rsplit_once('_')?;
-            ["tumble", "hop", "session"]
-                .contains(&kind)
-                .then(|| field.to_string())?
+            match name.rsplit_once('_') {
+                Some((kind, field)) if ["tumble", "hop", "session"].contains(&kind) => {
+                    (field.to_string(), format!("{}(...)", f.name))
+                }
+                _ => return Ok(None),
+            }
         }
-        _ => return None,
+        _ => return Ok(None),
     };
-    ["start", "end"].into_iter().find(|f| *f == field)
+    match field.as_str() {
+        "start" => Ok(Some("start")),
+        "end" => Ok(Some("end")),
+        _ => Err(format!(
+            "{named}: a window has window_start and window_end, no other bound"
+        )),
+    }
 }
 
 /// The window's bounds as `window_start` and `window_end` wherever they are named; a plain `window` in the
 /// select list as both.
-fn window_bounds(select: &mut Select) {
-    let _ = visit_expressions_mut(select, |e: &mut Expr| {
-        if let Some(which) = bound_named(e) {
+fn window_bounds(select: &mut Select) -> Result<(), String> {
+    let refused = visit_expressions_mut(select, |e: &mut Expr| match bound_named(e) {
+        Ok(Some(which)) => {
             *e = bound(&format!("window_{which}"));
+            ControlFlow::Continue(())
         }
-        ControlFlow::<()>::Continue(())
+        Ok(None) => ControlFlow::Continue(()),
+        Err(reason) => ControlFlow::Break(reason),
     });
+    if let ControlFlow::Break(reason) = refused {
+        return Err(reason);
+    }
     let items = std::mem::take(&mut select.projection);
     for item in items {
         match &item {
-            SelectItem::UnnamedExpr(Expr::Identifier(i))
-                if i.value.eq_ignore_ascii_case("window") =>
-            {
+            SelectItem::UnnamedExpr(Expr::Identifier(i)) if is_window(i) => {
                 select
                     .projection
                     .push(SelectItem::UnnamedExpr(bound("window_start")));
@@ -162,7 +191,21 @@ fn window_bounds(select: &mut Select) {
                     .projection
                     .push(SelectItem::UnnamedExpr(bound("window_end")));
             }
+            SelectItem::ExprWithAlias {
+                expr: Expr::Identifier(i),
+                alias,
+            } if is_window(i) => {
+                return Err(format!(
+                    "`window AS {alias}`: a window is two columns here, window_start and window_end; \
+                     select window.start and window.end"
+                ));
+            }
             _ => select.projection.push(item),
         }
     }
+    Ok(())
+}
+
+fn is_window(i: &Ident) -> bool {
+    i.quote_style.is_none() && i.value.eq_ignore_ascii_case("window")
 }
