@@ -810,9 +810,37 @@ fn output_format(f: Format) -> OutputFormat {
 }
 
 async fn run_query(ctx: &Ctx, sql: &str, format: Format, out: Option<&Path>) -> anyhow::Result<()> {
-    let catalog = Catalog::open(&ctx.lake()?).await?;
-    let result = catalog.query(sql).await?;
+    let lake = ctx.lake()?;
+    let catalog = Catalog::open(&lake).await?;
+    let result = match catalog.query(sql).await {
+        Ok(result) => result,
+        Err(e) => match view_hint(&lake, &e.to_string()).await {
+            Some(hint) => bail!("{e}\n{hint}"),
+            None => return Err(e.into()),
+        },
+    };
     emit(&result, format, out)
+}
+
+/// What to say when a query names a view's table that is not in the lake: a view `serve` has not run
+/// yet, or `<view>_live`, which only a running `serve` has.
+async fn view_hint(lake: &shopstream_engine::Lake, error: &str) -> Option<String> {
+    use shopstream_engine::stream::view::defs;
+    let missing = error.split("table '").nth(1)?.split('\'').next()?;
+    let name = missing.rsplit('.').next()?;
+    if let Some(view) = name.strip_suffix("_live")
+        && defs::get(lake, view).await.ok()?.is_some()
+    {
+        return Some(format!(
+            "`{name}` holds view `{view}`'s open windows in a running `serve`: query it there \
+             (GET /api/sql, the Postgres endpoint, the dashboard's explorer)"
+        ));
+    }
+    defs::get(lake, name).await.ok()?.map(|_| {
+        format!(
+            "view `{name}` has no final rows yet: a running `serve` makes them (`shopstream serve`)"
+        )
+    })
 }
 
 /// Writes a result to `out` (a file) or stdout in `format`.

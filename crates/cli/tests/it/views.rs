@@ -116,6 +116,18 @@ fn a_view_backfills_keeps_up_over_http_and_survives_sigkill_with_each_window_onc
     let listed = stdout(&run(dir.path(), &["view", "list"]));
     assert!(listed.starts_with("revenue_per_minute"), "{listed}");
     assert!(!listed.contains("looped"), "{listed}");
+    // Before `serve` ran it, a query of it says so.
+    for (table, hint) in [
+        ("revenue_per_minute", "has no final rows yet"),
+        ("revenue_per_minute_live", "in a running `serve`"),
+    ] {
+        let o = run(dir.path(), &["sql", &format!("SELECT * FROM {table}")]);
+        assert!(
+            !o.status.success() && stderr(&o).contains(hint),
+            "{}",
+            stderr(&o)
+        );
+    }
 
     let day1 = sql_csv(dir.path(), "SELECT count(*) FROM orders");
     let day1: usize = day1.lines().nth(1).unwrap().parse().unwrap();
