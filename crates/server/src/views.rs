@@ -346,14 +346,37 @@ impl ViewTask {
         }
     }
 
+    /// `work`'s result, while the claim is renewed; `None` when the view is stopped or the claim is lost
+    /// first (`work` is then dropped).
+    async fn while_held<T>(
+        &self,
+        claim: &mut JobClaim,
+        work: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => return Some(done),
+                () = tokio::time::sleep(STEP_EVERY) => {
+                    if self.stop.load(Ordering::Relaxed) || !claim.hold().await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
     async fn hold(&self, mut claim: JobClaim) {
         let label = format!("view {}", self.def.name);
         let opened = match (self.source.open(&self.lake).await, self.output_topic()) {
             (Ok(source), Ok(topic)) => {
                 let (lake, def, write) = (&self.lake, self.def.clone(), self.write.clone());
-                ViewJob::open_with(lake, def, source, write, topic)
-                    .await
-                    .map_err(|e| e.to_string())
+                let open = ViewJob::open_with(lake, def, source, write, topic);
+                match self.while_held(&mut claim, open).await {
+                    Some(opened) => opened.map_err(|e| e.to_string()),
+                    // Stopped, or the claim lost, while backfilling: left as a crash would leave it.
+                    None => return claim.release().await,
+                }
             }
             (Err(e), _) | (_, Err(e)) => Err(e),
         };
