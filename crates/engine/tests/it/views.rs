@@ -321,6 +321,55 @@ async fn hopping_windows_count_each_event_in_every_window_holding_it() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_date_column_is_an_event_time_at_midnight() {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("plan", DataType::Utf8, false),
+        Field::new("signup", DataType::Date32, false),
+    ]));
+    let s = schema.clone();
+    let sql = "SELECT window_start, window_end, plan, count(*) AS n \
+               FROM TUMBLE(signups, signup, INTERVAL '1 day') GROUP BY window_start, window_end, plan";
+    let plan = ViewPlan::new("v", sql, move |n| (n == "signups").then(|| s.clone()))
+        .await
+        .unwrap();
+    let mut runner = ViewRunner::new(
+        plan,
+        ViewOptions {
+            delay: Duration::ZERO,
+            ..options()
+        },
+    )
+    .unwrap();
+    // Days 0, 0 and 1; then day 3 makes days 0 and 1 final.
+    let mut out = Vec::new();
+    for days in [vec![("pro", 0), ("free", 0), ("pro", 1)], vec![("pro", 3)]] {
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(
+                    days.iter().map(|d| d.0).collect::<Vec<_>>(),
+                )),
+                Arc::new(arrow::array::Date32Array::from(
+                    days.iter().map(|d| d.1).collect::<Vec<_>>(),
+                )),
+            ],
+        )
+        .unwrap();
+        out.extend(runner.push(0, &batch).await.unwrap().rows);
+    }
+    let mut rows = lines(&out);
+    rows.sort();
+    assert_eq!(
+        rows,
+        vec![
+            row(&["1970-01-01T00:00:00", "1970-01-02T00:00:00", "free", "1"]),
+            row(&["1970-01-01T00:00:00", "1970-01-02T00:00:00", "pro", "1"]),
+            row(&["1970-01-02T00:00:00", "1970-01-03T00:00:00", "pro", "1"]),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sessions_per_key_merge_events_closer_than_the_gap() {
     let sql = "SELECT customer, window_start, window_end, sum(amount) AS total, count(*) AS n \
                FROM SESSION(events, at, INTERVAL '30 minutes') GROUP BY window_start, window_end, customer";

@@ -228,11 +228,12 @@ fn input_schema(view: &str, source: &Schema, time: Option<&str>) -> Result<Schem
         return Ok(Arc::new(source.clone()));
     };
     match source.field_with_name(time).map(|f| f.data_type()) {
-        Ok(DataType::Timestamp(_, None)) => {}
+        // A date is an event at its midnight (daily windows over a date column).
+        Ok(DataType::Timestamp(_, None) | DataType::Date32 | DataType::Date64) => {}
         Ok(other) => {
             return Err(refuse(
                 view,
-                format!("the event time `{time}` is {other}, not a timestamp"),
+                format!("the event time `{time}` is {other}, not a timestamp or a date"),
             ));
         }
         Err(_) => return Err(refuse(view, format!("the source has no column `{time}`"))),
