@@ -70,19 +70,19 @@ pub async fn serve(
     pg_listen: Option<String>,
 ) -> anyhow::Result<()> {
     let mut live = start(ctx, listen, pg_listen).await?;
-    println!(
+    say!(
         "shopstream serving on {}: POST /v1/topics/{}/records (JSON, NDJSON, CSV), /v1/status, /metrics; \
          landing folder {}",
         live.url(),
         topics(&live.topics),
         ctx.config.landing_dir(&ctx.data_dir).display()
     );
-    println!(
+    say!(
         "dashboard: {url}/  SQL explorer: {url}/explorer",
         url = live.url()
     );
     if let Some(a) = live.postgres {
-        println!(
+        say!(
             "postgres: {a} (psql -h {} -p {} shopstream)",
             a.ip(),
             a.port()
@@ -172,9 +172,14 @@ pub fn status(ctx: &Ctx, url: Option<String>) -> anyhow::Result<()> {
     let before = fetch_status(ctx, &base)?;
     std::thread::sleep(Duration::from_secs(1));
     let s = fetch_status(ctx, &base)?;
-    println!(
+    say!(
         "{:<20} {:>9} {:>12} {:>12} {:>10} {:>10}",
-        "topic/partition", "start", "end", "loaded", "lag", "in/s"
+        "topic/partition",
+        "start",
+        "end",
+        "loaded",
+        "lag",
+        "in/s"
     );
     for p in &s.partitions {
         let prev = before
@@ -183,7 +188,7 @@ pub fn status(ctx: &Ctx, url: Option<String>) -> anyhow::Result<()> {
             .find(|b| b.topic == p.topic && b.partition == p.partition)
             .map_or(0, |b| b.end_offset);
         let loaded = p.loaded_offset.map_or("-".to_string(), |v| v.to_string());
-        println!(
+        say!(
             "{:<20} {:>9} {:>12} {loaded:>12} {:>10} {:>10}",
             format!("{}/{}", p.topic, p.partition),
             p.start_offset,
@@ -192,14 +197,14 @@ pub fn status(ctx: &Ctx, url: Option<String>) -> anyhow::Result<()> {
             p.end_offset.saturating_sub(prev)
         );
     }
-    println!(
+    say!(
         "rates: {} records/s received over HTTP, {} records/s loaded into the lake",
         s.http_accepted_records
             .saturating_sub(before.http_accepted_records),
         s.loaded_records.saturating_sub(before.loaded_records)
     );
     for flow in &ctx.config.live.flows {
-        println!(
+        say!(
             "flow {}: -> {} (dead letters in {})",
             flow.name,
             flow.topic,
@@ -207,10 +212,10 @@ pub fn status(ctx: &Ctx, url: Option<String>) -> anyhow::Result<()> {
         );
     }
     for c in s.counters() {
-        println!("{:<28} {}", c.key, c.value);
+        say!("{:<28} {}", c.key, c.value);
     }
     for v in &s.views {
-        println!(
+        say!(
             "view {} on {}: {} rows in, watermark {}, lag {}, {} open windows ({} bytes), {} late rows, {} windows emitted",
             v.name,
             v.owner,
@@ -236,7 +241,7 @@ fn print_workers(s: &shopstream_server::Status) {
             .iter()
             .map(|p| format!("{}/{} (lag {})", p.topic, p.partition, p.lag))
             .collect();
-        println!(
+        say!(
             "worker {} {} {} on {}, heartbeat {} s ago, {} rebalances: {}{}",
             w.id,
             if w.alive { "alive" } else { "GONE" },
@@ -257,7 +262,7 @@ fn print_workers(s: &shopstream_server::Status) {
         );
     }
     for l in &s.leases {
-        println!(
+        say!(
             "lease {}: {} (expires in {} s)",
             l.name,
             l.holder,

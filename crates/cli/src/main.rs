@@ -3,8 +3,30 @@
 //!
 //! Exit codes: 0 success, 1 failure (the error chain is printed once), 2 usage error.
 
+/// `println!` that ends the program quietly when stdout's reader has gone (`shopstream view list | head`):
+/// Rust ignores SIGPIPE, so `println!` would panic there.
+macro_rules! say {
+    () => {
+        $crate::say_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::say_line(format_args!($($arg)*))
+    };
+}
+
 mod live;
 mod views;
+
+/// Writes one line of [`say!`].
+fn say_line(line: std::fmt::Arguments) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        panic!("writing to stdout: {e}");
+    }
+}
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
@@ -364,7 +386,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     } else {
                         format!("  [--param {}]", ps.join(" --param "))
                     };
-                    println!("{:<28} {}{ps}", r.name, r.title());
+                    say!("{:<28} {}{ps}", r.name, r.title());
                 }
                 return Ok(());
             }
@@ -598,7 +620,7 @@ async fn ingest(
     let skipped = summary.files.iter().filter(|f| f.already_loaded).count();
     let refused = summary.files.iter().filter(|f| f.refused.is_some()).count();
     let t = summary.totals;
-    println!(
+    say!(
         "load {}: {} files ({} already loaded, {} refused), read {}, loaded {}, rejected {} in {:.1}s",
         summary.load_id,
         summary.files.len(),
@@ -621,7 +643,7 @@ fn print_prepared(p: &shopstream_engine::datasets::Prepared, dry_run: bool) {
         } else {
             "created"
         };
-        println!("dataset `{name}` {verb} with the columns inferred from the first file:");
+        say!("dataset `{name}` {verb} with the columns inferred from the first file:");
         for c in inferred {
             let format = c
                 .date_format
@@ -633,7 +655,7 @@ fn print_prepared(p: &shopstream_engine::datasets::Prepared, dry_run: bool) {
             } else {
                 ""
             };
-            println!(
+            say!(
                 "  {:<24} {:<14} (from `{}`{format}{comma})",
                 c.name,
                 c.ty.sql_name(),
@@ -641,14 +663,14 @@ fn print_prepared(p: &shopstream_engine::datasets::Prepared, dry_run: bool) {
             );
         }
     } else if dry_run {
-        println!("dataset `{name}`:");
+        say!("dataset `{name}`:");
         for c in &p.dataset.columns {
-            println!("  {:<24} {}", c.name, c.ty.sql_name());
+            say!("  {:<24} {}", c.name, c.ty.sql_name());
         }
     }
     for c in &p.added {
         let verb = if dry_run { "would add" } else { "added" };
-        println!(
+        say!(
             "dataset `{name}`: {verb} column `{}` {} (new in these files; earlier rows have NULL)",
             c.name,
             c.ty.sql_name()
@@ -656,7 +678,7 @@ fn print_prepared(p: &shopstream_engine::datasets::Prepared, dry_run: bool) {
     }
     for c in &p.widened {
         let verb = if dry_run { "would widen" } else { "widened" };
-        println!(
+        say!(
             "dataset `{name}`: {verb} column `{}` from date to timestamp (these files have times; \
              earlier rows read as midnight; the table is rewritten in one commit)",
             c.name
@@ -686,15 +708,15 @@ async fn describe(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
                     known.join(", ")
                 );
             };
-            println!("table `{name}` (built in)");
+            say!("table `{name}` (built in)");
             for f in table.schema().fields() {
-                println!("  {:<24} {}", f.name(), f.data_type());
+                say!("  {:<24} {}", f.name(), f.data_type());
             }
             return Ok(());
         }
     };
     let table = Table::of_dataset(&dataset);
-    println!("dataset `{name}`");
+    say!("dataset `{name}`");
     let schema = table.schema();
     for f in schema.fields() {
         let column = dataset.columns.iter().find(|c| c.name == *f.name());
@@ -705,20 +727,23 @@ async fn describe(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
             ),
             None => (f.data_type().to_string(), "provenance"),
         };
-        println!("  {:<24} {:<14} {note}", f.name(), ty);
+        say!("  {:<24} {:<14} {note}", f.name(), ty);
     }
     if !dataset.key.is_empty() {
-        println!("key: {}", dataset.key.join(", "));
+        say!("key: {}", dataset.key.join(", "));
     }
     if let Some(p) = table.partition_columns().first() {
-        println!("partitioned by: {p}");
+        say!("partitioned by: {p}");
     }
     match lake.tables().await?.into_iter().find(|t| t.name == name) {
-        Some(t) => println!(
+        Some(t) => say!(
             "{} rows in {} files ({} bytes), Delta version {}",
-            t.rows, t.files, t.bytes, t.version
+            t.rows,
+            t.files,
+            t.bytes,
+            t.version
         ),
-        None => println!("not created yet: declared in the config, no file loaded"),
+        None => say!("not created yet: declared in the config, no file loaded"),
     }
     Ok(())
 }
@@ -727,17 +752,25 @@ async fn tables(ctx: &Ctx) -> anyhow::Result<()> {
     let lake = ctx.lake()?;
     let infos = lake.tables().await?;
     if infos.is_empty() {
-        println!("no tables yet: load some data with `shopstream ingest PATH`");
+        say!("no tables yet: load some data with `shopstream ingest PATH`");
         return Ok(());
     }
-    println!(
+    say!(
         "{:<14} {:>12} {:>7} {:>12} {:>8}",
-        "table", "rows", "files", "bytes", "version"
+        "table",
+        "rows",
+        "files",
+        "bytes",
+        "version"
     );
     for t in infos {
-        println!(
+        say!(
             "{:<14} {:>12} {:>7} {:>12} {:>8}",
-            t.name, t.rows, t.files, t.bytes, t.version
+            t.name,
+            t.rows,
+            t.files,
+            t.bytes,
+            t.version
         );
     }
     Ok(())
@@ -762,16 +795,20 @@ async fn compact(ctx: &Ctx, names: &[String], vacuum_after_s: Option<u64>) -> an
     for kind in kinds {
         let s = shopstream_engine::compact::compact(&lake, &kind, &ctx.write_options()).await?;
         match s.version {
-            Some(v) => println!(
+            Some(v) => say!(
                 "{}: {} of {} files rewritten into {} ({} partitions), version {v}",
-                s.table, s.files_removed, s.files_before, s.files_added, s.partitions
+                s.table,
+                s.files_removed,
+                s.files_before,
+                s.files_added,
+                s.partitions
             ),
-            None => println!("{}: nothing to compact ({} files)", s.table, s.files_before),
+            None => say!("{}: nothing to compact ({} files)", s.table, s.files_before),
         }
         if let Some(after) = vacuum_after_s {
             let n = shopstream_engine::compact::vacuum(&lake, &kind, Duration::from_secs(after))
                 .await?;
-            println!("{}: {n} replaced files deleted", kind.name());
+            say!("{}: {n} replaced files deleted", kind.name());
         }
     }
     Ok(())
@@ -781,12 +818,12 @@ async fn migrate(ctx: &Ctx) -> anyhow::Result<()> {
     let lake = ctx.lake()?;
     let done = shopstream_engine::migrate::migrate(&lake, &ctx.write_options()).await?;
     if done.iter().all(|m| m.version.is_none()) {
-        println!("the lake is up to date: nothing to migrate");
+        say!("the lake is up to date: nothing to migrate");
         return Ok(());
     }
     for m in done {
         match m.version {
-            Some(v) => println!(
+            Some(v) => say!(
                 "{}: {}; {} rows in {} files rewritten into {}, version {v}",
                 m.table,
                 m.changes.join(", "),
@@ -794,7 +831,7 @@ async fn migrate(ctx: &Ctx) -> anyhow::Result<()> {
                 m.files_removed,
                 m.files_added
             ),
-            None => println!("{}: up to date", m.table),
+            None => say!("{}: up to date", m.table),
         }
     }
     Ok(())
@@ -909,7 +946,7 @@ async fn all_reports(
                 emit(&result, format, Some(&file))?;
             }
             None => {
-                println!("\n== {} — {}", r.name, r.title());
+                say!("\n== {} — {}", r.name, r.title());
                 emit(&result, format, None)?;
             }
         }
@@ -975,7 +1012,7 @@ async fn live_demo(
     let mut live = live::start(ctx, listen, pg_listen).await?;
     let topic = ctx.config.live.topic.clone();
     let landing = ctx.config.landing_dir(&ctx.data_dir);
-    println!(
+    say!(
         "\nLive: a simulated store sends {rate} order lines/s to {url}/v1/topics/{topic}/records; the lake grows as they\n\
          arrive. Dashboard: {url}/  SQL explorer: {url}/explorer{pg}\n\
          Drop CSV/Excel/JSONL files into {landing} to load them. Status: {url}/v1/status, {url}/metrics.\n\
@@ -1010,9 +1047,11 @@ async fn live_demo(
             let lag: u64 = s["partitions"]
                 .as_array()
                 .map_or(0, |ps| ps.iter().filter_map(|p| p["lag"].as_u64()).sum());
-            println!(
+            say!(
                 "live: {} order lines received over HTTP, {} loaded into the lake ({} dead letters), lag {lag}",
-                s["http_accepted_records"], s["loaded_records"], s["dead_letters"]
+                s["http_accepted_records"],
+                s["loaded_records"],
+                s["dead_letters"]
             );
         }
     });
@@ -1021,14 +1060,14 @@ async fn live_demo(
     let sent = store.join().unwrap_or(0);
     let _ = reporter.await;
     let stopped = live.shutdown().await;
-    println!("live: the store sent {sent} order lines; stopped.");
+    say!("live: the store sent {sent} order lines; stopped.");
     result.and(stopped.map_err(Into::into))
 }
 
 async fn demo(ctx: &Ctx, from: Option<PathBuf>, rows: u64) -> anyhow::Result<()> {
     std::fs::create_dir_all(&ctx.data_dir)
         .with_context(|| format!("creating {}", ctx.data_dir.display()))?;
-    println!("shopstream demo: data dir {}", ctx.data_dir.display());
+    say!("shopstream demo: data dir {}", ctx.data_dir.display());
     let source = match from {
         Some(dir) => dir,
         None => {
@@ -1037,7 +1076,7 @@ async fn demo(ctx: &Ctx, from: Option<PathBuf>, rows: u64) -> anyhow::Result<()>
                 .join("generated")
                 .join(format!("online-retail-{rows}-seed42.csv"));
             if !file.exists() {
-                println!(
+                say!(
                     "generating {rows} orders like the Online Retail data into {}",
                     file.display()
                 );
@@ -1059,19 +1098,19 @@ async fn demo(ctx: &Ctx, from: Option<PathBuf>, rows: u64) -> anyhow::Result<()>
         shopstream_engine::stream::view::defs::save(&lake, &def, &ctx.config.declared_datasets())
             .await?;
     }
-    println!();
+    say!();
     tables(ctx).await?;
     for (name, title) in [
         ("monthly_revenue", "Monthly revenue"),
         ("top_countries_by_quantity", "Top 5 countries by quantity"),
         ("top_products_by_revenue", "Top 10 products by revenue"),
     ] {
-        println!("\n== {title} (shopstream report {name})");
+        say!("\n== {title} (shopstream report {name})");
         let sql = reports::find(name)?.render(&BTreeMap::new())?;
         run_query(ctx, &sql, Format::Table, None).await?;
     }
     let dd = ctx.data_dir.display();
-    println!(
+    say!(
         "\nTry next:\n  shopstream --data-dir {dd} report list\n  shopstream --data-dir {dd} report rfm --format csv\n  \
          shopstream --data-dir {dd} sql \"SELECT country, SUM(line_revenue) FROM orders GROUP BY 1 ORDER BY 2 DESC LIMIT 5\"\n  \
          shopstream --data-dir {dd} sql            (interactive shell)\n  \

@@ -16,7 +16,7 @@ pub enum ViewCommand {
     Create {
         /// Its name: the table of its final windows; `<name>_live` holds the open ones.
         name: String,
-        /// Its SQL.
+        /// Its SQL; `@FILE` reads it from a file, `@-` from standard input.
         sql: String,
         /// How far behind the latest event time the watermark stays, in seconds.
         #[arg(long, default_value_t = 30)]
@@ -71,6 +71,22 @@ pub enum ViewCommand {
     },
 }
 
+/// The view's SQL as given: the text itself, `@FILE` (the file's text) or `@-` (standard input's).
+fn sql_text(given: &str) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let Some(path) = given.strip_prefix('@') else {
+        return Ok(given.to_string());
+    };
+    let text = if path == "-" {
+        std::io::read_to_string(std::io::stdin())
+            .context("reading the view's SQL from standard input")?
+    } else {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("reading the view's SQL from {path}"))?
+    };
+    Ok(text.trim().trim_end_matches(';').trim().to_string())
+}
+
 /// Runs `command` on `lake`, with the topics of `config` (a view's own topic must be none of them).
 pub async fn run(lake: &Lake, config: &Config, command: ViewCommand) -> anyhow::Result<()> {
     match command {
@@ -90,7 +106,7 @@ pub async fn run(lake: &Lake, config: &Config, command: ViewCommand) -> anyhow::
         } => {
             let def = ViewDef {
                 name,
-                sql,
+                sql: sql_text(&sql)?,
                 delay_s,
                 lateness_s,
                 idle_timeout_s,
@@ -106,17 +122,17 @@ pub async fn run(lake: &Lake, config: &Config, command: ViewCommand) -> anyhow::
                 Some(_) => "unchanged",
                 None => "created",
             };
-            println!("view `{}` {verb}; version {}", def.name, def.version());
+            say!("view `{}` {verb}; version {}", def.name, def.version());
         }
         ViewCommand::Defaults => {
             for def in defs::defaults() {
                 defs::save(lake, &def, &config.declared_datasets()).await?;
-                println!("view `{}` saved", def.name);
+                say!("view `{}` saved", def.name);
             }
         }
         ViewCommand::List => {
             for def in defs::list(lake).await? {
-                println!("{:<24} {}", def.name, def.sql);
+                say!("{:<24} {}", def.name, def.sql);
             }
         }
         ViewCommand::Describe { name } => {
@@ -124,26 +140,29 @@ pub async fn run(lake: &Lake, config: &Config, command: ViewCommand) -> anyhow::
                 bail!("no view `{name}` in the lake (shopstream view list)");
             };
             let plan = defs::check(lake, &def, &config.declared_datasets()).await?;
-            println!("view `{}` (version {})", def.name, def.version());
-            println!("  source      {}", plan.source);
-            println!("  window      {:?}", plan.window);
-            println!(
+            say!("view `{}` (version {})", def.name, def.version());
+            say!("  source      {}", plan.source);
+            say!("  window      {:?}", plan.window);
+            say!(
                 "  delay {} s, lateness {} s, idle timeout {} s, ttl {} s",
-                def.delay_s, def.lateness_s, def.idle_timeout_s, def.ttl_s
+                def.delay_s,
+                def.lateness_s,
+                def.idle_timeout_s,
+                def.ttl_s
             );
-            println!("  sql         {}", def.sql);
+            say!("  sql         {}", def.sql);
             if let Some(topic) = &def.topic {
-                println!("  topic       {topic} (final rows, at-least-once, keyed for dedupe)");
+                say!("  topic       {topic} (final rows, at-least-once, keyed for dedupe)");
             }
             for f in plan.output_schema.fields() {
-                println!("  {:<24} {}", f.name(), f.data_type());
+                say!("  {:<24} {}", f.name(), f.data_type());
             }
         }
         ViewCommand::Drop { name, purge } => {
             if !defs::drop(lake, &name, purge).await? {
                 bail!("no view `{name}` in the lake (shopstream view list)");
             }
-            println!(
+            say!(
                 "view `{name}` dropped{}",
                 if purge { " with its table" } else { "" }
             );
@@ -252,7 +271,7 @@ async fn bench(job: &str, input: &std::path::Path, partitions: u32) -> anyhow::R
         out["output_rows"] = n.into();
         out["output_count"] = l.into();
     }
-    println!("{out}");
+    say!("{out}");
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
 }

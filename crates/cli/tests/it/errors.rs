@@ -175,3 +175,25 @@ fn files_of_other_types_in_a_folder_are_named_as_skipped() {
         stderr(&o)
     );
 }
+
+#[test]
+fn output_piped_into_a_reader_that_goes_ends_quietly() {
+    // As `shopstream report list | head -0`: the reader is gone before anything is written.
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["report", "list"][..],
+        &["tables"][..],
+        &["view", "list"][..],
+    ] {
+        let mut child = crate::shopstream(dir.path())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{args:?}: {}", stderr(&o));
+    }
+}

@@ -116,6 +116,22 @@ fn a_view_backfills_keeps_up_over_http_and_survives_sigkill_with_each_window_onc
     let listed = stdout(&run(dir.path(), &["view", "list"]));
     assert!(listed.starts_with("revenue_per_minute"), "{listed}");
     assert!(!listed.contains("looped"), "{listed}");
+    // The SQL may come from a file (`@FILE`), its trailing `;` dropped.
+    let file = dir.path().join("view.sql");
+    std::fs::write(&file, format!("{VIEW};\n")).unwrap();
+    let at_file = format!("@{}", file.display());
+    let o = run(dir.path(), &["view", "create", "from_file", &at_file]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let described = stdout(&run(dir.path(), &["view", "describe", "from_file"]));
+    assert!(
+        described.contains("GROUP BY window_start, window_end, country\n"),
+        "{described}"
+    );
+    assert!(
+        run(dir.path(), &["view", "drop", "from_file"])
+            .status
+            .success()
+    );
     // Before `serve` ran it, a query of it says so.
     for (table, hint) in [
         ("revenue_per_minute", "has no final rows yet"),
