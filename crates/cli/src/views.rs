@@ -131,7 +131,13 @@ pub async fn run(lake: &Lake, config: &Config, command: ViewCommand) -> anyhow::
             }
         }
         ViewCommand::List => {
-            for def in defs::list(lake).await? {
+            let views = defs::list(lake).await?;
+            if views.is_empty() {
+                eprintln!(
+                    "no views yet: shopstream view create NAME \"SQL\" (docs/views.md), or view defaults"
+                );
+            }
+            for def in views {
                 say!("{:<24} {}", def.name, def.sql);
             }
         }
@@ -142,7 +148,10 @@ pub async fn run(lake: &Lake, config: &Config, command: ViewCommand) -> anyhow::
             let plan = defs::check(lake, &def, &config.declared_datasets()).await?;
             say!("view `{}` (version {})", def.name, def.version());
             say!("  source      {}", plan.source);
-            say!("  window      {:?}", plan.window);
+            match &plan.time_column {
+                Some(time) => say!("  window      {}, on {time}", plan.window),
+                None => say!("  window      {}", plan.window),
+            }
             say!(
                 "  delay {} s, lateness {} s, idle timeout {} s, ttl {} s",
                 def.delay_s,

@@ -26,6 +26,38 @@ pub enum WindowKind {
     Session { gap: i64 },
 }
 
+impl std::fmt::Display for WindowKind {
+    /// As `view describe` shows it: `tumbling, 1 minute`, `hopping, 1 hour every 1 minute`, ...
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            WindowKind::None => write!(f, "none (an updating aggregate, or rows as they come)"),
+            WindowKind::Tumble { size } => write!(f, "tumbling, {}", length(size)),
+            WindowKind::Hop { slide, size } => {
+                write!(f, "hopping, {} every {}", length(size), length(slide))
+            }
+            WindowKind::Session { gap } => write!(f, "session, gap {}", length(gap)),
+        }
+    }
+}
+
+/// A length of `micros` µs in the largest unit that divides it (`90 seconds`, `1 hour`).
+fn length(micros: i64) -> String {
+    let units = [
+        (86_400_000_000, "day"),
+        (3_600_000_000, "hour"),
+        (60_000_000, "minute"),
+        (1_000_000, "second"),
+        (1_000, "millisecond"),
+        (1, "microsecond"),
+    ];
+    let (size, unit) = units
+        .into_iter()
+        .find(|(size, _)| micros % size == 0)
+        .unwrap_or((1, "microsecond"));
+    let n = micros / size;
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
 impl WindowKind {
     /// The window `function` (`TUMBLE`, `HOP`, `SESSION`) with its lengths in µs; `Err` says what is wrong.
     pub fn new(function: &str, lengths: &[i64]) -> std::result::Result<WindowKind, String> {
@@ -153,5 +185,21 @@ mod tests {
         assert_eq!(windows(session, 7), vec![(7, 7 + 30 * MIN)]);
         assert!(WindowKind::new("HOP", &[2 * MIN, MIN]).is_err());
         assert!(WindowKind::new("TUMBLE", &[0]).is_err());
+    }
+
+    #[test]
+    fn windows_read_as_a_user_wrote_them() {
+        let minute = 60_000_000;
+        assert_eq!(
+            WindowKind::Tumble { size: minute }.to_string(),
+            "tumbling, 1 minute"
+        );
+        let hop = WindowKind::Hop {
+            slide: minute,
+            size: 60 * minute,
+        };
+        assert_eq!(hop.to_string(), "hopping, 1 hour every 1 minute");
+        let session = WindowKind::Session { gap: 90_000_000 };
+        assert_eq!(session.to_string(), "session, gap 90 seconds");
     }
 }
