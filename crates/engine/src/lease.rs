@@ -42,6 +42,15 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// This machine's name (empty when it has none to read).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .or_else(|_| std::fs::read_to_string("/proc/sys/kernel/hostname"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
 /// This process's worker id: what its heartbeat carries and `status` shows as a view's owner
 /// (a [`holder_name`], the same for the process's life).
 pub fn worker_id() -> &'static str {
@@ -52,10 +61,9 @@ pub fn worker_id() -> &'static str {
 /// A new name as a lease holder (`host:pid:random`): each claim its own, so two tasks of one process
 /// never both hold one lease.
 pub fn holder_name() -> String {
-    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
     format!(
         "{}:{}:{}",
-        host.trim(),
+        host_name(),
         std::process::id(),
         &uuid::Uuid::new_v4().to_string()[..8]
     )

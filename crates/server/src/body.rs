@@ -8,17 +8,17 @@
 //! at once without reading any of it.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures::StreamExt;
 
 use crate::AppState;
+use crate::ingest::reject;
 
 /// How much of a refused body is read and dropped before the answer.
 pub const DRAIN_BYTES: u64 = 64 * 1024 * 1024;
@@ -88,30 +88,21 @@ pub(crate) async fn read_whole(
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
         }
-        Err(Refused::Broken(e)) => {
-            state.http.rejected_requests.fetch_add(1, Ordering::Relaxed);
-            let message = format!("the request body could not be read: {e}");
-            (
-                StatusCode::BAD_REQUEST,
-                axum::Json(serde_json::json!({ "error": message })),
-            )
-                .into_response()
-        }
+        Err(Refused::Broken(e)) => reject(
+            &state,
+            StatusCode::BAD_REQUEST,
+            format!("the request body could not be read: {e}"),
+        ),
         Err(Refused::TooLarge(rest)) => {
             // Once reading began, `100 Continue` went out: the client sends the body, so it is drained.
             if !(over && refuse_unread(&parts.headers, limit)) {
                 drain(rest).await;
             }
-            state.http.rejected_requests.fetch_add(1, Ordering::Relaxed);
             let message = format!(
                 "the request body is over the {} MiB limit ([server] max_body_mb): send fewer records per request",
                 state.config.max_body_mb
             );
-            (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                axum::Json(serde_json::json!({ "error": message })),
-            )
-                .into_response()
+            reject(&state, StatusCode::PAYLOAD_TOO_LARGE, message)
         }
     }
 }

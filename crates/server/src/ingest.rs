@@ -133,7 +133,8 @@ fn body_format(headers: &HeaderMap) -> Result<BodyFormat, String> {
     })
 }
 
-fn reject(state: &AppState, status: StatusCode, msg: String) -> Response {
+/// `error`, counted as a rejected request.
+pub(crate) fn reject(state: &AppState, status: StatusCode, msg: String) -> Response {
     state.http.rejected_requests.fetch_add(1, Ordering::Relaxed);
     error(status, msg)
 }

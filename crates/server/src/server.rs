@@ -332,11 +332,9 @@ fn advertised(server: &crate::ServerConfig, addr: SocketAddr, shared: bool) -> S
     if !server.advertise.is_empty() {
         return server.advertise.clone();
     }
-    let host = std::fs::read_to_string("/etc/hostname")
-        .or_else(|_| std::fs::read_to_string("/proc/sys/kernel/hostname"))
-        .unwrap_or_default();
-    if addr.ip().is_unspecified() && !host.trim().is_empty() {
-        return format!("{}:{}", host.trim(), addr.port());
+    let host = shopstream_engine::lease::host_name();
+    if addr.ip().is_unspecified() && !host.is_empty() {
+        return format!("{host}:{}", addr.port());
     }
     if (addr.ip().is_loopback() || addr.ip().is_unspecified()) && shared {
         tracing::warn!(
@@ -589,9 +587,9 @@ mod tests {
             advertised(&server, at("127.0.0.1:8080"), false),
             "127.0.0.1:8080"
         );
-        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-        if !host.trim().is_empty() {
-            let want = format!("{}:8080", host.trim());
+        let host = shopstream_engine::lease::host_name();
+        if !host.is_empty() {
+            let want = format!("{host}:8080");
             assert_eq!(advertised(&server, at("0.0.0.0:8080"), true), want);
             assert_eq!(advertised(&server, at("[::]:8080"), true), want);
         }
